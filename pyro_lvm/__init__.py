@@ -1,0 +1,19 @@
+"""pyro_lvm: latent-variable models as Pyro model/guide pairs.
+
+Everything here works on *any* object with ``model(batch)`` and ``guide(batch)`` methods
+(see :mod:`pyro_lvm.base`): training (:func:`fit`), evaluation (:mod:`pyro_lvm.metrics`),
+KL control (:mod:`pyro_lvm.infer`) and inspection.
+"""
+
+from .base import ModelGuidePair, check_pair
+from .checkpoint import load_checkpoint, set_seed
+from .metrics import elbo_terms, evaluation_report, log_likelihood
+from .train import Callback, History, TrainingDivergedError, TrainState, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Callback", "History", "ModelGuidePair", "TrainState", "TrainingDivergedError",
+    "check_pair", "elbo_terms", "evaluation_report", "fit", "load_checkpoint",
+    "log_likelihood", "set_seed",
+]

@@ -1,0 +1,79 @@
+"""The model/guide convention every part of pyro_lvm works with.
+
+A *pair* is any object with two methods written in plain Pyro::
+
+    class MyPair(nn.Module):
+        def model(self, x): ...   # priors, plates, likelihood with obs=x
+        def guide(self, x): ...   # q(z | x), same latent site names as the model
+
+Nothing else is required: no base class to inherit, no registration calls. When the pair
+is an ``nn.Module`` its parameters are trained directly (calling ``pyro.module`` inside
+``model``/``guide`` is allowed but unnecessary); parameters created with ``pyro.param``
+are picked up from Pyro's param store.
+
+A *batch* is whatever a data loader yields. It is passed on as Pyro's ``SVI`` would:
+a tuple or list is splatted (``model(*batch)``), a dict is passed as keywords
+(``model(**batch)``), anything else (usually one tensor) is passed as the single argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class ModelGuidePair(Protocol):
+    """Structural type of a model/guide pair (see the module docstring)."""
+
+    def model(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def guide(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def check_pair(pair: Any) -> ModelGuidePair:
+    """Return ``pair`` unchanged, or raise ``TypeError`` saying what is missing."""
+    missing = [name for name in ("model", "guide") if not callable(getattr(pair, name, None))]
+    if missing:
+        raise TypeError(
+            f"{type(pair).__name__} is not a model/guide pair: it has no callable "
+            f"{' or '.join(repr(m) for m in missing)} method. Define model(batch) and guide(batch) "
+            "in plain Pyro (see docs/write_your_own.md)."
+        )
+    return pair
+
+
+def batch_call(fn: Callable[..., Any], batch: Any) -> Any:
+    """Call ``fn`` with ``batch`` unpacked by the convention in the module docstring."""
+    args, kwargs = batch_args(batch)
+    return fn(*args, **kwargs)
+
+
+def batch_args(batch: Any) -> tuple[tuple, dict]:
+    """Split a batch into ``(args, kwargs)`` for ``model(*args, **kwargs)``."""
+    if isinstance(batch, dict):
+        return (), dict(batch)
+    if isinstance(batch, (tuple, list)):
+        return tuple(batch), {}
+    return (batch,), {}
+
+
+def batch_size(batch: Any) -> int:
+    """Number of datapoints in a batch: the length of its first tensor."""
+    args, kwargs = batch_args(batch)
+    for value in list(args) + list(kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    raise ValueError("cannot tell the batch size: the batch holds no tensor with a leading dimension")
+
+
+def batch_to(batch: Any, device: torch.device | str) -> Any:
+    """Move every tensor in a batch to ``device`` (other values are left as they are)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: batch_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(batch_to(v, device) for v in batch)
+    return batch

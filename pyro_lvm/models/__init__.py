@@ -1,0 +1,6 @@
+"""Model/guide pairs, one module per family."""
+
+from .ppca import PPCA
+from .vae import VAE, Autoencoder
+
+__all__ = ["VAE", "Autoencoder", "PPCA"]

@@ -1,0 +1,27 @@
+"""Runnable tasks: the code behind each ``examples/*.py`` script and ``pyro-lvm`` command.
+
+Each task module defines:
+
+* ``add_arguments(parser)``: its argparse options (with small, fast defaults where possible);
+* ``main(args) -> dict``: trains/evaluates, writes its outputs under ``args.out`` and returns
+  the metrics it wrote to ``args.out/metrics.json``.
+
+``TASKS`` maps a name used on the command line (``pyro-lvm train NAME``) to its module.
+An example script is three lines over its task: build the parser, parse, call ``main``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+TASKS: dict[str, str] = {
+    "vae": "pyro_lvm.tasks.vae",
+}
+
+
+def load_task(name: str) -> ModuleType:
+    """Import the module behind a task name, or raise ``ValueError`` listing the known names."""
+    if name not in TASKS:
+        raise ValueError(f"unknown model/task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return importlib.import_module(TASKS[name])

@@ -1,0 +1,508 @@
+"""``fit()``: the one training loop every example, benchmark and CLI command uses.
+
+It runs stochastic variational inference on any model/guide pair (see :mod:`pyro_lvm.base`)
+with any Pyro ELBO, and adds what long runs need: mini-batches, a progress bar, per-epoch
+history, seeds, gradient clipping, early stopping, callbacks, atomic checkpoints and exact
+resumption.
+
+Why not ``pyro.infer.SVI``: SVI wraps one optimiser per parameter and hands its state to
+Pyro's param store, which costs time on small steps (see ``benchmarks/vae_overhead.py``) and
+makes checkpointing awkward. ``fit`` asks the ELBO for a differentiable loss and steps one
+``torch.optim`` optimiser over the pair's parameters instead; the objective is the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .base import batch_args, batch_size as _batch_size, batch_to, check_pair
+from .checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, rng_state, set_rng_state, set_seed
+
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or a gradient became NaN/inf; parameters were not updated by that step."""
+
+
+@dataclass
+class History:
+    """Per-epoch records: a list of dicts such as ``{"epoch": 3, "train_loss": 97.1, ...}``."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> list[Any]:
+        """All recorded values of one key, in epoch order (epochs lacking it are skipped)."""
+        return [e[key] for e in self.epochs if key in e]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def last(self) -> dict[str, Any]:
+        return self.epochs[-1] if self.epochs else {}
+
+    def save(self, path: str | Path) -> None:
+        atomic_json_save({"epochs": self.epochs}, path)
+
+
+@dataclass
+class TrainState:
+    """What callbacks see and may change while ``fit`` runs.
+
+    ``logs`` collects the current epoch's record; anything a callback puts there ends up in
+    the history. Setting ``stop = True`` ends training after the current epoch.
+    """
+
+    pair: Any
+    elbo: Any
+    optimizer: torch.optim.Optimizer | None
+    params: list[torch.Tensor]
+    device: torch.device
+    epoch: int = 0
+    step: int = 0
+    history: History = field(default_factory=History)
+    logs: dict[str, Any] = field(default_factory=dict)
+    stop: bool = False
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        """Differentiable negative ELBO of one batch (summed over its datapoints)."""
+        return differentiable_loss(self.elbo, self.pair, batch)
+
+
+class Callback:
+    """Hooks into :func:`fit`. Override what you need; all default to doing nothing.
+
+    A callback with state that must survive ``resume=True`` implements ``state_dict`` and
+    ``load_state_dict``.
+    """
+
+    def on_train_begin(self, state: TrainState) -> None: ...
+
+    def on_epoch_begin(self, state: TrainState) -> None: ...
+
+    def on_step_begin(self, state: TrainState, batch: Any) -> None: ...
+
+    def on_step_end(self, state: TrainState, batch: Any, loss: float) -> None: ...
+
+    def on_epoch_end(self, state: TrainState) -> None: ...
+
+    def on_train_end(self, state: TrainState) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def differentiable_loss(elbo: Any, pair: Any, batch: Any) -> torch.Tensor:
+    """``elbo.differentiable_loss(pair.model, pair.guide, *batch)`` with the batch convention."""
+    args, kwargs = batch_args(batch)
+    if not hasattr(elbo, "differentiable_loss"):
+        raise TypeError(
+            f"{type(elbo).__name__} has no differentiable_loss; fit() needs an ELBO that has one "
+            "(Trace_ELBO, TraceMeanField_ELBO, TraceEnum_ELBO, JitTrace_ELBO, ... or pyro_lvm's "
+            "objectives). For TraceGraph_ELBO use pyro_lvm.infer.estimators."
+        )
+    return elbo.differentiable_loss(pair.model, pair.guide, *args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- data
+
+def _check_tensor_data(tensors: Sequence[torch.Tensor], what: str) -> None:
+    lengths = {int(t.shape[0]) if t.dim() else -1 for t in tensors}
+    if -1 in lengths:
+        raise ValueError(f"{what}: every tensor needs a leading datapoint dimension (got a 0-d tensor)")
+    if len(lengths) != 1:
+        raise ValueError(f"{what}: tensors have different numbers of datapoints: {sorted(lengths)}")
+    if lengths == {0}:
+        raise ValueError(f"{what} is empty (0 datapoints)")
+    for t in tensors:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{what} contains NaN or inf values")
+
+
+def _as_tensors(data: Any) -> tuple[torch.Tensor, ...] | None:
+    if isinstance(data, torch.Tensor):
+        return (data,)
+    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+        return tuple(data)
+    return None
+
+
+def num_datapoints(data: Any) -> int:
+    tensors = _as_tensors(data)
+    if tensors is not None:
+        return int(tensors[0].shape[0])
+    if isinstance(data, DataLoader):
+        return len(data.dataset)  # type: ignore[arg-type]
+    return len(data)
+
+
+def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch: int) -> Iterator[Any]:
+    """Yield mini-batches of ``data`` (a tensor, a tuple of tensors, a Dataset or a DataLoader).
+
+    Shuffling uses a generator seeded by ``(seed, epoch)``, so the order of an epoch does not
+    depend on what ran before it: a resumed run sees the same batches as an uninterrupted one.
+    A DataLoader is iterated as it is (its own sampler decides the order).
+    """
+    tensors = _as_tensors(data)
+    if tensors is not None:
+        n = tensors[0].shape[0]
+        if shuffle:
+            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            order = torch.randperm(n, generator=g)
+            tensors = tuple(t[order.to(t.device)] for t in tensors)
+        for start in range(0, n, batch_size):
+            chunk = tuple(t[start:start + batch_size] for t in tensors)
+            yield chunk[0] if len(chunk) == 1 else chunk
+    elif isinstance(data, DataLoader):
+        yield from data
+    elif isinstance(data, Dataset):
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=g)
+    else:
+        raise TypeError(
+            f"training data must be a tensor, a tuple of tensors, a torch Dataset or a DataLoader; "
+            f"got {type(data).__name__}"
+        )
+
+
+def _check_data(data: Any, what: str) -> None:
+    tensors = _as_tensors(data)
+    if tensors is not None:
+        _check_tensor_data(tensors, what)
+    elif isinstance(data, (DataLoader, Dataset)):
+        if num_datapoints(data) == 0:
+            raise ValueError(f"{what} is empty (0 datapoints)")
+    else:
+        raise TypeError(
+            f"{what} must be a tensor, a tuple of tensors, a torch Dataset or a DataLoader; "
+            f"got {type(data).__name__}"
+        )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``torch.device`` for a name, refusing CUDA where there is none."""
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: {e}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here; use device='cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return device
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate_loss(pair: Any, data: Any, elbo: Any, batch_size: int = 512, device: str | torch.device = "cpu") -> float:
+    """Mean negative ELBO per datapoint over ``data`` (no gradients, no parameter change)."""
+    total, count = 0.0, 0
+    for batch in iterate_batches(data, batch_size, shuffle=False, seed=0, epoch=0):
+        batch = batch_to(batch, device)
+        total += float(differentiable_loss(elbo, pair, batch))
+        count += _batch_size(batch)
+    return total / count
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _make_optimizer(optimizer: Any, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    if isinstance(optimizer, str):
+        factories = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+        if optimizer.lower() not in factories:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(factories)} or pass a callable params -> torch.optim.Optimizer")
+        return factories[optimizer.lower()](params, lr=lr)
+    if isinstance(optimizer, pyro.optim.PyroOptim):
+        raise TypeError("fit() steps a torch optimiser; pass e.g. optimizer='adam', lr=1e-3, or a callable params -> torch.optim.Adam(params, ...)")
+    if callable(optimizer):
+        return optimizer(params)
+    raise TypeError(f"optimizer must be a name or a callable, got {type(optimizer).__name__}")
+
+
+def _trainable_params(pair: Any, captured: Iterable[dict]) -> list[torch.Tensor]:
+    """The pair's module parameters, then parameters created with ``pyro.param`` (by name)."""
+    params: list[torch.Tensor] = []
+    seen: set[int] = set()
+    if isinstance(pair, nn.Module):
+        for p in pair.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    for site in sorted(captured, key=lambda s: s["name"]):
+        p = site["value"].unconstrained()
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            params.append(p)
+    return params
+
+
+def _save_checkpoint(path: Path, state: TrainState, callbacks: Sequence[Callback], extra: dict) -> None:
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": state.epoch,
+            "step": state.step,
+            "pair": state.pair.state_dict() if isinstance(state.pair, nn.Module) else None,
+            "param_store": pyro.get_param_store().get_state(),
+            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
+            "rng": rng_state(),
+            "history": state.history.epochs,
+            "callbacks": [cb.state_dict() for cb in callbacks],
+            **extra,
+        },
+        path,
+    )
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return True
+    return value < best if mode == "min" else value > best
+
+
+def fit(
+    pair: Any,
+    train_data: Any,
+    valid_data: Any = None,
+    *,
+    elbo: Any = None,
+    optimizer: Any = "adam",
+    lr: float = 1e-3,
+    epochs: int = 10,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    clip_norm: float | None = None,
+    metrics: Mapping[str, Callable[[Any, Any], float]] | None = None,
+    patience: int | None = None,
+    monitor: str = "valid_loss",
+    mode: str = "min",
+    restore_best: bool = False,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    progress: bool | None = None,
+    validate: str = "first",
+) -> History:
+    """Train ``pair`` by SVI and return its :class:`History`.
+
+    Args:
+        pair: a model/guide pair (``pair.model(batch)``, ``pair.guide(batch)``).
+        train_data: a tensor ``(N, ...)``, a tuple of tensors with a common ``N``, a torch
+            ``Dataset`` or a ``DataLoader``. Batches are passed to model and guide by the
+            convention of :mod:`pyro_lvm.base`.
+        valid_data: same kinds; its loss per datapoint is logged as ``valid_loss``.
+        elbo: any Pyro ELBO with ``differentiable_loss`` (default ``Trace_ELBO()``).
+        optimizer, lr: a name (``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``) with a learning
+            rate, or a callable ``params -> torch.optim.Optimizer``.
+        seed: seeds all generators at the start, and fixes each epoch's shuffling.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; the pair and every batch are moved there.
+        clip_norm: clip the global gradient norm to this value.
+        metrics: ``{name: fn(pair, data) -> float}`` evaluated at each epoch's end on
+            ``valid_data`` (or ``train_data`` when there is none) and logged under ``name``.
+        patience, monitor, mode: early stopping after ``patience`` epochs without improvement
+            of the logged value ``monitor`` (``mode`` ``"min"`` or ``"max"``).
+        restore_best: at the end, load the parameters of the best epoch by ``monitor``.
+        callbacks: :class:`Callback` objects (KL schedules, aggressive encoder training, ...).
+        checkpoint_dir: writes ``last.pt`` every ``checkpoint_every`` epochs (and at the end),
+            ``best.pt`` when ``monitor`` improves, and ``history.json``; all atomically.
+        resume: continue from ``checkpoint_dir/last.pt`` if it exists; the continued run
+            produces the same numbers as one that was never interrupted.
+        progress: show a tqdm bar (default: only when stderr is a terminal).
+        validate: ``"first"`` runs Pyro's argument validation on the first step only (it is
+            slow), ``"always"`` or ``"never"``.
+
+    Raises:
+        TrainingDivergedError: when the loss or gradient norm is NaN/inf; the message names
+            the step, and ``last.pt`` still holds the last good state.
+    """
+    check_pair(pair)
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"clip_norm must be positive, got {clip_norm!r}")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be a positive int, got {patience!r}")
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if validate not in ("first", "always", "never"):
+        raise ValueError(f"validate must be 'first', 'always' or 'never', got {validate!r}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs a checkpoint_dir to resume from")
+    _check_data(train_data, "training data")
+    if valid_data is not None:
+        _check_data(valid_data, "validation data")
+
+    device = resolve_device(device)
+    if isinstance(pair, nn.Module):
+        pair.to(device)
+    elbo = elbo if elbo is not None else pyro.infer.Trace_ELBO()
+    metrics = dict(metrics or {})
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    show_progress = sys.stderr.isatty() if progress is None else progress
+
+    state = TrainState(pair=pair, elbo=elbo, optimizer=None, params=[], device=device)
+    best_value: float | None = None
+    best_state: dict | None = None
+    bad_epochs = 0
+    pending_optimizer_state = None
+    set_seed(seed)
+
+    if resume and ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
+        ckpt = load_checkpoint(ckpt_dir / "last.pt", map_location=device)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{ckpt_dir / 'last.pt'} has checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        if isinstance(pair, nn.Module):
+            pair.load_state_dict(ckpt["pair"])
+        pyro.get_param_store().set_state(ckpt["param_store"])
+        pending_optimizer_state = ckpt["optimizer"]
+        state.epoch, state.step = ckpt["epoch"] + 1, ckpt["step"]
+        state.history = History(list(ckpt["history"]))
+        for cb, cb_state in zip(callbacks, ckpt["callbacks"]):
+            cb.load_state_dict(cb_state)
+        best_value, bad_epochs = ckpt.get("best_value"), ckpt.get("bad_epochs", 0)
+        set_rng_state(ckpt["rng"])
+
+    def checkpoint(name: str) -> None:
+        if ckpt_dir is not None:
+            _save_checkpoint(ckpt_dir / name, state, callbacks, {"best_value": best_value, "bad_epochs": bad_epochs})
+
+    was_validating = pyro.poutine.util.is_validation_enabled()
+    pyro.enable_validation(validate != "never")
+    if isinstance(pair, nn.Module):
+        pair.train()
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    try:
+        while state.epoch < epochs and not state.stop:
+            state.logs = {"epoch": state.epoch}
+            for cb in callbacks:
+                cb.on_epoch_begin(state)
+            total, count = 0.0, 0
+            batches = iterate_batches(train_data, batch_size, shuffle=True, seed=seed, epoch=state.epoch)
+            if show_progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(batches, desc=f"epoch {state.epoch + 1}/{epochs}", leave=False,
+                               total=math.ceil(num_datapoints(train_data) / batch_size)
+                               if not isinstance(train_data, DataLoader) else len(train_data))
+            for batch in batches:
+                batch = batch_to(batch, device)
+                for cb in callbacks:
+                    cb.on_step_begin(state, batch)
+                if state.optimizer is None:
+                    # The first step discovers parameters created lazily by pyro.param.
+                    with poutine.trace(param_only=True) as capture:
+                        loss = state.loss(batch)
+                    state.params = _trainable_params(pair, capture.trace.nodes.values())
+                    if not state.params:
+                        raise ValueError("the pair has no trainable parameters (no nn.Module parameters and no pyro.param sites)")
+                    state.optimizer = _make_optimizer(optimizer, state.params, lr)
+                    if pending_optimizer_state is not None:
+                        state.optimizer.load_state_dict(pending_optimizer_state)
+                else:
+                    loss = state.loss(batch)
+                loss_value = loss.detach().item()
+                where = f"step {state.step + 1} (epoch {state.epoch + 1}, {count} datapoints into it)"
+                if not math.isfinite(loss_value):
+                    raise TrainingDivergedError(f"loss became {loss_value} at {where}; parameters left as before that step. {_last_good(ckpt_dir)}")
+                state.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(state.params, clip_norm if clip_norm is not None else math.inf)
+                if not bool(torch.isfinite(grad_norm)):
+                    raise TrainingDivergedError(f"gradient norm became {float(grad_norm)} at {where}; parameters left as before that step. {_last_good(ckpt_dir)}")
+                state.optimizer.step()
+                state.step += 1
+                if validate == "first":
+                    pyro.enable_validation(False)
+                n = _batch_size(batch)
+                total += loss_value
+                count += n
+                if show_progress:
+                    batches.set_postfix(loss=f"{loss_value / n:.3f}")  # type: ignore[union-attr]
+                for cb in callbacks:
+                    cb.on_step_end(state, batch, loss_value)
+            state.logs["train_loss"] = total / max(count, 1)
+            state.logs["step"] = state.step
+            if isinstance(pair, nn.Module):
+                pair.eval()
+            if valid_data is not None:
+                state.logs["valid_loss"] = evaluate_loss(pair, valid_data, elbo, batch_size=max(batch_size, 256), device=device)
+            for name, fn in metrics.items():
+                state.logs[name] = float(fn(pair, valid_data if valid_data is not None else train_data))
+            for cb in callbacks:
+                cb.on_epoch_end(state)
+            if isinstance(pair, nn.Module):
+                pair.train()
+            state.history.epochs.append(dict(state.logs))
+
+            improved = False
+            if monitor in state.logs:
+                value = float(state.logs[monitor])
+                if _better(value, best_value, mode):
+                    best_value, bad_epochs, improved = value, 0, True
+                else:
+                    bad_epochs += 1
+                if patience is not None and bad_epochs >= patience:
+                    state.stop = True
+            elif patience is not None or restore_best:
+                raise ValueError(f"monitor {monitor!r} was not logged; logged keys: {sorted(state.logs)}")
+            if improved and restore_best:
+                best_state = _snapshot(pair)
+            if improved:
+                checkpoint("best.pt")
+            if (state.epoch + 1) % checkpoint_every == 0 or state.stop or state.epoch + 1 == epochs:
+                checkpoint("last.pt")
+            if ckpt_dir is not None:
+                state.history.save(ckpt_dir / "history.json")
+            state.epoch += 1
+    finally:
+        pyro.enable_validation(was_validating)
+    if isinstance(pair, nn.Module):
+        pair.eval()
+    if restore_best and best_state is not None:
+        _restore(pair, best_state)
+    for cb in callbacks:
+        cb.on_train_end(state)
+    return state.history
+
+
+def _last_good(ckpt_dir: Path | None) -> str:
+    if ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
+        return f"The last good checkpoint is {ckpt_dir / 'last.pt'}."
+    return "No checkpoint was written yet (pass checkpoint_dir= to keep one)."
+
+
+def _snapshot(pair: Any) -> dict:
+    return {
+        "pair": copy.deepcopy(pair.state_dict()) if isinstance(pair, nn.Module) else None,
+        "param_store": copy.deepcopy(pyro.get_param_store().get_state()),
+    }
+
+
+def _restore(pair: Any, snap: dict) -> None:
+    if isinstance(pair, nn.Module):
+        pair.load_state_dict(snap["pair"])
+    pyro.get_param_store().set_state(snap["param_store"])
