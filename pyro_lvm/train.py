@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -103,6 +104,38 @@ class Callback:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TimeLimit(Callback):
+    """Stop training at the end of the epoch during which ``seconds`` of process CPU time
+    (or wall time, ``clock="wall"``) have passed since training began."""
+
+    def __init__(self, seconds: float, clock: str = "cpu"):
+        if not seconds > 0:
+            raise ValueError(f"seconds must be positive, got {seconds!r}")
+        if clock not in ("cpu", "wall"):
+            raise ValueError(f"clock must be 'cpu' or 'wall', got {clock!r}")
+        self.seconds, self.clock = float(seconds), clock
+        self.used = 0.0
+        self._start = 0.0
+
+    def _now(self) -> float:
+        return time.process_time() if self.clock == "cpu" else time.perf_counter()
+
+    def on_epoch_begin(self, state: TrainState) -> None:
+        self._start = self._now()
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.used += self._now() - self._start
+        state.logs[f"{self.clock}_seconds"] = self.used
+        if self.used >= self.seconds:
+            state.stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"used": self.used}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.used = state["used"]
 
 
 def differentiable_loss(elbo: Any, pair: Any, batch: Any) -> torch.Tensor:
@@ -224,9 +257,17 @@ def evaluate_loss(pair: Any, data: Any, elbo: Any, batch_size: int = 512, device
 def _make_optimizer(optimizer: Any, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     if isinstance(optimizer, str):
         factories = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
-        if optimizer.lower() not in factories:
+        name = optimizer.lower()
+        if name not in factories:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(factories)} or pass a callable params -> torch.optim.Optimizer")
-        return factories[optimizer.lower()](params, lr=lr)
+        if name in ("adam", "adamw"):
+            # The fused kernel updates all parameters in one call: on a CPU VAE step it is
+            # ~3x faster than the default per-tensor loop (benchmarks/vae_overhead.py).
+            try:
+                return factories[name](params, lr=lr, fused=True)
+            except (RuntimeError, TypeError, ValueError):
+                pass  # fused needs torch >= 2.4 and a supported device/dtype
+        return factories[name](params, lr=lr)
     if isinstance(optimizer, pyro.optim.PyroOptim):
         raise TypeError("fit() steps a torch optimiser; pass e.g. optimizer='adam', lr=1e-3, or a callable params -> torch.optim.Adam(params, ...)")
     if callable(optimizer):
@@ -384,6 +425,9 @@ def fit(
             cb.load_state_dict(cb_state)
         best_value, bad_epochs = ckpt.get("best_value"), ckpt.get("bad_epochs", 0)
         set_rng_state(ckpt["rng"])
+        if restore_best and (ckpt_dir / "best.pt").is_file():
+            best = load_checkpoint(ckpt_dir / "best.pt", map_location=device)
+            best_state = {"pair": best["pair"], "param_store": best["param_store"]}
 
     def checkpoint(name: str) -> None:
         if ckpt_dir is not None:

@@ -1,0 +1,217 @@
+"""fit(): reproducibility, exact resumption, checkpoints, early stopping, errors."""
+
+import json
+import os
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from pyro_lvm import Callback, TrainingDivergedError, fit, load_checkpoint, set_seed
+from pyro_lvm.checkpoint import atomic_torch_save
+from pyro_lvm.models import VAE
+from pyro_lvm.train import TimeLimit
+
+X = (torch.rand(96, 16, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+
+
+def small_vae(seed=0):
+    set_seed(seed)
+    return VAE(16, 3, (12,))
+
+
+def params_of(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_same_seed_same_numbers_and_other_seed_differs():
+    a = fit(small_vae(), X, X[:20], epochs=3, batch_size=32, seed=5, progress=False)
+    b = fit(small_vae(), X, X[:20], epochs=3, batch_size=32, seed=5, progress=False)
+    c = fit(small_vae(), X, X[:20], epochs=3, batch_size=32, seed=6, progress=False)
+    assert a.epochs == b.epochs
+    assert a["train_loss"] != c["train_loss"]
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    full = small_vae()
+    h_full = fit(full, X, X[:20], epochs=5, batch_size=32, seed=3, progress=False, checkpoint_dir=tmp_path / "a")
+
+    part = small_vae()
+    fit(part, X, X[:20], epochs=2, batch_size=32, seed=3, progress=False, checkpoint_dir=tmp_path / "b")
+    resumed = small_vae(seed=99)  # different initialisation: everything must come from the checkpoint
+    h_resumed = fit(resumed, X, X[:20], epochs=5, batch_size=32, seed=3, progress=False,
+                    checkpoint_dir=tmp_path / "b", resume=True)
+
+    assert h_resumed.epochs == h_full.epochs
+    for p, q in zip(params_of(full), params_of(resumed)):
+        assert torch.equal(p, q)
+    saved = json.loads((tmp_path / "b" / "history.json").read_text())["epochs"]
+    assert len(saved) == 5
+
+
+def test_resume_restores_pyro_param_store_parameters(tmp_path):
+    class ParamPair:
+        """A pair built from pyro.param alone (no nn.Module)."""
+
+        def model(self, x):
+            loc = pyro.param("loc", torch.zeros(2))
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=x)
+
+        def guide(self, x):
+            w = pyro.param("w", torch.zeros(2))
+            s = pyro.param("s", torch.ones(2), constraint=dist.constraints.positive)
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("z", dist.Normal(x * w, s).to_event(1))
+
+    x = torch.randn(40, 2) + 3
+    pyro.clear_param_store()
+    h_full = fit(ParamPair(), x, epochs=4, batch_size=10, lr=0.05, progress=False)
+    full = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    assert float(full["loc"].mean()) > 0.5  # it learned something
+
+    pyro.clear_param_store()
+    fit(ParamPair(), x, epochs=2, batch_size=10, lr=0.05, progress=False, checkpoint_dir=tmp_path)
+    pyro.clear_param_store()
+    h = fit(ParamPair(), x, epochs=4, batch_size=10, lr=0.05, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert h.epochs == h_full.epochs
+    for k, v in pyro.get_param_store().items():
+        assert torch.allclose(v, full[k])
+
+
+class PoisonAt(Callback):
+    """Sets a parameter to NaN just before the given step (counting from 1)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, state, batch):
+        if state.step + 1 == self.step:
+            with torch.no_grad():
+                next(state.pair.parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    vae = small_vae()
+    with pytest.raises(TrainingDivergedError, match=r"step 7 \(epoch 3") as err:
+        # 96 datapoints / batch 32 = 3 steps per epoch: step 7 is the first of epoch 3.
+        fit(vae, X, epochs=5, batch_size=32, progress=False, checkpoint_dir=tmp_path, callbacks=[PoisonAt(7)])
+    assert "last.pt" in str(err.value)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 6
+    assert all(bool(torch.isfinite(v).all()) for v in ckpt["pair"].values())
+
+
+def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    atomic_torch_save({"value": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_torch_save({"value": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["value"] == 1
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+
+
+def test_early_stopping_and_restore_best():
+    values = iter([5.0, 3.0, 4.0, 4.5, 6.0, 7.0, 8.0, 9.0])
+    h = fit(small_vae(), X, epochs=8, batch_size=32, progress=False, metrics={"score": lambda pair, data: next(values)},
+            monitor="score", patience=2, restore_best=True)
+    assert len(h) == 4  # best at epoch 2 (3.0), then two epochs without improvement
+    assert h["score"] == [5.0, 3.0, 4.0, 4.5]
+
+
+def test_restore_best_puts_back_the_best_parameters():
+    vae = small_vae()
+    snapshots = []
+
+    class Record(Callback):
+        def on_epoch_end(self, state):
+            snapshots.append(params_of(state.pair))
+
+    values = iter([3.0, 1.0, 2.0])
+    fit(vae, X, epochs=3, batch_size=32, progress=False, callbacks=[Record()],
+        metrics={"score": lambda pair, data: next(values)}, monitor="score", restore_best=True)
+    for p, q in zip(params_of(vae), snapshots[1]):
+        assert torch.equal(p, q)
+
+
+def test_time_limit_stops_training():
+    h = fit(small_vae(), X, epochs=50, batch_size=32, progress=False, callbacks=[TimeLimit(1e-9)])
+    assert len(h) == 1 and h.last()["cpu_seconds"] > 0
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dataset", "dataloader", "dict"])
+def test_data_kinds(kind):
+    class Labelled(VAE):
+        def model(self, x, y=None):
+            super().model(x)
+
+        def guide(self, x, y=None):
+            super().guide(x)
+
+    y = torch.zeros(len(X))
+    data = {
+        "tuple": (X, y),
+        "dataset": TensorDataset(X, y),
+        "dataloader": DataLoader(TensorDataset(X, y), batch_size=32),
+        "dict": DataLoader([{"x": X[i], "y": y[i]} for i in range(len(X))], batch_size=32),
+    }[kind]
+    set_seed(0)
+    h = fit(Labelled(16, 3, (12,)), data, epochs=2, batch_size=32, progress=False)
+    assert len(h) == 2 and h["train_loss"][1] < 30
+
+
+def test_gradient_clipping_bounds_the_update():
+    vae = small_vae()
+    before = params_of(vae)
+    fit(vae, X, epochs=1, batch_size=96, progress=False, optimizer=lambda ps: torch.optim.SGD(ps, lr=1.0), clip_norm=1e-3)
+    step = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(params_of(vae), before)))
+    assert float(step) <= 1e-3 + 1e-6
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_size=0), "batch_size"),
+    (dict(epochs=-1), "epochs"),
+    (dict(lr=-1.0), "lr"),
+    (dict(lr=float("nan")), "lr"),
+    (dict(optimizer="adamax"), "unknown optimizer"),
+    (dict(device="cuda:7"), "cuda|CUDA"),
+    (dict(device="tpu-ish"), "device"),
+    (dict(resume=True), "checkpoint_dir"),
+    (dict(patience=0), "patience"),
+    (dict(validate="sometimes"), "validate"),
+    (dict(monitor="nope", patience=1), "monitor 'nope'"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(small_vae(), X, **{"epochs": 1, "progress": False, **kwargs})
+
+
+@pytest.mark.parametrize("data, message", [
+    (torch.zeros(0, 16), "empty"),
+    (torch.full((4, 16), float("nan")), "NaN"),
+    ((torch.zeros(4, 16), torch.zeros(5)), "different numbers"),
+    ([1, 2, 3], "must be a tensor"),
+])
+def test_bad_training_data(data, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        fit(small_vae(), data, epochs=1, progress=False)
+
+
+def test_not_a_pair():
+    with pytest.raises(TypeError, match="'guide'"):
+        fit(torch.nn.Linear(2, 2), X, epochs=1)
+
+
+def test_progress_bar_runs(capsys):
+    fit(small_vae(), X, epochs=1, batch_size=32, progress=True)
+    assert "epoch 1/1" in capsys.readouterr().err
