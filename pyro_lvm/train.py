@@ -94,6 +94,9 @@ class Callback:
 
     def on_step_begin(self, state: TrainState, batch: Any) -> None: ...
 
+    def on_after_backward(self, state: TrainState, batch: Any) -> None:
+        """Gradients are in ``.grad`` and not yet clipped or applied (e.g. all-reduce them here)."""
+
     def on_step_end(self, state: TrainState, batch: Any, loss: float) -> None: ...
 
     def on_epoch_end(self, state: TrainState) -> None: ...
@@ -474,6 +477,8 @@ def fit(
                     raise TrainingDivergedError(f"loss became {loss_value} at {where}; parameters left as before that step. {_last_good(ckpt_dir)}")
                 state.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                for cb in callbacks:
+                    cb.on_after_backward(state, batch)
                 grad_norm = torch.nn.utils.clip_grad_norm_(state.params, clip_norm if clip_norm is not None else math.inf)
                 if not bool(torch.isfinite(grad_norm)):
                     raise TrainingDivergedError(f"gradient norm became {float(grad_norm)} at {where}; parameters left as before that step. {_last_good(ckpt_dir)}")
