@@ -432,6 +432,12 @@ def fit(
             best = load_checkpoint(ckpt_dir / "best.pt", map_location=device)
             best_state = {"pair": best["pair"], "param_store": best["param_store"]}
 
+    def build_optimizer(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        opt = _make_optimizer(optimizer, params, lr)
+        if pending_optimizer_state is not None:
+            opt.load_state_dict(pending_optimizer_state)
+        return opt
+
     def checkpoint(name: str) -> None:
         if ckpt_dir is not None:
             _save_checkpoint(ckpt_dir / name, state, callbacks, {"best_value": best_value, "bad_epochs": bad_epochs})
@@ -459,31 +465,10 @@ def fit(
                 batch = batch_to(batch, device)
                 for cb in callbacks:
                     cb.on_step_begin(state, batch)
-                if state.optimizer is None:
-                    # The first step discovers parameters created lazily by pyro.param.
-                    with poutine.trace(param_only=True) as capture:
-                        loss = state.loss(batch)
-                    state.params = _trainable_params(pair, capture.trace.nodes.values())
-                    if not state.params:
-                        raise ValueError("the pair has no trainable parameters (no nn.Module parameters and no pyro.param sites)")
-                    state.optimizer = _make_optimizer(optimizer, state.params, lr)
-                    if pending_optimizer_state is not None:
-                        state.optimizer.load_state_dict(pending_optimizer_state)
-                else:
-                    loss = state.loss(batch)
-                loss_value = loss.detach().item()
-                where = f"step {state.step + 1} (epoch {state.epoch + 1}, {count} datapoints into it)"
-                if not math.isfinite(loss_value):
-                    raise TrainingDivergedError(f"loss became {loss_value} at {where}; parameters left as before that step. {_last_good(ckpt_dir)}")
-                state.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for cb in callbacks:
-                    cb.on_after_backward(state, batch)
-                grad_norm = torch.nn.utils.clip_grad_norm_(state.params, clip_norm if clip_norm is not None else math.inf)
-                if not bool(torch.isfinite(grad_norm)):
-                    raise TrainingDivergedError(f"gradient norm became {float(grad_norm)} at {where}; parameters left as before that step. {_last_good(ckpt_dir)}")
-                state.optimizer.step()
-                state.step += 1
+                loss_value = _optimisation_step(
+                    state, batch, callbacks, build_optimizer, clip_norm,
+                    lambda: f"step {state.step + 1} (epoch {state.epoch + 1}, {count} datapoints into it); "
+                            f"parameters left as before that step. {_last_good(ckpt_dir)}")
                 if validate == "first":
                     pyro.enable_validation(False)
                 n = _batch_size(batch)
@@ -536,6 +521,35 @@ def fit(
     for cb in callbacks:
         cb.on_train_end(state)
     return state.history
+
+
+def _optimisation_step(state: TrainState, batch: Any, callbacks: Sequence[Callback],
+                       build_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+                       clip_norm: float | None, context: Callable[[], str]) -> float:
+    """Loss, backward, NaN checks, clipping and one update; returns the loss value."""
+    if state.optimizer is None:
+        # The first step discovers parameters created lazily by pyro.param.
+        with poutine.trace(param_only=True) as capture:
+            loss = state.loss(batch)
+        state.params = _trainable_params(state.pair, capture.trace.nodes.values())
+        if not state.params:
+            raise ValueError("the pair has no trainable parameters (no nn.Module parameters and no pyro.param sites)")
+        state.optimizer = build_optimizer(state.params)
+    else:
+        loss = state.loss(batch)
+    value = loss.detach().item()
+    if not math.isfinite(value):
+        raise TrainingDivergedError(f"loss became {value} at {context()}")
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for cb in callbacks:
+        cb.on_after_backward(state, batch)
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.params, clip_norm if clip_norm is not None else math.inf)
+    if not bool(torch.isfinite(grad_norm)):
+        raise TrainingDivergedError(f"gradient norm became {float(grad_norm)} at {context()}")
+    state.optimizer.step()
+    state.step += 1
+    return value
 
 
 def _last_good(ckpt_dir: Path | None) -> str:
