@@ -34,6 +34,10 @@ def vae_overhead(r: dict) -> list[str]:
 
 
 def vae_mnist_quality(r: dict) -> list[str]:
+    from pyro_lvm.plots import training_curves
+    from pyro_lvm.train import History
+
+    figure = training_curves({"VAE": History(r["curve"])}, ROOT / "docs" / "figures" / "vae_mnist_curve.png")
     return [
         "## VAE on binarized MNIST: importance-sampled log-likelihood",
         "",
@@ -46,7 +50,7 @@ def vae_mnist_quality(r: dict) -> list[str]:
         "",
         "Published anchors (test split, for orientation): "
         + "; ".join(f"{k}: {v}" for k, v in r["anchors"].items()) + ".",
-        "The learning curve (train/valid negative ELBO per epoch) is in the JSON file.",
+        f"![learning curve](figures/{figure.name})",
         "",
         f"Command: `{r['command']}`",
         "",

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyro_lvm import Callback, TrainingDivergedError, fit, load_checkpoint, set_seed
-from pyro_lvm.checkpoint import atomic_torch_save
+from pyro_lvm.checkpoint import atomic_json_save, atomic_torch_save
 from pyro_lvm.models import VAE
 from pyro_lvm.train import TimeLimit
 
@@ -119,6 +119,15 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path)["value"] == 1
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_json_save({"a": 1}, tmp_path / "m.json")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_early_stopping_and_restore_best():
