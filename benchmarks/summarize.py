@@ -29,7 +29,17 @@ def vae_overhead(r: dict) -> list[str]:
     lines += [f"| `{k}` | {_fmt(v)} |" for k, v in r["ms_per_step"].items()]
     lines += ["", "| ratio (median of per-round ratios) | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v, 3)} |" for k, v in r["ratios"].items()]
-    lines += ["", f"Target: {r['target']}. Command: `{r['command']}`", ""]
+    lines += [
+        "",
+        f"Target: {r['target']}. Command: `{r['command']}`",
+        "",
+        "What it took: `fit()` asks the ELBO for `differentiable_loss` and steps one fused torch Adam",
+        "over all parameters, instead of SVI's per-parameter Pyro optimiser; Pyro's argument validation",
+        "runs on the first step only; the decoder returns Bernoulli logits (no probability-logit round",
+        "trip). Against a hand-written loop that also uses fused Adam the remaining gap is Pyro's",
+        "tracing of model and guide (about 2 ms per step here).",
+        "",
+    ]
     return lines
 
 
