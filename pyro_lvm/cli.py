@@ -5,6 +5,7 @@
     pyro-lvm evaluate RUN                 log-likelihood, ELBO, KL of a trained run folder
     pyro-lvm sample RUN                   draw from the prior of a trained run
     pyro-lvm interpolate RUN              decode points between two inputs' latent codes
+    pyro-lvm inspect MODEL                table of a model's variables (observed/latent, ...)
 
 ``train MODEL`` runs the same code as ``examples/MODEL.py`` (see :mod:`pyro_lvm.tasks`).
 The verbs that act on a run folder read ``RUN/config.json`` to find the task that wrote it.
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--steps", type=int, default=8)
             sub.add_argument("--out", default=None, help="PNG path (image models)")
 
+    from .tasks import inspect_task
+
+    inspect = verbs.add_parser("inspect", help="table of a model's variables (observed/latent, random/deterministic, guide)")
+    inspect_task.add_inspect_arguments(inspect)
+
     for verb, task in EXTRA_VERBS.items():
         if task not in TASKS:
             continue
@@ -84,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = load_task("vae").main(args)
         elif args.verb == "train":
             result = load_task(args.task).main(args)
+        elif args.verb == "inspect":
+            from .tasks import inspect_task
+
+            result = inspect_task.cli_inspect(args)
         elif args.verb in RUN_VERBS:
             result = getattr(_run_task(args.run), args.verb)(args)
         else:

@@ -220,11 +220,16 @@ def elbo_terms(pair: Any, data: Any, num_samples: int = 1, batch_size: int = 256
     return out
 
 
-def evaluation_report(pair: Any, data: Any, num_samples: int = 1000, batch_size: int = 100) -> dict[str, float]:
-    """Means over ``data`` of ELBO, reconstruction, KL and the IS log-likelihood (nats per datapoint)."""
+def evaluation_report(pair: Any, data: Any, num_samples: int = 1000, batch_size: int = 100,
+                      psis_samples: int | None = 500) -> dict[str, Any]:
+    """Means over ``data`` of ELBO, reconstruction, KL and the IS log-likelihood (nats per
+    datapoint), plus the PSIS guide-quality check (Pareto k-hat of the importance weights,
+    Vehtari et al.; ``psis_samples=None`` skips it)."""
+    from .psis import psis_report  # psis imports this module
+
     terms = elbo_terms(pair, data, batch_size=batch_size)
     ll = log_likelihood(pair, data, num_samples=num_samples, batch_size=batch_size)
-    return {
+    report: dict[str, Any] = {
         "elbo": float(terms["elbo"].mean()),
         "reconstruction": float(terms["reconstruction"].mean()),
         "kl": float(terms["kl"].mean()),
@@ -232,3 +237,6 @@ def evaluation_report(pair: Any, data: Any, num_samples: int = 1000, batch_size:
         "log_likelihood_samples": num_samples,
         "num_datapoints": int(ll.numel()),
     }
+    if psis_samples:
+        report["psis"] = psis_report(pair, data, num_samples=max(10, min(psis_samples, num_samples)), batch_size=batch_size)
+    return report

@@ -1,0 +1,146 @@
+"""Inspect a model: one row per site (observed/latent, random/deterministic, support, guide, shapes, plates).
+
+    pyro-lvm inspect vae                  the table for the VAE on a small example batch
+    pyro-lvm inspect seq2seq-quiz --markdown
+    pyro-lvm inspect hmm --render hmm.png (needs graphviz)
+
+Models are looked up in :data:`INSPECTABLE`: a name mapped to a function that returns
+``(pair, example_batch)`` or ``(pair, example_batch, options)``, where ``options`` are keyword
+arguments of :func:`pyro_lvm.inspect.inspect_pair` (e.g. ``{"enumerate_guide": "parallel"}``
+for a pair whose objective enumerates its guide). Add a model by adding an entry (keep the
+example tiny: the table needs one trace, not realistic data).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+import torch
+
+from ..base import batch_args
+from ..inspect import inspect_pair, render
+
+Example = tuple  # (model/guide pair, one example batch[, inspect_pair options])
+
+
+def _vae() -> Example:
+    from ..models import VAE
+    return VAE(x_dim=64, z_dim=2, hidden=(32,)), torch.rand(4, 64)
+
+
+def _ae() -> Example:
+    from ..models import Autoencoder
+    return Autoencoder(x_dim=64, z_dim=2, hidden=(32,)), torch.rand(4, 64)
+
+
+def _ppca() -> Example:
+    from ..models import PPCA
+    return PPCA(x_dim=5, z_dim=2), torch.randn(4, 5)
+
+
+def _seq2seq() -> Example:
+    from ..models.seq2seq_quiz import AttentionSeq2Seq
+    g = torch.Generator().manual_seed(0)
+    return AttentionSeq2Seq(12, 12, 16), (torch.randint(0, 12, (2, 5), generator=g),
+                                          torch.randint(0, 12, (2, 4), generator=g))
+
+
+def _mixture() -> Example:
+    from ..models.mixture import CategoricalMixture
+    return CategoricalMixture(n_classes=3, x_dim=2), torch.randn(4, 2)
+
+
+def _categorical_vae() -> Example:
+    from ..models.discrete_vae import CategoricalVAE
+    return CategoricalVAE(x_dim=64, n_latents=2, n_classes=3, hidden=(16,), estimator="score-function"), torch.rand(4, 64)
+
+
+def _hmm() -> Example:
+    from ..models.hmm import HMM, CategoricalEmission
+    x = torch.randint(0, 5, (2, 3), generator=torch.Generator().manual_seed(0))
+    return HMM(CategoricalEmission(2, 5), inference="markov", parameters="bayes"), x
+
+
+def _ssvae() -> Example:
+    from ..models.ssvae import SSVAE
+    x = torch.rand(6, 16)
+    labels = torch.tensor([0, 2])
+    # Its default objective (y_estimator="enumerate") sums y_u out: inspect it that way.
+    return SSVAE(x_dim=16, n_classes=3, z_dim=2, hidden=(8,)), (x[:4], x[4:], labels), {"enumerate_guide": "parallel"}
+
+
+def _sentence_vae() -> Example:
+    from ..data.text import BOS_ID, EOS_ID, PAD_ID
+    from ..models.sentence_vae import SentenceVAE
+    tokens = torch.tensor([[BOS_ID, 5, 6, 7, EOS_ID], [BOS_ID, 8, 9, EOS_ID, PAD_ID]])  # two sentences
+    return SentenceVAE(vocab_size=10, embed_dim=8, hidden_dim=8, z_dim=2, max_len=6), tokens
+
+
+# name -> builder of (pair, example batch). Builders import lazily so one broken optional
+# model does not stop the others from being inspected.
+INSPECTABLE: dict[str, Callable[[], Example]] = {
+    "vae": _vae,
+    "ae": _ae,
+    "ppca": _ppca,
+    "seq2seq-quiz": _seq2seq,
+    "mixture": _mixture,
+    "categorical-vae": _categorical_vae,
+    "hmm": _hmm,
+    "ssvae": _ssvae,
+    "sentence-vae": _sentence_vae,
+}
+
+
+def build_example(name: str) -> tuple[Any, Any, dict[str, Any]]:
+    """``(pair, example batch, inspect options)`` for a name in :data:`INSPECTABLE`.
+
+    Raises ``ValueError`` listing the known names for any other name.
+    """
+    if name not in INSPECTABLE:
+        raise ValueError(f"no inspectable model named {name!r}; known: {', '.join(sorted(INSPECTABLE))}")
+    pair, batch, *options = INSPECTABLE[name]()
+    return pair, batch, dict(options[0]) if options else {}
+
+
+def markdown_tables() -> str:
+    """The markdown table of every model in :data:`INSPECTABLE`, each under a ``### `name``` heading.
+
+    This is the text between the ``inspection-tables`` markers of ``docs/inspection.md``
+    (``python scripts/update_inspection_tables.py`` rewrites it; a test checks it is current).
+    """
+    parts = []
+    for name in INSPECTABLE:
+        torch.manual_seed(0)
+        pair, batch, options = build_example(name)
+        parts.append(f"### `{name}`\n\n{inspect_pair(pair, batch, **options).to_markdown()}")
+    return "\n".join(parts)
+
+
+def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", choices=sorted(INSPECTABLE), metavar="MODEL",
+                        help=f"one of: {', '.join(sorted(INSPECTABLE))}")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table instead of text")
+    parser.add_argument("--no-params", action="store_true", help="leave out pyro.param sites")
+    parser.add_argument("--group", action="store_true",
+                        help="merge per-step sites z_0, z_1, ... that agree into one row z_{0..T-1}")
+    parser.add_argument("--render", default=None, metavar="FILE",
+                        help="also draw the model graph to FILE (needs the graphviz package and program)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def cli_inspect(args: argparse.Namespace) -> dict[str, Any]:
+    """Print the inspection table of ``args.model``; return its rows and guide coverage."""
+    torch.manual_seed(args.seed)
+    pair, batch, options = build_example(args.model)
+    report = inspect_pair(pair, batch, params=not args.no_params, **options)
+    if args.group:
+        report = report.grouped()
+    print(report.to_markdown() if args.markdown else report)
+    result: dict[str, Any] = {"model": args.model, "missing_in_guide": report.missing_in_guide,
+                              "sites": [r.name for r in report]}
+    if args.render:
+        a, kw = batch_args(batch)
+        render(pair.model, a, filename=args.render, kwargs=kw)
+        result["graph"] = args.render
+    return result
