@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +35,12 @@ def _run_task(run: str) -> Any:
     return load_task(json.loads(config.read_text())["task"])
 
 
+def _summary(module: Any) -> str:
+    """A task module's one-line summary: its docstring's first sentence, without "Task ``name``:"."""
+    doc = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
+    return re.sub(r"^Task ``[\w-]+``:\s*", "", doc).split(". ")[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent-variable models in Pyro.")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -44,12 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser("train", help="train a model: pyro-lvm train MODEL --help")
     models = train.add_subparsers(dest="task", required=True, metavar="MODEL")
     for name in sorted(TASKS):
+        aliases = [name.replace("_", "-")] if "_" in name else []  # train ss-vae == train ss_vae
         try:
             module = load_task(name)
         except ImportError as e:  # an optional dependency is missing: say so when it is used
-            models.add_parser(name, help=f"(unavailable: {e})")
+            models.add_parser(name, aliases=aliases, help=f"(unavailable: {e})")
             continue
-        sub = models.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        sub = models.add_parser(name, aliases=aliases, help=_summary(module))
         module.add_arguments(sub)
 
     for verb in RUN_VERBS:

@@ -6,7 +6,8 @@ Each task module defines:
 * ``main(args) -> dict``: trains/evaluates, writes its outputs under ``args.out`` and returns
   the metrics it wrote to ``args.out/metrics.json``.
 
-``TASKS`` maps a name used on the command line (``pyro-lvm train NAME``) to its module.
+``TASKS`` maps a name used on the command line (``pyro-lvm train NAME``) to its module; the
+name is the example script's (``examples/NAME.py``), and ``-`` may stand for ``_``.
 An example script is three lines over its task: build the parser, parse, call ``main``.
 """
 
@@ -17,11 +18,18 @@ from types import ModuleType
 
 TASKS: dict[str, str] = {
     "vae": "pyro_lvm.tasks.vae",
+    "sentence_vae": "pyro_lvm.tasks.sentence_vae",
+    "gumbel_vae": "pyro_lvm.tasks.gumbel_vae",
+    "ss_vae": "pyro_lvm.tasks.ss_vae",
+    "compare_estimators": "pyro_lvm.tasks.compare_estimators",
+    "hmm_chorales": "pyro_lvm.tasks.hmm_chorales",
+    "pos_induction": "pyro_lvm.tasks.pos_induction",
 }
 
 
 def load_task(name: str) -> ModuleType:
     """Import the module behind a task name, or raise ``ValueError`` listing the known names."""
+    name = name.replace("-", "_")
     if name not in TASKS:
         raise ValueError(f"unknown model/task {name!r}; known: {', '.join(sorted(TASKS))}")
     return importlib.import_module(TASKS[name])
