@@ -1,0 +1,118 @@
+"""Task ``collapse``: posterior collapse and its remedies on a synthetic task where it happens for sure.
+
+Sequences from a random LSTM driven by a 1-d latent (:mod:`pyro_lvm.models.collapse_toy`);
+an LSTM VAE with a 1-d latent is trained with the plain ELBO and with each remedy of
+:mod:`pyro_lvm.infer`, and evaluated on the test split: ELBO, importance-sampled NLL, KL,
+mutual information ``I_q(x; z)`` and active units (:mod:`pyro_lvm.diagnostics`).
+
+Outputs under ``--out``: ``metrics.json`` (one entry per method), ``<method>/history.json``
+and checkpoints, and ``collapse_curves.png`` (KL, MI, active units, KL weight per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+from ..checkpoint import atomic_json_save, set_seed
+from ..diagnostics import CollapseDiagnostics, active_units, kl_per_site, mutual_information, plot_collapse
+from ..infer import AggressiveTraining, FreeBitsELBO, KLAnnealing
+from ..metrics import elbo_terms, log_likelihood
+from ..models.collapse_toy import SequenceVAE, toy_splits
+from ..train import fit
+
+METHODS = ("vae", "anneal", "sigmoid", "cyclical", "beta", "free-bits", "aggressive")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                   help="vae: plain ELBO; anneal: linear KL warm-up 0.1 -> 1 (He et al.); sigmoid (Bowman et al.); "
+                        "cyclical (Fu et al.); beta: constant KL weight --beta; free-bits: lambda per dimension; "
+                        "aggressive: He et al.'s encoder inner loop")
+    p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--n-valid", type=int, default=500)
+    p.add_argument("--n-test", type=int, default=500)
+    p.add_argument("--vocab", type=int, default=50)
+    p.add_argument("--length", type=int, default=10)
+    p.add_argument("--hidden", type=int, default=64, help="LSTM size of the VAE")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-epochs", type=float, default=10, help="length of the anneal/sigmoid warm-up")
+    p.add_argument("--cycles", type=int, default=4, help="cycles of the cyclical schedule over training")
+    p.add_argument("--beta", type=float, default=0.5, help="KL weight of the 'beta' method")
+    p.add_argument("--free-bits", type=float, default=0.5, help="lambda, nats per latent dimension")
+    p.add_argument("--samples", type=int, default=200, help="importance samples for the test NLL")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data (the LSTM) and of training")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--out", default="runs/collapse")
+
+
+def remedy(method: str, args: argparse.Namespace, steps_per_epoch: int, data: dict) -> tuple[Any, list]:
+    """``(elbo, callbacks)`` of one method; every remedy is applied to the unchanged pair."""
+    base = pyro.infer.TraceMeanField_ELBO()
+    warmup = max(1, int(round(args.warmup_epochs * steps_per_epoch)))
+    if method == "vae":
+        return base, []
+    if method == "anneal":
+        return base, [KLAnnealing("linear", start=0.1, steps=warmup)]
+    if method == "sigmoid":
+        return base, [KLAnnealing("sigmoid", steps=warmup)]
+    if method == "cyclical":
+        period = max(1, (args.epochs * steps_per_epoch) // (args.cycles + 1))  # last stretch at weight 1
+        return base, [KLAnnealing("cyclical", period=period, cycles=args.cycles, ratio=0.5)]
+    if method == "beta":
+        return base, [KLAnnealing("constant", value=args.beta)]
+    if method == "free-bits":
+        return FreeBitsELBO(args.free_bits), []
+    if method == "aggressive":
+        return base, [AggressiveTraining(data=data["train"], valid_data=data["valid"])]
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+@torch.no_grad()
+def evaluate(pair: SequenceVAE, x: torch.Tensor, samples: int) -> dict[str, float]:
+    """Test metrics, nats per sequence: ELBO, NLL (IWAE, ``samples``), KL, MI, active units."""
+    pair.eval()
+    terms = elbo_terms(pair, x, batch_size=250)
+    nll = -log_likelihood(pair, x, num_samples=samples, batch_size=100)
+    return {"elbo": float(terms["elbo"].mean()), "nll": float(nll.mean()),
+            "kl": sum(kl_per_site(pair, x).values()), "mi": mutual_information(pair, x, batch_size=500),
+            "active_units": int(active_units(pair, x)), "units": pair.z_dim}
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out)
+    data = toy_splits(args.n_train, args.n_valid, args.n_test, seed=args.seed, vocab=args.vocab, length=args.length)
+    steps_per_epoch = -(-args.n_train // args.batch_size)
+    metrics: dict[str, Any] = {"task": "collapse", "seed": args.seed, "epochs": args.epochs,
+                               "data": {"train": args.n_train, "valid": args.n_valid, "test": args.n_test,
+                                        "vocab": args.vocab, "length": args.length, "latent_dim": 1},
+                               "methods": {}}
+    histories = {}
+    for method in args.methods:
+        set_seed(args.seed)
+        pair = SequenceVAE(vocab=args.vocab, z_dim=1, hidden=args.hidden)
+        elbo, callbacks = remedy(method, args, steps_per_epoch, data)
+        t0 = time.perf_counter()
+        history = fit(pair, data["train"], data["valid"], elbo=elbo, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, seed=args.seed, checkpoint_dir=out / method,
+                      callbacks=[*callbacks, CollapseDiagnostics(data["valid"], batch_size=500, per_dimension=False)])
+        seconds = time.perf_counter() - t0
+        histories[method] = history
+        result = evaluate(pair, data["test"], args.samples)
+        result["train_seconds"] = round(seconds, 1)
+        if method == "aggressive":
+            result["aggressive_epochs"] = int(sum(history["aggressive"]))
+        metrics["methods"][method] = result
+        atomic_json_save(metrics, out / "metrics.json")
+    if not args.no_figures:
+        metrics["figure"] = str(plot_collapse(histories, out / "collapse_curves.png",
+                                              title="validation KL, MI, active units; KL weight"))
+    atomic_json_save(metrics, out / "metrics.json")
+    return metrics
