@@ -1,0 +1,187 @@
+"""Tasks ``prodlda`` and ``lda``: train a topic model on a bag-of-words corpus, print each
+topic's top words, evaluate held-out perplexity, NPMI coherence and diversity, and draw the
+document-topic posterior as ArviZ ``InferenceData``.
+
+Corpora (``--dataset``): ``lee`` (default, offline: 300 news articles inside gensim's wheel),
+``20ng`` (the NVDM ``20ng.zip``; ``--data-path``), ``texts`` (your documents: a file with one
+per line or a folder of ``.txt`` files; ``--data-path``).
+
+Outputs under ``--out``: ``metrics.json``, ``config.json``, ``topics.txt`` (top words with
+NPMI per topic), ``theta_summary.csv`` (``az.summary`` of test documents' proportions),
+checkpoints in ``model/`` and figures ``coherence_per_topic.png``, ``theta_forest.png``,
+``training_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+from ..checkpoint import atomic_json_save, set_seed
+from ..data.bow import BowCorpus, english_stop_words, load_lee_background, load_nvdm, read_texts, split_texts
+from ..models.topic import LDA, ProdLDA
+from ..topic_metrics import format_topics, heldout_log_likelihood, perplexity, topic_report
+from ..train import fit
+
+MODELS = ("prodlda", "lda")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, choices=MODELS,
+                   help="which topic model (default: the task name, prodlda for the example script)")
+    p.add_argument("--dataset", default="lee", choices=["lee", "20ng", "texts"],
+                   help="lee ships with gensim (offline); 20ng and texts need --data-path")
+    p.add_argument("--data-path", default=None, help="20ng.zip (or its folder), or your documents")
+    p.add_argument("--keep-stop-words", action="store_true",
+                   help="20ng: keep the stop words in the NVDM vocabulary (dropped by default)")
+    p.add_argument("--min-df", type=int, default=3, help="raw text: keep words in at least this many documents")
+    p.add_argument("--max-df", type=float, default=0.3, help="raw text: ... and in at most this share of them")
+    p.add_argument("--max-vocab", type=int, default=2000)
+    p.add_argument("--topics", type=int, default=10, help="number of topics K")
+    p.add_argument("--posterior", default="logistic-normal", choices=list(ProdLDA.POSTERIORS),
+                   help="prodlda: Laplace-approximated prior with a Normal posterior, or a Dirichlet posterior")
+    p.add_argument("--assignments", default="collapsed", choices=list(LDA.ASSIGNMENTS),
+                   help="lda: sum the word-topic assignments by enumeration or analytically")
+    p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet prior on document proportions")
+    p.add_argument("--eta", type=float, default=0.1, help="lda: Dirichlet prior on topic-word distributions")
+    p.add_argument("--hidden", type=int, default=100)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--samples", type=int, default=100, help="importance samples per test document (perplexity)")
+    p.add_argument("--draws", type=int, default=200, help="posterior draws for the ArviZ summary")
+    p.add_argument("--top-n", type=int, default=10, help="top words per topic (printed, and NPMI over them)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="do not print the top words")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
+
+
+def load_corpus(args: argparse.Namespace) -> tuple[BowCorpus, BowCorpus]:
+    """``(train, test)`` for ``args.dataset``, sharing one vocabulary."""
+    if args.dataset == "lee":
+        return load_lee_background(args.min_df, args.max_df, args.max_vocab, seed=args.seed)
+    if args.data_path is None:
+        raise ValueError(f"--dataset {args.dataset} needs a path: pass --data-path")
+    if args.dataset == "20ng":
+        train, test = load_nvdm(args.data_path)
+        if not args.keep_stop_words:
+            stop = english_stop_words()
+            words = [w for w in train.vocab if w not in stop]
+            train, test = train.restrict(words), test.restrict(words)
+        return train, test
+    return split_texts(read_texts(args.data_path), Path(args.data_path).stem, args.min_df, args.max_df,
+                       args.max_vocab, seed=args.seed)
+
+
+def build_model(name: str, args: argparse.Namespace, vocab_size: int, num_docs: int) -> tuple[Any, Any]:
+    """The pair and its ELBO."""
+    if name == "prodlda":
+        pair = ProdLDA(vocab_size, args.topics, hidden=args.hidden, dropout=args.dropout, alpha=args.alpha,
+                       posterior=args.posterior)
+        return pair, pyro.infer.TraceMeanField_ELBO()
+    pair = LDA(vocab_size, args.topics, assignments=args.assignments, alpha=args.alpha, eta=args.eta,
+               num_docs=num_docs, hidden=args.hidden, dropout=args.dropout)
+    return pair, pair.elbo()
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    name = args.model or getattr(args, "task", None) or "prodlda"
+    if name not in MODELS:
+        raise ValueError(f"unknown topic model {name!r}; choose one of {MODELS}")
+    return name
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    name = _model_name(args)
+    out = Path(args.out or f"runs/{name}")
+    train, test = load_corpus(args)
+    config = {"task": name, **{k: v for k, v in vars(args).items() if k not in ("func",)}}
+    atomic_json_save(config, out / "config.json")
+
+    set_seed(args.seed)
+    pair, elbo = build_model(name, args, len(train.vocab), len(train))
+    t0 = time.perf_counter()
+    history = fit(pair, train.counts, elbo=elbo, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  seed=args.seed, checkpoint_dir=out / "model", progress=args.progress)
+    seconds = time.perf_counter() - t0
+    pair.eval()
+
+    held = heldout_log_likelihood(pair, test.counts, num_samples=args.samples)
+    report = topic_report(pair.topic_word_logits(), train.vocab, test.counts, n_npmi=args.top_n)
+    topics_text = format_topics(pair.topic_word_logits(), train.vocab, args.top_n, report["npmi_per_topic"])
+    (out / "topics.txt").write_text(topics_text + "\n")
+    if not args.quiet:
+        print(f"{name}: top {args.top_n} words per topic (NPMI on the test documents first)")
+        print(topics_text)
+    metrics: dict[str, Any] = {
+        "model": name, "data": {"train": train.summary(), "test": test.summary()},
+        "epochs": len(history), "train_seconds": round(seconds, 2),
+        "test": {"elbo_per_doc": float(held["elbo"].mean()),
+                 "perplexity_elbo": perplexity(held["elbo"], held["words"]),
+                 "perplexity_is": perplexity(held["log_lik"], held["words"]),
+                 "importance_samples": args.samples},
+        "npmi": report["npmi"], "npmi_reference": "test documents", "npmi_per_topic": report["npmi_per_topic"],
+        "npmi_all_documents": topic_report(pair.topic_word_logits(), train.vocab,
+                                           torch.cat([train.counts, test.counts]), n_npmi=args.top_n)["npmi"],
+        "diversity": report["diversity"], "top_words": report["top_words"],
+    }
+    idata = posterior_draws(pair, test, args.draws, seed=args.seed)
+    summary = _summary(idata)
+    summary.to_csv(out / "theta_summary.csv")
+    metrics["theta_summary_head"] = summary.head(args.topics).round(3).reset_index().to_dict(orient="records")
+    if not args.no_figures:
+        metrics["figures"] = [str(p) for p in draw_figures(history, report, idata, out, name)]
+    atomic_json_save(metrics, out / "metrics.json")
+    return metrics
+
+
+def posterior_draws(pair: Any, test: BowCorpus, draws: int, docs: int = 3, seed: int = 0):
+    """``InferenceData`` of theta for the first ``docs`` test documents (named dims and coords)."""
+    from ..arviz_io import to_inference_data
+
+    k = pair.num_topics
+    return to_inference_data(pair, test.counts[:docs], ["theta"], num_samples=draws,
+                             dims={"theta": ["document", "topic"]},
+                             coords={"document": [f"doc{i}" for i in range(docs)],
+                                     "topic": [f"topic{j}" for j in range(k)]}, seed=seed)
+
+
+def _summary(idata):
+    import arviz as az
+
+    # Independent draws from q: the MCMC diagnostics (r_hat, ess) do not apply, so only the stats.
+    return az.summary(idata, var_names=["theta"], kind="stats")
+
+
+def draw_figures(history, report: dict, idata, out: Path, name: str) -> list[Path]:
+    from .. import plots
+
+    plt = plots._pyplot()
+    paths = []
+    npmi = report["npmi_per_topic"]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(npmi) + 2), 3.2))
+    ax.bar(range(len(npmi)), npmi, color=["tab:blue" if v >= 0 else "tab:red" for v in npmi])
+    ax.axhline(report["npmi"], color="k", lw=1, ls="--", label=f"mean {report['npmi']:.3f}")
+    ax.set_xlabel("topic")
+    ax.set_ylabel("NPMI (top words, test documents)")
+    ax.set_title(f"{name}: coherence per topic")
+    ax.legend(fontsize=8)
+    paths.append(plots._save(fig, out / "coherence_per_topic.png"))
+
+    import arviz as az
+
+    axes = az.plot_forest(idata, var_names=["theta"], combined=True, figsize=(5, 0.18 * idata.posterior["theta"].size
+                                                                                / idata.posterior.sizes["draw"] + 1))
+    fig = axes.ravel()[0].figure
+    fig.suptitle("document-topic proportions of 3 test documents (94% HDI, draws from the guide)", fontsize=8)
+    paths.append(plots._save(fig, out / "theta_forest.png"))
+    paths.append(plots.training_curves({name: history}, out / "training_curves.png", keys=("train_loss",)))
+    return paths
