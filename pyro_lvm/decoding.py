@@ -32,14 +32,19 @@ def _setup(model, z: torch.Tensor | None, n: int | None, max_len: int | None):
     return n, max_len
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def _ancestral(model, z, n, max_len, pick) -> list[list[int]]:
     n, max_len = _setup(model, z, n, max_len)
     model.eval()
     state = model.init_state(z)
-    prev = torch.full((n,), BOS_ID, dtype=torch.long)
-    out = torch.full((n, max_len), EOS_ID, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
+    device = _device(model)
+    prev = torch.full((n,), BOS_ID, dtype=torch.long, device=device)
+    out = torch.full((n, max_len), EOS_ID, dtype=torch.long, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
     for t in range(max_len):
         logits, state = model.step(prev, state, z)
         prev = pick(logits)
@@ -89,9 +94,10 @@ def beam_search(model, z: torch.Tensor | None = None, n: int | None = None, beam
 
 def _beam_one(model, z: torch.Tensor | None, beam_size: int, max_len: int) -> list[int]:
     state = model.init_state(z)
-    scores = torch.zeros(1)
+    device = _device(model)
+    scores = torch.zeros(1, device=device)
     seqs: list[list[int]] = [[]]
-    prev = torch.full((1,), BOS_ID, dtype=torch.long)
+    prev = torch.full((1,), BOS_ID, dtype=torch.long, device=device)
     finished: list[tuple[float, list[int]]] = []
     for _t in range(max_len):
         zb = None if z is None else z.expand(len(seqs), -1)
@@ -113,11 +119,11 @@ def _beam_one(model, z: torch.Tensor | None, beam_size: int, max_len: int) -> li
         best_done = max((s for s, _ in finished), default=-float("inf"))
         if not keep_beams or len(finished) >= beam_size or best_done >= max(keep_scores):
             break
-        index = torch.tensor(keep_beams)
+        index = torch.tensor(keep_beams, device=device)
         state = None if state is None else tuple(x[:, index] for x in state)
         seqs = [seqs[b] + [tok] for b, tok in zip(keep_beams, keep_tokens)]
-        scores = torch.tensor(keep_scores)
-        prev = torch.tensor(keep_tokens)
+        scores = torch.tensor(keep_scores, device=device)
+        prev = torch.tensor(keep_tokens, device=device)
     else:
         finished.extend(zip(scores.tolist(), seqs))  # max_len reached: unfinished beams compete too
     return max(finished, key=lambda f: f[0])[1]

@@ -25,10 +25,11 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .base import batch_args, batch_size as _batch_size, batch_to, check_pair
 from .checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, rng_state, set_rng_state, set_seed
+from . import distributed
 
 CHECKPOINT_FORMAT = 1
 
@@ -75,6 +76,9 @@ class TrainState:
     history: History = field(default_factory=History)
     logs: dict[str, Any] = field(default_factory=dict)
     stop: bool = False
+    rank: distributed.RankContext | None = None  # set on each process of a strategy="ddp" run
+    train_data: Any = None  # what fit() was given, for callbacks that draw their own batches
+    valid_data: Any = None
 
     def loss(self, batch: Any) -> torch.Tensor:
         """Differentiable negative ELBO of one batch (summed over its datapoints)."""
@@ -176,13 +180,29 @@ def _as_tensors(data: Any) -> tuple[torch.Tensor, ...] | None:
     return None
 
 
-def num_datapoints(data: Any) -> int:
+def num_datapoints(data: Any) -> int | None:
+    """Number of datapoints, or None for a stream that does not know it (an IterableDataset)."""
     tensors = _as_tensors(data)
     if tensors is not None:
         return int(tensors[0].shape[0])
-    if isinstance(data, DataLoader):
-        return len(data.dataset)  # type: ignore[arg-type]
-    return len(data)
+    try:
+        return len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _num_batches(data: Any, batch_size: int) -> int | None:
+    try:
+        return len(data) if isinstance(data, DataLoader) else math.ceil(num_datapoints(data) / batch_size)
+    except TypeError:
+        return None
+
+
+def _set_epoch(data: Any, epoch: int) -> None:
+    """Tell data that reshuffles by epoch (a sampler, a stream) which epoch this is."""
+    for obj in (data, getattr(data, "dataset", None), getattr(data, "sampler", None), getattr(data, "batch_sampler", None)):
+        if callable(getattr(obj, "set_epoch", None)):
+            obj.set_epoch(epoch)
 
 
 def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch: int) -> Iterator[Any]:
@@ -190,7 +210,8 @@ def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch:
 
     Shuffling uses a generator seeded by ``(seed, epoch)``, so the order of an epoch does not
     depend on what ran before it: a resumed run sees the same batches as an uninterrupted one.
-    A DataLoader is iterated as it is (its own sampler decides the order).
+    A DataLoader, or an IterableDataset that yields batches, is iterated as it is (it decides
+    the order; ``fit`` calls its ``set_epoch`` if it has one).
     """
     tensors = _as_tensors(data)
     if tensors is not None:
@@ -202,8 +223,8 @@ def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch:
         for start in range(0, n, batch_size):
             chunk = tuple(t[start:start + batch_size] for t in tensors)
             yield chunk[0] if len(chunk) == 1 else chunk
-    elif isinstance(data, DataLoader):
-        yield from data
+    elif isinstance(data, (DataLoader, IterableDataset)):
+        yield from data  # a stream yields whole batches (e.g. pyro_lvm.data.streaming)
     elif isinstance(data, Dataset):
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=g)
@@ -219,7 +240,7 @@ def _check_data(data: Any, what: str) -> None:
     if tensors is not None:
         _check_tensor_data(tensors, what)
     elif isinstance(data, (DataLoader, Dataset)):
-        if num_datapoints(data) == 0:
+        if num_datapoints(data) == 0:  # None (a stream) is checked as it is read
             raise ValueError(f"{what} is empty (0 datapoints)")
     else:
         raise TypeError(
@@ -343,13 +364,17 @@ def fit(
     resume: bool = False,
     progress: bool | None = None,
     validate: str = "first",
+    strategy: str = "single",
+    num_processes: int = 1,
+    data_plate: str | None = None,
 ) -> History:
     """Train ``pair`` by SVI and return its :class:`History`.
 
     Args:
         pair: a model/guide pair (``pair.model(batch)``, ``pair.guide(batch)``).
         train_data: a tensor ``(N, ...)``, a tuple of tensors with a common ``N``, a torch
-            ``Dataset`` or a ``DataLoader``. Batches are passed to model and guide by the
+            ``Dataset``, a ``DataLoader``, or an ``IterableDataset`` yielding batches (a stream
+            over files larger than memory: :mod:`pyro_lvm.data.streaming`). Batches are passed to model and guide by the
             convention of :mod:`pyro_lvm.base`.
         valid_data: same kinds; its loss per datapoint is logged as ``valid_loss``.
         elbo: any Pyro ELBO with ``differentiable_loss`` (default ``Trace_ELBO()``).
@@ -371,11 +396,21 @@ def fit(
         progress: show a tqdm bar (default: only when stderr is a terminal).
         validate: ``"first"`` runs Pyro's argument validation on the first step only (it is
             slow), ``"always"`` or ``"never"``.
+        strategy, num_processes: ``"ddp"`` trains data-parallel on ``num_processes`` local
+            processes (gloo on CPU; one GPU each with ``device="cuda"``), or joins the process
+            group a launcher such as ``torchrun`` made. Each rank takes a slice of every batch
+            and gradients are summed across ranks, so the objective is the same as one
+            process's (see :mod:`pyro_lvm.distributed`); ``batch_size`` is the global batch.
+            Rank 0 writes checkpoints; the trained parameters come back into ``pair``.
+        data_plate: name of the plate over datapoints, for ``strategy="ddp"``, when another
+            plate could have the shard's size.
 
     Raises:
         TrainingDivergedError: when the loss or gradient norm is NaN/inf; the message names
             the step, and ``last.pt`` still holds the last good state.
+        pyro_lvm.distributed.WorkerFailedError: a process of a ``"ddp"`` run failed (named).
     """
+    call = dict(locals())  # for the worker processes of strategy="ddp"
     check_pair(pair)
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
@@ -400,19 +435,34 @@ def fit(
         _check_data(valid_data, "validation data")
 
     device = resolve_device(device)
+    distributed.check_strategy(strategy, num_processes, device)
+    rank = distributed.join_group(device) if strategy == "ddp" else None
+    if strategy == "ddp" and rank is None and num_processes > 1:
+        records = distributed.launch(fit, pair, (train_data, valid_data),
+                                     {k: v for k, v in call.items() if k not in ("pair", "train_data", "valid_data")},
+                                     num_processes, device)
+        return History(records)
+    if rank is not None:
+        device = distributed.rank_device(device, rank)
+    main_process = rank is None or rank.is_main
     if isinstance(pair, nn.Module):
         pair.to(device)
     elbo = elbo if elbo is not None else pyro.infer.Trace_ELBO()
+    step_elbo = elbo if rank is None else distributed.sharded_elbo(elbo, rank.world_size, data_plate)
     metrics = dict(metrics or {})
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    show_progress = sys.stderr.isatty() if progress is None else progress
+    show_progress = (sys.stderr.isatty() if progress is None else progress) and main_process
 
-    state = TrainState(pair=pair, elbo=elbo, optimizer=None, params=[], device=device)
+    state = TrainState(pair=pair, elbo=step_elbo, optimizer=None, params=[], device=device, rank=rank,
+                       train_data=train_data, valid_data=valid_data)
     best_value: float | None = None
     best_state: dict | None = None
     bad_epochs = 0
     pending_optimizer_state = None
-    set_seed(seed)
+    # Ranks draw different guide noise; parameters start equal (rank 0's are broadcast).
+    set_seed(seed if rank is None else seed + 7919 * rank.rank)
+    if rank is not None and isinstance(pair, nn.Module):
+        rank.broadcast_parameters(list(pair.parameters()))
 
     if resume and ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
         ckpt = load_checkpoint(ckpt_dir / "last.pt", map_location=device)
@@ -428,6 +478,8 @@ def fit(
             cb.load_state_dict(cb_state)
         best_value, bad_epochs = ckpt.get("best_value"), ckpt.get("bad_epochs", 0)
         set_rng_state(ckpt["rng"])
+        if rank is not None and rank.rank > 0:  # the checkpoint holds rank 0's generators
+            set_seed(seed + 7919 * rank.rank + 104_729 * state.epoch)
         if restore_best and (ckpt_dir / "best.pt").is_file():
             best = load_checkpoint(ckpt_dir / "best.pt", map_location=device)
             best_state = {"pair": best["pair"], "param_store": best["param_store"]}
@@ -439,7 +491,7 @@ def fit(
         return opt
 
     def checkpoint(name: str) -> None:
-        if ckpt_dir is not None:
+        if ckpt_dir is not None and main_process:
             _save_checkpoint(ckpt_dir / name, state, callbacks, {"best_value": best_value, "bad_epochs": bad_epochs})
 
     was_validating = pyro.poutine.util.is_validation_enabled()
@@ -454,14 +506,19 @@ def fit(
             for cb in callbacks:
                 cb.on_epoch_begin(state)
             total, count = 0.0, 0
+            _set_epoch(train_data, state.epoch)
             batches = iterate_batches(train_data, batch_size, shuffle=True, seed=seed, epoch=state.epoch)
             if show_progress:
                 from tqdm.auto import tqdm
 
                 batches = tqdm(batches, desc=f"epoch {state.epoch + 1}/{epochs}", leave=False,
-                               total=math.ceil(num_datapoints(train_data) / batch_size)
-                               if not isinstance(train_data, DataLoader) else len(train_data))
+                               total=_num_batches(train_data, batch_size))
             for batch in batches:
+                n = _batch_size(batch)
+                if rank is not None:
+                    if n < rank.world_size:
+                        continue  # too small to give every rank a datapoint (all ranks skip it)
+                    batch = rank.shard(batch)
                 batch = batch_to(batch, device)
                 for cb in callbacks:
                     cb.on_step_begin(state, batch)
@@ -471,14 +528,17 @@ def fit(
                             f"parameters left as before that step. {_last_good(ckpt_dir)}")
                 if validate == "first":
                     pyro.enable_validation(False)
-                n = _batch_size(batch)
                 total += loss_value
                 count += n
                 if show_progress:
                     batches.set_postfix(loss=f"{loss_value / n:.3f}")  # type: ignore[union-attr]
                 for cb in callbacks:
                     cb.on_step_end(state, batch, loss_value)
-            state.logs["train_loss"] = total / max(count, 1)
+            if count == 0:
+                raise ValueError(f"the training data gave no batches in epoch {state.epoch + 1}"
+                                 + (" (with strategy='ddp', each batch needs at least one datapoint per rank)"
+                                    if rank is not None else ""))
+            state.logs["train_loss"] = total / count
             state.logs["step"] = state.step
             if isinstance(pair, nn.Module):
                 pair.eval()
@@ -488,6 +548,8 @@ def fit(
                 state.logs[name] = float(fn(pair, valid_data if valid_data is not None else train_data))
             for cb in callbacks:
                 cb.on_epoch_end(state)
+            if rank is not None:  # every rank follows rank 0's record and stopping decision
+                state.logs, state.stop = rank.agree((state.logs, state.stop))
             if isinstance(pair, nn.Module):
                 pair.train()
             state.history.epochs.append(dict(state.logs))
@@ -509,7 +571,7 @@ def fit(
                 checkpoint("best.pt")
             if (state.epoch + 1) % checkpoint_every == 0 or state.stop or state.epoch + 1 == epochs:
                 checkpoint("last.pt")
-            if ckpt_dir is not None:
+            if ckpt_dir is not None and main_process:
                 state.history.save(ckpt_dir / "history.json")
             state.epoch += 1
     finally:
@@ -526,7 +588,8 @@ def fit(
 def _optimisation_step(state: TrainState, batch: Any, callbacks: Sequence[Callback],
                        build_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
                        clip_norm: float | None, context: Callable[[], str]) -> float:
-    """Loss, backward, NaN checks, clipping and one update; returns the loss value."""
+    """Loss, backward, NaN checks, clipping and one update; returns the loss value (in a
+    ``"ddp"`` run, summed over ranks: the loss of the whole batch)."""
     if state.optimizer is None:
         # The first step discovers parameters created lazily by pyro.param.
         with poutine.trace(param_only=True) as capture:
@@ -535,13 +598,20 @@ def _optimisation_step(state: TrainState, batch: Any, callbacks: Sequence[Callba
         if not state.params:
             raise ValueError("the pair has no trainable parameters (no nn.Module parameters and no pyro.param sites)")
         state.optimizer = build_optimizer(state.params)
+        if state.rank is not None:  # pyro.param values were drawn on each rank: use rank 0's
+            state.rank.broadcast_parameters(state.params)
+            loss = state.loss(batch)
     else:
         loss = state.loss(batch)
     value = loss.detach().item()
+    if state.rank is not None:
+        value = state.rank.sum(value, state.device)
     if not math.isfinite(value):
         raise TrainingDivergedError(f"loss became {value} at {context()}")
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if state.rank is not None:
+        state.rank.sum_gradients(state.params)
     for cb in callbacks:
         cb.on_after_backward(state, batch)
     grad_norm = torch.nn.utils.clip_grad_norm_(state.params, clip_norm if clip_norm is not None else math.inf)

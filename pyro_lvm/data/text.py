@@ -36,7 +36,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -96,13 +96,16 @@ class Vocabulary:
         ``max_size`` counts the special tokens too. A literal ``<unk>`` in the data (PTB has
         them) maps to the special id, it is not a word of its own.
         """
+        return cls.from_counts(collections.Counter(t for s in sentences for t in s), max_size, min_freq)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], max_size: int | None = None, min_freq: int = 1) -> "Vocabulary":
+        """The vocabulary of token counts (what :meth:`build` counts; a stream can count them itself)."""
         if max_size is not None and (not isinstance(max_size, int) or max_size < len(SPECIALS) + 1):
             raise ValueError(f"max_size must be an int >= {len(SPECIALS) + 1} (it includes the 4 special tokens), got {max_size!r}")
         if not isinstance(min_freq, int) or min_freq < 1:
             raise ValueError(f"min_freq must be a positive int, got {min_freq!r}")
-        counts = collections.Counter(t for s in sentences for t in s)
-        for special in SPECIALS:
-            counts.pop(special, None)
+        counts = {w: c for w, c in counts.items() if w not in SPECIALS}
         words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
         if max_size is not None:
             words = words[:max_size - len(SPECIALS)]

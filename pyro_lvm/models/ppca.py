@@ -48,7 +48,7 @@ class PPCA(nn.Module):
 
     def marginal(self) -> dist.MultivariateNormal:
         """The exact ``p(x) = Normal(b, W W^T + sigma^2 I)``."""
-        cov = self.W @ self.W.T + self.sigma ** 2 * torch.eye(self.x_dim, dtype=self.W.dtype)
+        cov = self.W @ self.W.T + self.sigma ** 2 * torch.eye(self.x_dim, dtype=self.W.dtype, device=self.W.device)
         return dist.MultivariateNormal(self.b, covariance_matrix=cov)
 
     @torch.no_grad()
@@ -59,7 +59,7 @@ class PPCA(nn.Module):
     @torch.no_grad()
     def exact_posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
         """``p(z | x)``, a full-covariance Gaussian with batch shape ``(batch,)``."""
-        precision = torch.eye(self.z_dim, dtype=x.dtype) + self.W.T @ self.W / self.sigma ** 2
+        precision = torch.eye(self.z_dim, dtype=x.dtype, device=x.device) + self.W.T @ self.W / self.sigma ** 2
         cov = torch.linalg.inv(precision)
         loc = (x - self.b) @ self.W @ cov.T / self.sigma ** 2
         return dist.MultivariateNormal(loc, covariance_matrix=cov)

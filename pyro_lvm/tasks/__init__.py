@@ -24,6 +24,9 @@ TASKS: dict[str, str] = {
     "compare_estimators": "pyro_lvm.tasks.compare_estimators",
     "hmm_chorales": "pyro_lvm.tasks.hmm_chorales",
     "pos_induction": "pyro_lvm.tasks.pos_induction",
+    "collapse": "pyro_lvm.tasks.collapse",
+    "prodlda": "pyro_lvm.tasks.topic",
+    "lda": "pyro_lvm.tasks.topic",
 }
 
 

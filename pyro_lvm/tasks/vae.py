@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import atomic_json_save, load_checkpoint, set_seed
 from ..data import ImageData, load_images
+from ..distributed import is_main_process
 from ..metrics import elbo_terms, evaluation_report
 from ..models import VAE, Autoencoder
 from ..train import evaluate_loss, fit
@@ -42,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-autoencoder", action="store_true", help="skip the autoencoder baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--strategy", default="single", choices=["single", "ddp"],
+                   help="ddp: data-parallel over --num-processes local processes, or the processes torchrun started")
+    p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--progress", action="store_true", help="show a progress bar per epoch")
@@ -68,13 +72,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
               "elbo": args.elbo, "model": _model_config(args, data)}
     atomic_json_save(config, out / "config.json")
     train_kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                    patience=args.patience, restore_best=True, resume=args.resume, progress=args.progress)
+                    patience=args.patience, restore_best=True, resume=args.resume, progress=args.progress,
+                    strategy=args.strategy, num_processes=args.num_processes)
 
     set_seed(args.seed)
     vae = VAE(**config["model"])
     t0 = time.perf_counter()
     vae_history = fit(vae, data.train, data.valid, elbo=_elbo(args.elbo), checkpoint_dir=out / "vae", **train_kw)
     vae_seconds = time.perf_counter() - t0
+    if not is_main_process():  # under torchrun: rank 0 evaluates and writes the report
+        return {}
     vae.cpu()
     metrics: dict[str, Any] = {"data": data.summary(), "model": config["model"], "elbo": args.elbo,
                                "vae": {"epochs": len(vae_history), "train_seconds": round(vae_seconds, 2),
@@ -85,7 +92,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         set_seed(args.seed)
         ae = Autoencoder(**config["model"])
         t0 = time.perf_counter()
-        histories["AE"] = fit(ae, data.train, data.valid, checkpoint_dir=out / "ae", **train_kw)
+        histories["AE"] = fit(ae, data.train, data.valid, checkpoint_dir=out / "ae",
+                              **{**train_kw, "strategy": "single", "num_processes": 1})
         ae.cpu()
         metrics["autoencoder"] = {
             "epochs": len(histories["AE"]), "train_seconds": round(time.perf_counter() - t0, 2),

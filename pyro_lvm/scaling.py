@@ -1,0 +1,129 @@
+"""Rescaling a batch's ELBO terms by where each site sits: per-datapoint or global.
+
+Two uses share the rule for telling the kinds apart (a *batch plate* is a vectorised plate
+whose size is the batch's, or the plate named ``data_plate``):
+
+* :class:`DatasetScale` makes a mini-batch loss an unbiased estimate of the *full-data*
+  negative ELBO, as ``pyro.plate(size=N, subsample=...)`` would, for a model written with
+  ``pyro.plate("data", len(x))``: per-datapoint sites get ``N / n``, global sites stay.
+  That is what a stream over a corpus larger than memory needs when the model has global
+  latents (topics, transition matrices): their prior must not be outweighed by the data.
+* :class:`ShardScale` splits a batch across data-parallel ranks so that the ranks' losses sum
+  to the whole batch's (see :mod:`pyro_lvm.distributed`).
+
+Both are poutine messengers; :class:`ScaledELBO` runs model and guide under one for every
+batch. Entered around the whole model, a messenger sees each site after the model's own
+plates have stacked their frames and subsample scales onto it (Pyro applies handlers
+innermost first), so it can read both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from pyro.poutine.messenger import Messenger
+
+from .base import batch_size as _batch_size
+
+
+class _BatchScale(Messenger):
+    def __init__(self, batch_size: int, data_plate: str | None = None):
+        super().__init__()
+        self.batch_size, self.data_plate = batch_size, data_plate
+
+    def _batch_frames(self, msg: dict) -> list[Any]:
+        if self.data_plate is not None:
+            return [f for f in msg["cond_indep_stack"] if f.name == self.data_plate]
+        return [f for f in msg["cond_indep_stack"] if f.vectorized and f.size == self.batch_size]
+
+
+def _subsampled(frames: list[Any]) -> bool:
+    return any(f.full_size is not None and f.full_size != f.size for f in frames)
+
+
+def _is_one(scale: Any) -> bool:
+    return isinstance(scale, (int, float)) and scale == 1.0
+
+
+class DatasetScale(_BatchScale):
+    """Scale per-datapoint sites of a batch of ``batch_size`` by ``num_datapoints / batch_size``.
+
+    Sites in a plate the model already subsamples (``pyro.plate(size=N, subsample=...)``) are
+    left alone: Pyro scales those itself.
+    """
+
+    def __init__(self, num_datapoints: int, batch_size: int, data_plate: str | None = None):
+        if not isinstance(num_datapoints, int) or num_datapoints < 1:
+            raise ValueError(f"num_datapoints must be a positive int, got {num_datapoints!r}")
+        if batch_size > num_datapoints:
+            raise ValueError(f"a batch of {batch_size} datapoints is larger than num_datapoints={num_datapoints}")
+        super().__init__(batch_size, data_plate)
+        self.factor = num_datapoints / batch_size
+
+    def _pyro_sample(self, msg: dict) -> None:
+        frames = self._batch_frames(msg)
+        if frames and not _subsampled(frames):
+            msg["scale"] = msg["scale"] * self.factor
+
+
+class ShardScale(_BatchScale):
+    """Scale sites so that summing the shard losses of ``world_size`` ranks gives the batch's.
+
+    * a site in a batch plate is per-datapoint and the shards partition the batch: unchanged;
+    * ... unless the plate is subsampled: Pyro scales it by ``N / n_shard``, ``world_size``
+      times what one process on the whole batch uses, so it gets ``1 / world_size``;
+    * a global site gets ``1 / world_size`` so the sum counts it once; a global site that
+      already carries a scale is taken to be scaled by the model for its share of the data
+      (as the HMM's ``num_sequences=`` does) and is left alone.
+    """
+
+    def __init__(self, world_size: int, shard_size: int, data_plate: str | None = None):
+        super().__init__(shard_size, data_plate)
+        self.world_size = world_size
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if self.world_size == 1:
+            return
+        frames = self._batch_frames(msg)
+        if frames and not _subsampled(frames):
+            return
+        if not frames and not _is_one(msg["scale"]):
+            return
+        msg["scale"] = msg["scale"] / self.world_size
+
+
+class ScaledELBO:
+    """An ELBO whose model and guide run under ``make_handler(batch_size)`` for every batch.
+
+    Everything else (``loss``, ``num_particles``, ...) is the wrapped ELBO's.
+    """
+
+    def __init__(self, elbo: Any, make_handler: Callable[[int], Messenger]):
+        self.elbo, self.make_handler = elbo, make_handler
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.elbo, name)
+
+    def _wrap(self, fn: Callable, n: int) -> Callable:
+        def scaled(*args: Any, **kwargs: Any) -> Any:
+            with self.make_handler(n):
+                return fn(*args, **kwargs)
+        return scaled
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        n = _batch_size(args[0]) if len(args) == 1 and not kwargs else _batch_size(args if args else kwargs)
+        return self.elbo.differentiable_loss(self._wrap(model, n), self._wrap(guide, n), *args, **kwargs)
+
+
+def full_data_elbo(elbo: Any, num_datapoints: int, data_plate: str | None = None) -> ScaledELBO:
+    """``elbo`` whose batch loss is an unbiased estimate of the full-data negative ELBO.
+
+    Use it when training on a stream or on mini-batches of a model with global latents::
+
+        fit(pair, stream, elbo=full_data_elbo(Trace_ELBO(), num_datapoints=corpus_size))
+
+    (``train_loss`` in the history is then per datapoint of the batch, times ``N``.)
+    """
+    DatasetScale(num_datapoints, 1, data_plate)  # validate now, not at the first batch
+    return ScaledELBO(elbo, lambda n: DatasetScale(num_datapoints, n, data_plate))

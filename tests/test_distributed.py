@@ -1,0 +1,155 @@
+"""Data-parallel training (strategy="ddp"): same objective as one process, ranks stay equal."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from pyro_lvm import Callback, fit
+from pyro_lvm.distributed import WorkerFailedError, sharded_elbo
+
+
+class MapPair(nn.Module):
+    """A global mean, a latent per datapoint, point-mass guides: the loss has no noise.
+
+    ``full_size`` switches the data plate to a subsampled one over ``full_size`` points.
+    """
+
+    def __init__(self, n: int, full_size: int | None = None):
+        super().__init__()
+        self.mu_hat = nn.Parameter(torch.tensor(0.3))
+        self.z_hat = nn.Parameter(torch.linspace(-1, 1, n))
+        self.full_size = full_size
+
+    def _plate(self, idx):
+        if self.full_size is None:
+            return pyro.plate("data", len(idx))
+        return pyro.plate("data", self.full_size, subsample=idx)
+
+    def model(self, idx, x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with self._plate(idx):
+            z = pyro.sample("z", dist.Normal(mu, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(self, idx, x):
+        pyro.sample("mu", dist.Delta(self.mu_hat))
+        with self._plate(idx):
+            pyro.sample("z", dist.Delta(self.z_hat[idx]))
+
+
+def _data(n=12):
+    g = torch.Generator().manual_seed(0)
+    return torch.arange(n), torch.randn(n, generator=g) + 1.0
+
+
+@pytest.mark.parametrize("full_size", [None, 40])
+@pytest.mark.parametrize("world", [2, 3])
+def test_shard_losses_sum_to_the_whole_batch_loss(full_size, world):
+    idx, x = _data()
+    pair = MapPair(len(idx), full_size)
+    elbo = pyro.infer.Trace_ELBO()
+    whole = elbo.differentiable_loss(pair.model, pair.guide, idx, x)
+    shards = zip(torch.tensor_split(idx, world), torch.tensor_split(x, world))
+    summed = sum(sharded_elbo(elbo, world).differentiable_loss(pair.model, pair.guide, i, xi) for i, xi in shards)
+    assert torch.allclose(summed, whole, rtol=1e-6)
+    # Without the rescaling the global prior term would count `world` times.
+    naive = sum(elbo.differentiable_loss(pair.model, pair.guide, i, xi)
+                for i, xi in zip(torch.tensor_split(idx, world), torch.tensor_split(x, world)))
+    assert not torch.allclose(naive, whole, rtol=1e-3)
+
+
+class SaveParams(Callback):
+    def __init__(self, folder):
+        self.folder = folder
+
+    def on_train_end(self, state):
+        name = "single" if state.rank is None else f"rank{state.rank.rank}"
+        torch.save([p.detach().clone() for p in state.params], self.folder / f"{name}.pt")
+
+
+def test_two_processes_match_one_process_and_each_other(tmp_path):
+    idx, x = _data()
+    runs = {}
+    for strategy, procs in (("single", 1), ("ddp", 2)):
+        torch.manual_seed(0)
+        pair = MapPair(len(idx))
+        history = fit(pair, (idx, x), elbo=pyro.infer.Trace_ELBO(), epochs=3, batch_size=6, lr=0.05,
+                      strategy=strategy, num_processes=procs, callbacks=[SaveParams(tmp_path)],
+                      checkpoint_dir=tmp_path / strategy)
+        runs[strategy] = (pair, history)
+    single, ddp = runs["single"], runs["ddp"]
+    assert ddp[1]["train_loss"] == pytest.approx(single[1]["train_loss"], rel=1e-5)
+    for a, b in zip(single[0].parameters(), ddp[0].parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
+    assert (tmp_path / "ddp" / "last.pt").is_file() and (tmp_path / "ddp" / "history.json").is_file()
+    # Resuming a ddp run continues from rank 0's checkpoint.
+    more = fit(ddp[0], (idx, x), elbo=pyro.infer.Trace_ELBO(), epochs=4, batch_size=6, lr=0.05,
+               strategy="ddp", num_processes=2, checkpoint_dir=tmp_path / "ddp", resume=True)
+    assert [e["epoch"] for e in more.epochs] == [0, 1, 2, 3]
+
+
+class FailOnRank1(Callback):
+    def on_step_begin(self, state, batch):
+        if state.rank is not None and state.rank.rank == 1:
+            raise RuntimeError("boom on purpose")
+
+
+def test_a_failing_rank_stops_the_run_and_is_named():
+    idx, x = _data()
+    with pytest.raises(WorkerFailedError, match="(?s)rank 1 of 2 failed.*boom on purpose"):
+        fit(MapPair(len(idx)), (idx, x), epochs=1, batch_size=6, strategy="ddp", num_processes=2,
+            callbacks=[FailOnRank1()])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"strategy": "ddp", "num_processes": 0}, "num_processes must be an int >= 1"),
+    ({"strategy": "horovod"}, "unknown strategy 'horovod'"),
+    ({"num_processes": 2}, "needs strategy='ddp'"),
+])
+def test_bad_settings_are_refused_before_any_process_starts(kwargs, message):
+    idx, x = _data()
+    with pytest.raises(ValueError, match=message):
+        fit(MapPair(len(idx)), (idx, x), epochs=1, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused():
+    idx, x = _data()
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        fit(MapPair(len(idx)), (idx, x), epochs=1, strategy="ddp", num_processes=2, device="cuda")
+
+
+TINY_VAE = ["train", "vae", "--strategy", "ddp", "--epochs", "1", "--no-figures", "--samples", "5", "--no-autoencoder"]
+
+
+def test_cli_with_local_processes_after_the_parent_used_threads(tmp_path):
+    # Forked workers must not touch the parent's OpenMP pool (that used to hang).
+    torch.set_num_threads(2)
+    try:
+        torch.isfinite(torch.randn(2000, 2000)).all()
+        from pyro_lvm.cli import main
+        assert main([*TINY_VAE, "--num-processes", "2", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(1)
+    assert len(json.loads((tmp_path / "vae" / "history.json").read_text())["epochs"]) == 1
+
+
+def test_cli_under_torchrun(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.fail(f"torchrun is installed with torch next to {sys.executable}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "pyro_lvm.cli", *TINY_VAE,
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "vae" / "last.pt").is_file()
