@@ -191,6 +191,7 @@ def mutual_information(pair: Any, data: Any, batch_size: int = 500, data_plate: 
                 continue
             idx = _data_index(g, n, data_plate)
             c = _cross_log_q(g, idx).double()
+            cross, neg_entropy = cross.to(c.device), neg_entropy.to(c.device)  # follow the guide's device
             cross = cross + c
             if entropy == "analytic":
                 h = g["fn"].entropy().expand(g["fn"].batch_shape)

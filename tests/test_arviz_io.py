@@ -4,6 +4,7 @@ posterior and on the topic models; bad input."""
 import math
 
 import arviz as az
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -91,3 +92,21 @@ def test_prodlda_posterior_predictive_keeps_document_lengths():
                               dims={"words": ["document", "word"]})
     lengths = torch.as_tensor(idata.posterior_predictive["words"].values).sum(-1)
     assert torch.equal(lengths, counts.sum(-1).expand(1, 7, 4))
+
+
+def test_bayesian_hmm_transition_rows_convert_and_summarise():
+    from pyro_lvm import fit
+    from pyro_lvm.models.hmm import HMM, CategoricalEmission
+
+    torch.manual_seed(0)
+    words = torch.randint(0, 6, (10, 7))
+    hmm = HMM(CategoricalEmission(3, 6), parameters="bayes")
+    fit(hmm, words, elbo=hmm.elbo(), epochs=2, batch_size=10, lr=0.05)
+    idata = to_inference_data(hmm, words, ["trans"], num_samples=50,
+                              dims={"trans": ["from_state", "to_state"]},
+                              coords={"from_state": ["s0", "s1", "s2"], "to_state": ["s0", "s1", "s2"]})
+    post = idata.posterior["trans"]
+    assert post.shape == (1, 50, 3, 3) and list(post.coords["from_state"].values) == ["s0", "s1", "s2"]
+    assert np.allclose(post.sum("to_state"), 1.0, atol=1e-5)  # every draw is a stochastic matrix
+    summary = az.summary(idata, kind="stats")
+    assert len(summary) == 9 and summary["mean"].between(0, 1).all()

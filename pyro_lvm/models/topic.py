@@ -349,17 +349,17 @@ class LDA(nn.Module):
         phi = self.topic_word_probs() if phi is None else phi
         return (theta @ phi).clamp_min(_TINY).log()
 
-    def _documents(self, b: int):
+    def _documents(self, b: int, device: torch.device):
         dim = -2 if self.assignments == "enumerated" else -1
         size = self.num_docs if self.num_docs is not None else b
-        return pyro.plate("documents", size, subsample=torch.arange(b), dim=dim)
+        return pyro.plate("documents", size, subsample=torch.arange(b, device=device), dim=dim)
 
     def model(self, counts: torch.Tensor) -> None:
         check_counts(counts, self.vocab_size)
         b, k, v = counts.shape[0], self.num_topics, self.vocab_size
         with pyro.plate("topics", k, dim=-1):
             phi = pyro.sample("phi", dist.Dirichlet(counts.new_full((v,), self.eta)))
-        with self._documents(b):
+        with self._documents(b, counts.device):
             if self.assignments == "collapsed":
                 theta = pyro.sample("theta", dist.Dirichlet(self.alpha))                 # (B, K)
                 pyro.sample("words", BagOfWords(self.word_log_probs(theta, phi), counts.sum(-1)), obs=counts)
@@ -379,7 +379,7 @@ class LDA(nn.Module):
         check_counts(counts, self.vocab_size)
         with pyro.plate("topics", self.num_topics, dim=-1):
             pyro.sample("phi", dist.Dirichlet(self.phi_concentration()))
-        with self._documents(counts.shape[0]):
+        with self._documents(counts.shape[0], counts.device):
             conc = self.local_posterior(counts).concentration
             if self.assignments == "enumerated":
                 conc = conc.unsqueeze(-2)

@@ -77,6 +77,25 @@ def _sentence_vae() -> Example:
     return SentenceVAE(vocab_size=10, embed_dim=8, hidden_dim=8, z_dim=2, max_len=6), tokens
 
 
+def _prodlda() -> Example:
+    from ..models.topic import ProdLDA
+    counts = torch.randint(0, 3, (4, 12), generator=torch.Generator().manual_seed(0)).float()
+    return ProdLDA(vocab_size=12, num_topics=3, hidden=8), counts
+
+
+def _lda() -> Example:
+    from ..models.topic import LDA
+    counts = torch.randint(0, 3, (2, 6), generator=torch.Generator().manual_seed(0)).float()
+    counts[:, 0] += 1  # no empty document
+    # Each word's topic z is marked for enumeration in the model (TraceEnum_ELBO sums it out).
+    return LDA(vocab_size=6, num_topics=3, assignments="enumerated", hidden=8), counts
+
+
+def _sequence_vae() -> Example:
+    from ..models.collapse_toy import SequenceVAE
+    return SequenceVAE(vocab=6, z_dim=1, emb=4, hidden=8), torch.randint(0, 6, (3, 5), generator=torch.Generator().manual_seed(0))
+
+
 # name -> builder of (pair, example batch). Builders import lazily so one broken optional
 # model does not stop the others from being inspected.
 INSPECTABLE: dict[str, Callable[[], Example]] = {
@@ -89,6 +108,9 @@ INSPECTABLE: dict[str, Callable[[], Example]] = {
     "hmm": _hmm,
     "ssvae": _ssvae,
     "sentence-vae": _sentence_vae,
+    "prodlda": _prodlda,
+    "lda": _lda,
+    "sequence-vae": _sequence_vae,
 }
 
 
