@@ -131,7 +131,6 @@ def vae_rows(args) -> list[dict]:
     x = data.train[:args.vae_images]
     set_seed(0)
     start = VAE(x_dim=x.shape[1], z_dim=20, hidden=(400,)).state_dict()
-    rows = []
 
     def fresh() -> VAE:
         vae = VAE(x_dim=x.shape[1], z_dim=20, hidden=(400,))

@@ -27,14 +27,13 @@ from pathlib import Path
 
 import pyro
 import torch
-import torch.nn.functional as F
 
 torch.set_num_threads(1)
 
 from pyro_lvm import fit, set_seed  # noqa: E402
 from pyro_lvm.data.bow import english_stop_words, load_nvdm  # noqa: E402
 from pyro_lvm.models.topic import LDA, ProdLDA  # noqa: E402
-from pyro_lvm.topic_metrics import heldout_log_likelihood, perplexity, top_word_ids, topic_report  # noqa: E402
+from pyro_lvm.topic_metrics import heldout_log_likelihood, perplexity, topic_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

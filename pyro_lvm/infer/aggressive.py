@@ -31,31 +31,18 @@ from typing import Any, Iterator
 
 import pyro.poutine as poutine
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..base import batch_args, batch_size as _batch_size, batch_to
-from ..train import Callback, TrainState, _as_tensors
+from ..train import Callback, TrainState, _as_tensors, _trainable_params
 from .handlers import is_latent_site
 
 
 def _pair_params(pair: Any, batch: Any, loss_fn) -> list[torch.Tensor]:
     """Trainable tensors of a pair: module parameters, then ``pyro.param`` sites (by name)."""
-    params: list[torch.Tensor] = []
-    seen: set[int] = set()
-    if isinstance(pair, nn.Module):
-        for p in pair.parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
     with poutine.trace(param_only=True) as capture:
         loss_fn(batch)
-    for site in sorted(capture.trace.nodes.values(), key=lambda s: s["name"]):
-        p = site["value"].unconstrained()
-        if p.requires_grad and id(p) not in seen:
-            seen.add(id(p))
-            params.append(p)
-    return params
+    return _trainable_params(pair, capture.trace.nodes.values())
 
 
 def _reached(output: torch.Tensor, params: list[torch.Tensor]) -> set[int]:

@@ -26,7 +26,7 @@ What each Pyro objective makes of it:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from pyro.poutine.messenger import Messenger
