@@ -1,0 +1,255 @@
+"""Hidden Markov model as a Pyro model/guide pair, with swappable emissions and two inference paths.
+
+    hmm = HMM(BernoulliEmission(16, 88), inference="fast")     # or inference="markov"
+    fit(hmm, (x, mask), elbo=hmm.elbo(), epochs=50, batch_size=32, lr=0.05)
+    hmm.em_fit([(x, mask)], iterations=30)                     # or closed-form Baum-Welch
+    paths, _ = hmm.viterbi(x, mask)
+
+Shapes: ``x`` is ``(N, T, D)`` (vector emissions) or ``(N, T)`` (symbols); ``mask`` ``(N, T)``
+bool, True where a step is observed (padding after a sequence's end is irrelevant: see
+:mod:`pyro_lvm.hmm_inference`). The state at the first step has distribution ``init``.
+
+* ``inference="markov"``: the way users write it -- one ``pyro.sample`` per step inside
+  ``pyro.markov``, states enumerated in parallel, summed out by ``TraceEnum_ELBO`` (as Pyro's
+  ``examples/hmm.py``). Readable, exact, slow.
+* ``inference="fast"``: the same joint density, one ``pyro.factor`` holding the scaled forward
+  algorithm over all sequences at once; train with ``Trace_ELBO``. ``hmm.elbo()`` picks.
+
+Parameters: ``"map"`` keeps point estimates of the initial and transition probabilities
+(with a ``Dirichlet(concentration)`` prior term when ``concentration != 1``); ``"bayes"``
+puts Dirichlet priors on them and learns a Dirichlet variational posterior for each row.
+Emission parameters are always point estimates.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+from pyro.infer.util import is_validation_enabled
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import hmm_inference as inf
+from .hmm_emissions import (BernoulliEmission, CategoricalEmission, FeatureCategoricalEmission, GaussianEmission,
+                            NeuralBernoulliEmission, check_num_states)
+
+__all__ = ["HMM", "BernoulliEmission", "CategoricalEmission", "FeatureCategoricalEmission", "GaussianEmission",
+           "NeuralBernoulliEmission", "lengths_to_mask"]
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """``(N,)`` sequence lengths -> ``(N, T)`` bool mask; refuses lengths below 1."""
+    lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1:
+        raise ValueError(f"lengths must be a 1-d tensor, got shape {tuple(lengths.shape)}")
+    if bool((lengths < 1).any()):
+        raise ValueError(f"sequences of length 0 are not allowed (got length {int(lengths.min())})")
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device) < lengths.unsqueeze(-1)
+
+
+class HMM(nn.Module):
+    """Discrete-state HMM with ``K = emission.num_states`` states over any emission of
+    :mod:`.hmm_emissions` (see the module docstring for the arguments)."""
+
+    def __init__(self, emission: nn.Module, num_states: int | None = None, inference: str = "fast",
+                 parameters: str = "map", concentration: float = 1.0, num_sequences: int | None = None):
+        super().__init__()
+        if num_states is None:
+            num_states = emission.num_states
+        self.num_states = check_num_states(num_states)
+        if emission.num_states != num_states:
+            raise ValueError(f"emission has {emission.num_states} states but num_states={num_states}")
+        if inference not in ("fast", "markov"):
+            raise ValueError(f"inference must be 'fast' or 'markov', got {inference!r}")
+        if parameters not in ("map", "bayes"):
+            raise ValueError(f"parameters must be 'map' or 'bayes', got {parameters!r}")
+        if not concentration > 0:
+            raise ValueError(f"concentration must be positive, got {concentration!r}")
+        self.emission, self.inference, self.parameter_mode = emission, inference, parameters
+        self.concentration = float(concentration)
+        self.num_sequences = num_sequences  # scales the global terms when training on mini-batches
+        k = num_states
+        self.init_logits = nn.Parameter(0.1 * torch.randn(k))
+        self.trans_logits = nn.Parameter(0.1 * torch.randn(k, k))
+        if parameters == "bayes":
+            # Variational Dirichlet concentrations, unconstrained (softplus keeps them positive).
+            self.q_init = nn.Parameter(torch.full((k,), 2.0))
+            self.q_trans = nn.Parameter(torch.full((k, k), 2.0) + 0.1 * torch.randn(k, k))
+
+    # ------------------------------------------------------------------ Pyro model and guide
+
+    def elbo(self) -> pyro.infer.ELBO:
+        """The ELBO this pair is meant for: ``TraceEnum_ELBO`` for the markov path, else ``Trace_ELBO``."""
+        if self.inference == "markov":
+            return pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+        return pyro.infer.Trace_ELBO()
+
+    def model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        x, mask = self.prepare(x, mask)
+        log_init, log_trans = self._global_sites(x.shape[0])
+        if self.inference == "fast":
+            log_lik = inf.forward_log_likelihood(log_init, log_trans, self.emission.log_likelihoods(x), mask)
+            with pyro.plate("sequences", x.shape[0]):
+                pyro.factor("log_lik", log_lik)
+            return
+        with pyro.plate("sequences", x.shape[0], dim=-1):
+            z = None
+            for t in pyro.markov(range(x.shape[1])):
+                logits = log_init if t == 0 else log_trans[z]
+                z = pyro.sample(f"z_{t}", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})
+                # Only the emission is masked: the chain keeps moving through unobserved steps.
+                with poutine.mask(mask=mask[:, t]):
+                    pyro.sample(f"x_{t}", self.emission.dist(z, x[:, t - 1] if t else None), obs=x[:, t])
+
+    def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        if self.parameter_mode == "bayes":
+            with poutine.scale(scale=self._global_scale(x.shape[0])):
+                pyro.sample("init", dist.Dirichlet(F.softplus(self.q_init)))
+                pyro.sample("trans", dist.Dirichlet(F.softplus(self.q_trans)).to_event(1))
+
+    def _global_scale(self, batch: int) -> float:
+        return batch / self.num_sequences if self.num_sequences else 1.0
+
+    def _global_sites(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_init (K,), log_trans (K, K))``: sampled (bayes) or point estimates (map)."""
+        k, c = self.num_states, self.concentration
+        with poutine.scale(scale=self._global_scale(batch)):
+            if self.parameter_mode == "bayes":
+                device = self.q_init.device
+                init = pyro.sample("init", dist.Dirichlet(torch.full((k,), c, device=device)))
+                trans = pyro.sample("trans", dist.Dirichlet(torch.full((k, k), c, device=device)).to_event(1))
+                return init.clamp(min=1e-30).log(), trans.clamp(min=1e-30).log()
+            log_init, log_trans = self.point_estimates()
+            if c != 1.0:  # MAP: add the Dirichlet log-density of the point estimate
+                prior = (c - 1) * (log_init.sum() + log_trans.sum())
+                pyro.factor("dirichlet_prior", prior)
+            return log_init, log_trans
+
+    # ------------------------------------------------------------------ inputs
+
+    def prepare(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check ``x`` and ``mask``; return ``(x with padding zeroed, bool mask)``.
+
+        Shapes and lengths are always checked; observation values (0/1, ids inside the
+        vocabulary, finite reals) while Pyro validation is enabled.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+        if x.dim() < 2:
+            raise ValueError(f"x must have shape (N, T, ...), got {tuple(x.shape)}")
+        n, t = x.shape[:2]
+        if t == 0:
+            raise ValueError("sequences of length 0: x has T = 0 steps")
+        if mask is None:
+            mask = torch.ones(n, t, dtype=torch.bool, device=x.device)
+        elif mask.shape != (n, t):
+            raise ValueError(f"mask has shape {tuple(mask.shape)} but x needs ({n}, {t})")
+        mask = mask.bool()
+        empty = (~mask.any(dim=1)).nonzero()
+        if len(empty):
+            raise ValueError(f"sequence {int(empty[0])} has length 0 (its mask is all False)")
+        # Like Pyro's distributions, check values only while validation is on (the default):
+        # on a full JSB pass the check costs about as much as the forward algorithm.
+        self.emission.check(x, mask, values=is_validation_enabled())
+        return self.emission.sanitize(x, mask, padded=not bool(mask.all())), mask
+
+    # ------------------------------------------------------------------ exact inference with point parameters
+
+    def point_estimates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_init, log_trans)``: MAP values, or the variational posterior means ("bayes")."""
+        if self.parameter_mode == "bayes":
+            a, b = F.softplus(self.q_init), F.softplus(self.q_trans)
+            return (a / a.sum()).log(), (b / b.sum(-1, keepdim=True)).log()
+        return F.log_softmax(self.init_logits, -1), F.log_softmax(self.trans_logits, -1)
+
+    def _tables(self, x, mask):
+        x, mask = self.prepare(x, mask)
+        log_init, log_trans = self.point_estimates()
+        return log_init, log_trans, self.emission.log_likelihoods(x), mask
+
+    def log_likelihood(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact ``log p(x_n)`` under the point parameters, ``(N,)``."""
+        return inf.forward_log_likelihood(*self._tables(x, mask))
+
+    @torch.no_grad()
+    def viterbi(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Most probable state paths ``(N, T)`` (``-1`` on padding) and their log joints ``(N,)``."""
+        return inf.viterbi(*self._tables(x, mask))
+
+    @torch.no_grad()
+    def sample_states(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """One posterior draw of the state paths ``(N, T)`` by forward-filter backward-sample."""
+        return inf.sample_posterior(*self._tables(x, mask), generator=generator)
+
+    def marginals(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior state marginals ``(N, T, K)`` (zero rows on masked steps)."""
+        return inf.posterior_marginals(*self._tables(x, mask))
+
+    # ------------------------------------------------------------------ Baum-Welch
+
+    @torch.no_grad()
+    def em_step(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
+                emission_pseudocount: float = 1e-2) -> float:
+        """One Baum-Welch iteration over all ``(x, mask)`` batches; returns the total log-likelihood
+        before the update. MAP parameters only; adds ``concentration - 1`` pseudo-counts to the
+        initial and transition rows."""
+        if self.parameter_mode != "map":
+            raise ValueError("em_step updates point estimates; use parameters='map'")
+        k = self.num_states
+        device = self.init_logits.device
+        init_counts, trans_counts = torch.zeros(k, device=device), torch.zeros(k, k, device=device)
+        stats, total = None, 0.0
+        for x, mask in batches:
+            x, mask = self.prepare(x, mask)
+            log_init, log_trans = self.point_estimates()
+            log_lik, c_init, c_trans, gamma = inf.expected_counts(
+                log_init, log_trans, self.emission.log_likelihoods(x), mask)
+            total += float(log_lik.sum())
+            init_counts += c_init
+            trans_counts += c_trans
+            batch_stats = self.emission.expected_stats(x, gamma)
+            stats = batch_stats if stats is None else tuple(a + b for a, b in zip(stats, batch_stats))
+        if stats is None:
+            raise ValueError("em_step got no batches")
+        pseudo = self.concentration - 1.0
+        self.init_logits.copy_((init_counts + pseudo).clamp(min=1e-30).log())
+        self.trans_logits.copy_((trans_counts + pseudo).clamp(min=1e-30).log())
+        self.emission.update(stats, emission_pseudocount)
+        return total
+
+    def em_fit(self, batches: list, iterations: int, emission_pseudocount: float = 1e-2,
+               tol: float = 0.0, callback=None) -> list[float]:
+        """Run ``em_step`` up to ``iterations`` times (stop when the gain is below ``tol``);
+        returns the log-likelihood before each step. ``callback(i, log_lik)`` after each."""
+        history: list[float] = []
+        for i in range(iterations):
+            history.append(self.em_step(batches, emission_pseudocount))
+            if callback is not None:
+                callback(i, history[-1])
+            if len(history) > 1 and abs(history[-1] - history[-2]) <= tol * abs(history[-2]):
+                break
+        return history
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def sample(self, num_sequences: int, length: int, generator: torch.Generator | None = None):
+        """Draw ``(states (N, T), x)`` from the model with its point parameters."""
+        if num_sequences < 1 or length < 1:
+            raise ValueError(f"need num_sequences >= 1 and length >= 1, got {num_sequences}, {length}")
+        log_init, log_trans = self.point_estimates()
+        z = torch.multinomial(log_init.exp().expand(num_sequences, -1), 1, generator=generator).squeeze(1)
+        states, xs = [], []
+        for t in range(length):
+            if t:
+                z = torch.multinomial(log_trans.exp()[z], 1, generator=generator).squeeze(1)
+            xs.append(self.emission.dist(z, xs[-1] if t else None).sample())
+            states.append(z)
+        return torch.stack(states, 1), torch.stack(xs, 1)
+

@@ -1,0 +1,246 @@
+"""Emission models for :class:`pyro_lvm.models.hmm.HMM`, one class per observation type.
+
+Each emission is an ``nn.Module`` over ``K = emission.num_states`` states with four jobs:
+
+* ``check(x, mask, values)``: refuse observations of the wrong shape, and with ``values=True``
+  outside its support (``ValueError`` naming them);
+* ``log_likelihoods(x)``: ``log p(x_t | z_t = k)`` for every sequence, step and state at once,
+  ``(N, T, K)`` -- the fast path's only per-observation cost, so each is one matrix product or
+  one gather rather than a broadcast over ``(N, T, K, D)``;
+* ``dist(z, prev)``: the Pyro distribution of one step given (possibly enumerated) states ``z``
+  and the previous observation ``prev`` (``None`` at the first step) -- the ``pyro.markov`` path;
+* ``expected_stats(x, gamma)`` / ``update(stats, pseudocount)``: the closed-form M-step of
+  Baum-Welch from posterior marginals ``gamma`` ``(N, T, K)`` (statistics add over batches).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def check_num_states(num_states: int) -> int:
+    if isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 1:
+        raise ValueError(f"number of states must be a positive integer, got {num_states!r}")
+    return num_states
+
+
+class BernoulliEmission(nn.Module):
+    """Independent Bernoulli per dimension (e.g. the 88 keys of a piano roll); ``x`` ``(N, T, D)`` in {0, 1}."""
+
+    def __init__(self, num_states: int, dim: int, init_scale: float = 1.0):
+        super().__init__()
+        self.num_states = check_num_states(num_states)
+        if dim < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.dim = dim
+        # Random logits around "mostly off" break the symmetry between states.
+        self.logits = nn.Parameter(init_scale * torch.randn(num_states, dim) - 2.0)
+
+    def check(self, x: torch.Tensor, mask: torch.Tensor, values: bool = True) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"Bernoulli emissions need x of shape (N, T, {self.dim}), got {tuple(x.shape)}")
+        if not values:
+            return
+        bad = (x * (1 - x) != 0) & mask.unsqueeze(-1)  # 0/1 only; padding may hold anything
+        if bool(bad.any()):
+            raise ValueError(f"Bernoulli emissions need 0/1 observations; found {x[bad][0].item()!r}")
+
+    def sanitize(self, x: torch.Tensor, mask: torch.Tensor, padded: bool) -> torch.Tensor:
+        x = x.float()
+        return x.masked_fill(~mask.unsqueeze(-1), 0.0) if padded else x
+
+    def log_likelihoods(self, x: torch.Tensor) -> torch.Tensor:
+        # sum_d x log p + (1 - x) log(1 - p) as two matrix products: (N, T, D) @ (D, K).
+        return x @ F.logsigmoid(self.logits).T + (1 - x) @ F.logsigmoid(-self.logits).T
+
+    def dist(self, z: torch.Tensor, prev: torch.Tensor | None) -> dist.Distribution:
+        return dist.Bernoulli(logits=self.logits[z]).to_event(1)
+
+    def expected_stats(self, x: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return gamma.sum(dim=(0, 1)), torch.einsum("ntk,ntd->kd", gamma, x)
+
+    @torch.no_grad()
+    def update(self, stats: tuple[torch.Tensor, ...], pseudocount: float) -> None:
+        weight, on = stats
+        p = (on + pseudocount) / (weight.unsqueeze(-1) + 2 * pseudocount)
+        self.logits.copy_(torch.logit(p.clamp(1e-6, 1 - 1e-6)))
+
+
+class NeuralBernoulliEmission(BernoulliEmission):
+    """Bernoulli per dimension with logits from a small network of the state and the previous
+    frame, in the spirit of Pyro ``examples/hmm.py`` model 7:
+    ``logits = W relu(E[z] + V x_{t-1}) + U x_{t-1} + b``. The direct path ``U`` lets a key
+    depend on the previous frame without squeezing through the ``hidden`` units.
+
+    No closed-form M-step: train it by gradient (``fit``).
+    """
+
+    def __init__(self, num_states: int, dim: int, hidden: int = 16):
+        nn.Module.__init__(self)
+        self.num_states = check_num_states(num_states)
+        if dim < 1 or hidden < 1:
+            raise ValueError(f"dim and hidden must be positive, got {dim} and {hidden}")
+        self.dim = dim
+        self.state_to_hidden = nn.Embedding(num_states, hidden)
+        self.prev_to_hidden = nn.Linear(dim, hidden)
+        self.hidden_to_logits = nn.Linear(hidden, dim)
+        self.prev_to_logits = nn.Linear(dim, dim, bias=False)
+
+    def _logits(self, state_hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        return self.hidden_to_logits(F.relu(state_hidden + self.prev_to_hidden(prev))) + self.prev_to_logits(prev)
+
+    def log_likelihoods(self, x: torch.Tensor) -> torch.Tensor:
+        prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+        logits = self._logits(self.state_to_hidden.weight, prev.unsqueeze(-2))  # (N, T, K, D)
+        return -F.binary_cross_entropy_with_logits(
+            logits, x.unsqueeze(-2).expand_as(logits), reduction="none").sum(-1)
+
+    def dist(self, z: torch.Tensor, prev: torch.Tensor | None) -> dist.Distribution:
+        if prev is None:
+            prev = torch.zeros(self.dim, device=z.device)
+        return dist.Bernoulli(logits=self._logits(self.state_to_hidden(z), prev)).to_event(1)
+
+    def expected_stats(self, x, gamma):
+        raise NotImplementedError("the neural emission has no closed-form M-step; train it with fit()")
+
+    update = expected_stats
+
+
+class CategoricalEmission(nn.Module):
+    """One categorical symbol per step (e.g. a word id); ``x`` ``(N, T)`` long in ``[0, V)``."""
+
+    def __init__(self, num_states: int, vocab_size: int, init_scale: float = 1.0):
+        super().__init__()
+        self.num_states = check_num_states(num_states)
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        self.vocab_size = vocab_size
+        self.logits = nn.Parameter(init_scale * torch.randn(num_states, vocab_size))
+
+    def check(self, x: torch.Tensor, mask: torch.Tensor, values: bool = True) -> None:
+        if x.dim() != 2 or x.is_floating_point():
+            raise ValueError(f"categorical emissions need integer x of shape (N, T), got {x.dtype} {tuple(x.shape)}")
+        if not values:
+            return
+        observed = x[mask]
+        bad = (observed < 0) | (observed >= self.vocab_size)
+        if bool(bad.any()):
+            raise ValueError(f"symbol id {observed[bad][0].item()} is outside the vocabulary [0, {self.vocab_size})")
+
+    def sanitize(self, x: torch.Tensor, mask: torch.Tensor, padded: bool) -> torch.Tensor:
+        return x.long().masked_fill(~mask, 0) if padded else x.long()
+
+    def log_likelihoods(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.logits, dim=-1).T[x]  # gather: (N, T) -> (N, T, K)
+
+    def dist(self, z: torch.Tensor, prev: torch.Tensor | None) -> dist.Distribution:
+        return dist.Categorical(logits=self.logits[z])
+
+    def expected_stats(self, x: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        counts = torch.zeros(self.vocab_size, gamma.shape[-1], dtype=gamma.dtype, device=gamma.device)
+        counts.index_add_(0, x.reshape(-1), gamma.reshape(-1, gamma.shape[-1]))
+        return (counts.T,)
+
+    @torch.no_grad()
+    def update(self, stats: tuple[torch.Tensor, ...], pseudocount: float) -> None:
+        self.logits.copy_((stats[0] + pseudocount).clamp(min=1e-30).log())
+
+
+class FeatureCategoricalEmission(CategoricalEmission):
+    """Categorical symbols with log-linear emissions over symbol features (the "feature HMM" of
+    Berg-Kirkpatrick et al. 2010): ``logits[k, v] = sum_f weight[k, f] features[v, f]``, with
+    ``features`` ``(V, F)`` (dense or sparse COO) e.g. word identity, suffixes, capitalisation.
+    Rare words then share statistics with words that look alike.
+
+    Train it by gradient on the fast path, or by Baum-Welch: the E-step's expected counts are
+    those of :class:`CategoricalEmission`, and the M-step has no closed form, so ``update``
+    runs ``m_steps`` L-BFGS iterations on the expected complete-data log-likelihood minus
+    ``l2 * |weight|^2`` (a generalised EM step, warm-started from the current weights).
+    """
+
+    def __init__(self, num_states: int, features: torch.Tensor, init_scale: float = 0.01, l2: float = 1.0,
+                 m_steps: int = 20):
+        nn.Module.__init__(self)
+        self.num_states = check_num_states(num_states)
+        if features.dim() != 2 or features.shape[0] < 1 or features.shape[1] < 1:
+            raise ValueError(f"features must be a (V, F) matrix, got shape {tuple(features.shape)}")
+        if l2 < 0 or m_steps < 1:
+            raise ValueError(f"need l2 >= 0 and m_steps >= 1, got {l2} and {m_steps}")
+        self.vocab_size = features.shape[0]
+        self.l2, self.m_steps = l2, m_steps
+        self.register_buffer("features", features.float().coalesce() if features.is_sparse else features.float())
+        self.weight = nn.Parameter(init_scale * torch.randn(num_states, features.shape[1]))
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """``(K, V)`` emission logits (recomputed from the weights at each call)."""
+        if self.features.is_sparse:
+            return torch.sparse.mm(self.features, self.weight.T).T
+        return self.weight @ self.features.T
+
+    @torch.enable_grad()
+    def update(self, stats: tuple[torch.Tensor, ...], pseudocount: float) -> None:
+        counts = stats[0]  # (K, V) expected emission counts; the pseudocount is replaced by l2
+        opt = torch.optim.LBFGS([self.weight], max_iter=self.m_steps, history_size=10,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = -(counts * F.log_softmax(self.logits, dim=-1)).sum() + self.l2 * self.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+
+class GaussianEmission(nn.Module):
+    """Diagonal Gaussian per state; ``x`` ``(N, T, D)`` real."""
+
+    def __init__(self, num_states: int, dim: int, min_scale: float = 1e-3):
+        super().__init__()
+        self.num_states = check_num_states(num_states)
+        if dim < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.dim, self.min_scale = dim, min_scale
+        self.loc = nn.Parameter(torch.randn(num_states, dim))
+        self.log_scale = nn.Parameter(torch.zeros(num_states, dim))
+
+    def check(self, x: torch.Tensor, mask: torch.Tensor, values: bool = True) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"Gaussian emissions need x of shape (N, T, {self.dim}), got {tuple(x.shape)}")
+        if values and not bool(torch.isfinite(x[mask]).all()):
+            raise ValueError("Gaussian emissions need finite observations; found NaN or inf")
+
+    def sanitize(self, x: torch.Tensor, mask: torch.Tensor, padded: bool) -> torch.Tensor:
+        x = x.float()
+        return x.masked_fill(~mask.unsqueeze(-1), 0.0) if padded else x
+
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp() + self.min_scale
+
+    def log_likelihoods(self, x: torch.Tensor) -> torch.Tensor:
+        # Expand the square so the (N, T, K) table is three matrix products, not a (N, T, K, D) tensor.
+        prec = self.scale() ** -2
+        quad = (x ** 2) @ prec.T - 2 * x @ (self.loc * prec).T + (self.loc ** 2 * prec).sum(-1)
+        return -0.5 * quad - self.scale().log().sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
+
+    def dist(self, z: torch.Tensor, prev: torch.Tensor | None) -> dist.Distribution:
+        return dist.Normal(self.loc[z], self.scale()[z]).to_event(1)
+
+    def expected_stats(self, x: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (gamma.sum(dim=(0, 1)), torch.einsum("ntk,ntd->kd", gamma, x),
+                torch.einsum("ntk,ntd->kd", gamma, x ** 2))
+
+    @torch.no_grad()
+    def update(self, stats: tuple[torch.Tensor, ...], pseudocount: float) -> None:
+        weight, s1, s2 = stats
+        weight = weight.unsqueeze(-1) + pseudocount
+        mean = s1 / weight
+        var = (s2 / weight - mean ** 2).clamp(min=self.min_scale ** 2 * 4)
+        self.loc.copy_(mean)
+        self.log_scale.copy_((var.sqrt() - self.min_scale).log())

@@ -1,0 +1,391 @@
+"""HMMs: exact inference against brute force, the two inference paths against each other,
+masks, learning on a synthetic HMM, data readers, bad input, and the examples.
+
+Exact references: sums and maxima over all K^T state paths (``hmm_inference.brute_force_*``).
+"""
+
+import importlib.util
+import itertools
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyro_lvm import fit
+from pyro_lvm import hmm_inference as inf
+from pyro_lvm.data import music
+from pyro_lvm.data.tagged_text import load_masc_tagged, pad_ids, word_features, word_shape
+from pyro_lvm.models.hmm import (HMM, BernoulliEmission, CategoricalEmission, FeatureCategoricalEmission,
+                                 GaussianEmission, NeuralBernoulliEmission, lengths_to_mask)
+from pyro_lvm.tasks.pos_induction import tagging_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def random_tables(n, steps, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    log_init = torch.randn(k, generator=g).log_softmax(-1)
+    log_trans = torch.randn(k, k, generator=g).log_softmax(-1)
+    log_emit = 2 * torch.randn(n, steps, k, generator=g)
+    return log_init, log_trans, log_emit
+
+
+@st.composite
+def hmm_problems(draw):
+    n, steps, k = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    mask = torch.tensor(draw(st.lists(st.lists(st.booleans(), min_size=steps, max_size=steps),
+                                      min_size=n, max_size=n)))
+    mask[:, 0] = True  # every sequence observes at least one step
+    return (*random_tables(n, steps, k, draw(st.integers(0, 10_000))), mask)
+
+
+# ----------------------------------------------------------------------------- exact inference
+
+@settings(max_examples=25, deadline=None)
+@given(hmm_problems())
+def test_forward_viterbi_marginals_equal_brute_force(problem):
+    log_init, log_trans, log_emit, mask = problem
+    ref_paths, ref_best, ref_marg = inf.brute_force_posterior(*problem)
+    assert torch.allclose(inf.forward_log_likelihood(*problem), inf.brute_force_log_likelihood(*problem), atol=1e-4)
+    paths, best = inf.viterbi(*problem)
+    assert torch.allclose(best, ref_best, atol=1e-4)
+    # Masked steps can make exact ties (the same transitions in another order), so compare the
+    # returned path's own score with the brute-force maximum rather than the paths themselves.
+    assert torch.equal(paths == -1, ref_paths == -1)
+    assert torch.allclose(path_scores(log_init, log_trans, log_emit, mask, paths), ref_best, atol=1e-4)
+    assert torch.allclose(inf.posterior_marginals(*problem), ref_marg, atol=1e-4)
+
+
+def path_scores(log_init, log_trans, log_emit, mask, paths):
+    """``log p(x, z)`` of given state paths ``(N, T)`` (``-1`` after each sequence's end)."""
+    scores = []
+    for n in range(len(paths)):
+        z = paths[n][paths[n] >= 0]
+        emit = log_emit[n, torch.arange(len(z)), z] * mask[n, : len(z)]
+        scores.append(log_init[z[0]] + emit.sum() + log_trans[z[:-1], z[1:]].sum())
+    return torch.stack(scores)
+
+
+@settings(max_examples=20, deadline=None)
+@given(hmm_problems())
+def test_handwritten_gradient_equals_autograd_of_brute_force(problem):
+    *tables, mask = problem
+    weights = torch.linspace(0.5, 1.5, tables[2].shape[0])  # a non-uniform upstream gradient
+    grads = []
+    for fn in (inf.forward_log_likelihood, inf.brute_force_log_likelihood):
+        leaves = [t.clone().requires_grad_() for t in tables]
+        grads.append(torch.autograd.grad((weights * fn(*leaves, mask)).sum(), leaves, allow_unused=True))
+    for mine, ref in zip(*grads):
+        assert torch.allclose(mine, torch.zeros_like(mine) if ref is None else ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("mask_rows", [
+    [[1, 1, 1, 1, 1]] * 3,                                      # no padding: the where()-free branch
+    [[1, 1, 1, 1, 1], [1, 0, 1, 1, 0], [1, 1, 0, 0, 0]],        # interior gaps and trailing padding
+])
+def test_handwritten_backward_passes_gradcheck_in_double(mask_rows):
+    """The custom autograd Function's backward against finite differences (double precision).
+    Unnormalised log_init/log_trans are fine: the recursion sums path weights whatever they are."""
+    g = torch.Generator().manual_seed(5)
+    mask = torch.tensor(mask_rows, dtype=torch.bool)
+    tables = [torch.randn(*shape, generator=g, dtype=torch.double, requires_grad=True)
+              for shape in ((3,), (3, 3), (3, 5, 3))]
+    assert torch.autograd.gradcheck(lambda *t: inf.forward_log_likelihood(*t, mask), tables, eps=1e-6, atol=1e-6)
+
+
+def test_second_derivative_is_refused():
+    tables = [t.double().requires_grad_() for t in random_tables(2, 4, 3, seed=2)]
+    # A non-linear function of log p(x), so that the upstream gradient itself depends on the inputs:
+    # without @once_differentiable this second derivative would come out silently wrong.
+    (g_emit,) = torch.autograd.grad((inf.forward_log_likelihood(*tables) ** 2).sum(), tables[2], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g_emit.sum().backward()
+
+
+def test_forward_filter_backward_sample_matches_exact_posterior():
+    log_init, log_trans, log_emit = random_tables(1, 3, 2, seed=3)
+    draws = 4000
+    samples = inf.sample_posterior(log_init, log_trans, log_emit.expand(draws, -1, -1),
+                                   generator=torch.Generator().manual_seed(0))
+    paths, scores = inf._all_paths(log_init, log_trans, log_emit[0])
+    exact = (scores - scores.logsumexp(0)).exp()
+    codes = samples @ torch.tensor([4, 2, 1])
+    freq = torch.bincount(codes, minlength=8).float() / draws
+    assert torch.allclose(freq, exact[torch.argsort(paths @ torch.tensor([4, 2, 1]))], atol=0.03)
+
+
+def test_padding_is_irrelevant():
+    log_init, log_trans, log_emit = random_tables(3, 7, 4, seed=1)
+    lengths = torch.tensor([7, 4, 2])
+    mask = lengths_to_mask(lengths)
+    garbage = log_emit + 100 * torch.randn_like(log_emit) * ~mask.unsqueeze(-1)
+    for n, length in enumerate(lengths.tolist()):
+        alone = (log_init, log_trans, log_emit[n:n + 1, :length])
+        assert torch.allclose(inf.forward_log_likelihood(log_init, log_trans, garbage, mask)[n],
+                              inf.forward_log_likelihood(*alone)[0], atol=1e-5)
+        paths, best = inf.viterbi(log_init, log_trans, garbage, mask)
+        assert torch.equal(paths[n, :length], inf.viterbi(*alone)[0][0]) and bool((paths[n, length:] == -1).all())
+        assert torch.allclose(best[n], inf.viterbi(*alone)[1][0], atol=1e-5)
+        assert torch.allclose(inf.posterior_marginals(log_init, log_trans, garbage, mask)[n, :length],
+                              inf.posterior_marginals(*alone)[0], atol=1e-5)
+
+
+def make_hmm(kind, k=3, inference="fast", parameters="map", seed=0):
+    torch.manual_seed(seed)
+    emission = {"bernoulli": lambda: BernoulliEmission(k, 5), "categorical": lambda: CategoricalEmission(k, 6),
+                "gaussian": lambda: GaussianEmission(k, 2), "neural": lambda: NeuralBernoulliEmission(k, 5, 4),
+                "features": lambda: FeatureCategoricalEmission(k, word_features(SIX_WORDS)[0], init_scale=1.0),
+                }[kind]()
+    return HMM(emission, inference=inference, parameters=parameters, concentration=1.5 if parameters == "bayes" else 1.0)
+
+
+SIX_WORDS = ["Dogs", "bark", "barking", "cats", "2-day", "the"]
+
+
+def make_data(kind, n=4, steps=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if kind in ("categorical", "features"):
+        return torch.randint(0, 6, (n, steps), generator=g)
+    if kind == "gaussian":
+        return torch.randn(n, steps, 2, generator=g)
+    return torch.randint(0, 2, (n, steps, 5), generator=g).float()
+
+
+@pytest.mark.parametrize("parameters", ["map", "bayes"])
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "neural", "features"])
+def test_fast_path_equals_markov_path(kind, parameters):
+    x, mask = make_data(kind), lengths_to_mask(torch.tensor([6, 3, 1, 5]))
+    fast = make_hmm(kind, parameters=parameters)
+    markov = make_hmm(kind, inference="markov", parameters=parameters)
+    markov.load_state_dict(fast.state_dict())
+    losses = []
+    for pair in (fast, markov):
+        pyro.set_rng_seed(7)  # the same Dirichlet draw in the Bayesian guide
+        losses.append(pair.elbo().differentiable_loss(pair.model, pair.guide, x, mask))
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5, atol=1e-4)
+    if parameters == "map":  # and both are the exact negative log-likelihood
+        ref = inf.brute_force_log_likelihood(*fast._tables(x, mask)).sum()
+        assert torch.allclose(losses[0], -ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "features"])
+def test_em_never_decreases_the_likelihood(kind):
+    hmm = make_hmm(kind)
+    if kind == "features":  # generalised EM (L-BFGS M-step): monotone in the likelihood when unpenalised
+        hmm.emission.l2 = 0.0
+    x, mask = make_data(kind, n=8, steps=10), lengths_to_mask(torch.tensor([10, 9, 3, 10, 1, 7, 10, 2]))
+    history = hmm.em_fit([(x, mask)], iterations=8)
+    assert all(b >= a - 1e-3 for a, b in zip(history, history[1:]))
+    assert history[-1] > history[0] + 1.0
+
+
+def synthetic_hmm():
+    true = HMM(CategoricalEmission(3, 6))
+    with torch.no_grad():
+        true.init_logits.copy_(torch.tensor([0.5, 0.3, 0.2]).log())
+        true.trans_logits.copy_(torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6]]).log())
+        true.emission.logits.copy_(torch.tensor([[0.45, 0.45, 0.05, 0.05, 0.0, 0.0],
+                                                 [0.0, 0.05, 0.45, 0.45, 0.05, 0.0],
+                                                 [0.05, 0.0, 0.0, 0.05, 0.45, 0.45]]).clamp(min=1e-6).log())
+    return true
+
+
+def best_permutation_error(a, b):
+    return min(float((a[list(p)][:, list(p)] - b).abs().max().detach()) for p in itertools.permutations(range(len(a))))
+
+
+def test_map_training_decreases_loss_and_recovers_transitions():
+    true = synthetic_hmm()
+    _, x = true.sample(200, 40, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(x.shape, dtype=torch.bool)
+    torch.manual_seed(1)
+    learner = HMM(CategoricalEmission(3, 6), num_sequences=len(x))
+    # Gradient MAP on the fast path alone (Pyro loss, fit()); about 0.02 error from 8000 steps of data.
+    history = fit(learner, (x, mask), elbo=learner.elbo(), epochs=60, batch_size=50, lr=0.1, progress=False)
+    assert history["train_loss"][-1] < history["train_loss"][0] - 5.0
+    learned = learner.point_estimates()[1].exp().detach()
+    true_trans = true.point_estimates()[1].exp()
+    assert best_permutation_error(learned, true_trans) < 0.05
+    # The learned model explains the data about as well as the true one (per sequence, nats).
+    with torch.no_grad():
+        gap = float((true.log_likelihood(x) - learner.log_likelihood(x)).mean())
+    assert abs(gap) < 0.5
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_bad_input_errors():
+    for k in (0, -2):
+        with pytest.raises(ValueError, match="number of states"):
+            BernoulliEmission(k, 88)
+    with pytest.raises(ValueError, match="positive"):
+        HMM(BernoulliEmission(2, 3), num_states=0)
+    hmm = HMM(BernoulliEmission(2, 3))
+    with pytest.raises(ValueError, match="length 0"):
+        hmm.log_likelihood(torch.zeros(2, 0, 3))
+    with pytest.raises(ValueError, match="length 0"):
+        hmm.log_likelihood(torch.zeros(2, 4, 3), torch.tensor([[True] * 4, [False] * 4]))
+    with pytest.raises(ValueError, match="length 0"):
+        lengths_to_mask(torch.tensor([3, 0]))
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 3\)"):
+        hmm.log_likelihood(torch.zeros(2, 4, 3), torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="0/1"):
+        hmm.log_likelihood(torch.full((1, 2, 3), 2.0))
+    with pytest.raises(ValueError, match="note 109"):
+        music.notes_to_roll([(60, 64), (109,)])
+    with pytest.raises(ValueError, match="length 0"):
+        music.notes_to_roll([])
+    words = HMM(CategoricalEmission(2, 10))
+    with pytest.raises(ValueError, match="symbol id 10 is outside the vocabulary"):
+        words.log_likelihood(torch.tensor([[1, 10]]))
+    assert torch.isfinite(words.log_likelihood(torch.tensor([[1, -1]]), torch.tensor([[True, False]]))).all()
+    with pytest.raises(ValueError, match="inference"):
+        HMM(BernoulliEmission(2, 3), inference="slow")
+    with pytest.raises(ValueError, match="length 0"):
+        pad_ids([[1, 2], []])
+    with pytest.raises(ValueError, match=r"shape \(N, T, 3\)"):  # an 89th key, or any wrong width
+        hmm.log_likelihood(torch.zeros(1, 2, 4))
+    with pytest.raises(ValueError, match="symbol id -1 is outside the vocabulary"):
+        words.log_likelihood(torch.tensor([[1, -1]]))
+    with pytest.raises(ValueError, match="integer x"):
+        words.log_likelihood(torch.zeros(1, 2))
+    log_init, log_trans, log_emit = random_tables(2, 4, 3, seed=0)
+    for fn in (inf.forward_log_likelihood, inf.viterbi, inf.posterior_marginals, inf.sample_posterior):
+        with pytest.raises(ValueError, match=r"mask has shape \(2, 3\)"):
+            fn(log_init, log_trans, log_emit, torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="log_trans"):
+        inf.forward_log_likelihood(log_init, log_trans[:2], log_emit)
+    with pytest.raises(ValueError, match="length 0"):
+        inf.viterbi(log_init, log_trans, log_emit[:, :0])
+    markov = HMM(BernoulliEmission(2, 3), inference="markov")  # the readable path checks the same way
+    with pytest.raises(ValueError, match="0/1"):
+        markov.elbo().differentiable_loss(markov.model, markov.guide, torch.full((1, 2, 3), 2.0))
+    with pytest.raises(ValueError, match="mask has shape"):
+        markov.elbo().differentiable_loss(markov.model, markov.guide, torch.zeros(1, 2, 3), torch.ones(1, 3))
+
+
+# ----------------------------------------------------------------------------- data
+
+def test_jsb_pickle_loader(shared_data):
+    data = music.load_jsb_pickle(shared_data / "jsb_chorales.pickle")
+    assert (len(data.train), len(data.valid), len(data.test)) == (229, 76, 77)
+    x, mask = music.pad_rolls(data.train)
+    assert x.shape[2] == 88 and int(mask.sum()) == sum(len(r) for r in data.train)
+    reduced, keys = music.keep_used_keys(data)
+    assert len(keys) == 51 and reduced.train[0].shape[1] == 51
+    with pytest.raises(FileNotFoundError, match="jsb_chorales.pickle"):
+        music.load_jsb_pickle(shared_data / "nope.pickle")
+
+
+def test_music21_chorales_are_cached(tmp_path, monkeypatch):
+    pytest.importorskip("music21")
+    data = music.load_music21_chorales(limit=3, cache_dir=tmp_path)
+    rolls = data.train + data.valid + data.test
+    assert len(rolls) == 3 and all(r.shape[1] == 88 and r.sum() > 0 for r in rolls)
+    monkeypatch.setattr(music, "parse_score", lambda p: pytest.fail("parsed again despite the cache"))
+    again = music.load_music21_chorales(limit=3, cache_dir=tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(again.train, data.train))
+
+
+def test_music21_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "music21", None)
+    with pytest.raises(ImportError, match=r"pyro_lvm\[music\]"):
+        music.chorale_paths()
+
+
+def test_masc_reader(tmp_path):
+    path = tmp_path / "masc_tagged.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("masc_tagged/written/a.txt", "The_DT dog_NN barks_VBZ ._. \n\nA_DT cat_NN ._.\n")
+        z.writestr("masc_tagged/spoken/b.txt", "Um_UH dog_NN \n")
+    corpus = load_masc_tagged(path)
+    assert corpus.summary() == {"sentences": 3, "tokens": 9, "vocab": 7, "tags": 5}
+    x, mask, tags = corpus.batches(batch_tokens=100)[0]
+    assert x.shape == tags.shape == mask.shape and int(mask.sum()) == 9
+    with pytest.raises(FileNotFoundError):
+        load_masc_tagged(tmp_path / "missing.zip")
+    # Words seen once become spelling classes (computed before lowercasing); "dog" (twice) stays.
+    shaped = load_masc_tagged(path, lowercase=True, min_count=2, rare="shape")
+    assert shaped.vocab == sorted(["dog", ".", "<unk-cap>", "<unk-s>", "<unk>"])
+    assert [shaped.vocab[i] for i in shaped.words[1]] == ["<unk-cap>", "dog", "<unk-s>", "."]  # files in name order
+    with pytest.raises(ValueError, match="rare must be"):
+        load_masc_tagged(path, rare="drop")
+
+
+def test_word_features_exact():
+    features, names = word_features(["Dogs", "2-day", "a"], suffix_lengths=(1, 2))
+    rows = {tuple(sorted(names[j] for j in features.to_dense()[i].nonzero().squeeze(1).tolist())) for i in range(3)}
+    assert rows == {("bias", "capital", "suffix1=s", "suffix2=gs", "word=Dogs"),
+                    ("bias", "digit", "hyphen", "suffix1=y", "suffix2=ay", "word=2-day"),
+                    ("bias", "word=a")}
+    # Identity features alone make the log-linear emission an ordinary categorical one.
+    emission = FeatureCategoricalEmission(2, torch.eye(3).to_sparse())
+    plain = CategoricalEmission(2, 3)
+    with torch.no_grad():
+        plain.logits.copy_(emission.weight)
+    x = torch.tensor([[0, 2, 1]])
+    assert torch.allclose(emission.log_likelihoods(x), plain.log_likelihoods(x))
+    with pytest.raises(ValueError, match=r"\(V, F\) matrix"):
+        FeatureCategoricalEmission(2, torch.ones(3))
+
+
+def test_word_shapes():
+    assert [word_shape(w) for w in ("Reframing", "re-elected", "1990s", "...", "quickly", "Obama", "cats", "is")] == [
+        "<unk-cap-ing>", "<unk-hyph-ed>", "<unk-num>", "<unk-punct>", "<unk-ly>", "<unk-cap>", "<unk-s>", "<unk>"]
+
+
+def test_tagging_scores_exact():
+    gold = torch.tensor([0, 0, 1, 1, 2, 2]).numpy()
+    assert tagging_scores(torch.tensor([2, 2, 0, 0, 1, 1]).numpy(), gold, 3, 3) == {
+        "many_to_one": 1.0, "one_to_one": 1.0, "v_measure": 1.0}
+    # Two states both mapped to tag 0 by many-to-one; one-to-one can use only one of them.
+    scores = tagging_scores(torch.tensor([0, 1, 2, 2, 2, 2]).numpy(), gold, 3, 3)
+    assert scores["many_to_one"] == pytest.approx(4 / 6) and scores["one_to_one"] == pytest.approx(3 / 6)
+
+
+# ----------------------------------------------------------------------------- examples
+
+def test_hmm_chorales_example(tmp_path):
+    pytest.importorskip("music21")
+    example = load_example("hmm_chorales")
+    args = example.argparse.Namespace(data_path=None, limit=6, cache_dir=str(tmp_path / "cache"), protocol="full",
+                                      states=3, emission="bernoulli", hidden=4, trainer="auto", inference="fast",
+                                      iterations=3, lr=0.05, batch_size=4, seed=0, no_figures=False,
+                                      out=str(tmp_path / "run"))
+    metrics = example.main(args)
+    assert metrics["iterations"] == 3 and metrics["test_nll_per_step"] > 0
+    assert all(Path(f).stat().st_size > 1000 for f in metrics["figures"])
+    args.emission, args.iterations, args.no_figures = "neural", 1, True
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["emission"] == "bernoulli"
+    assert example.main(args)["emission"] == "neural"
+
+
+def test_pos_induction_example_and_cli(tmp_path):
+    from pyro_lvm.cli import main as cli_main
+
+    out = tmp_path / "pos"
+    assert cli_main(["train", "pos_induction", "--toy-sentences", "150", "--states", "7", "--iterations", "30",
+                     "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["many_to_one"] > 0.6 and metrics["history"][-1] > metrics["history"][0]
+    assert (out / "transition_matrix.png").is_file() and (out / "state_tag_counts.png").is_file()
+    # The feature HMM through the same command: EM with an L-BFGS M-step, and Adam on the fast path.
+    for trainer in ("em", "adam"):
+        assert cli_main(["train", "pos_induction", "--toy-sentences", "150", "--states", "7", "--iterations", "10",
+                         "--emission", "features", "--trainer", trainer, "--lr", "0.1", "--no-figures",
+                         "--out", str(out / trainer)]) == 0
+        features = json.loads((out / trainer / "metrics.json").read_text())
+        assert features["emission"] == "features" and features["history"][-1] > features["history"][0]
