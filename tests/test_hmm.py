@@ -362,7 +362,7 @@ def test_hmm_chorales_example(tmp_path):
     pytest.importorskip("music21")
     example = load_example("hmm_chorales")
     args = example.argparse.Namespace(data_path=None, limit=6, cache_dir=str(tmp_path / "cache"), protocol="full",
-                                      states=3, emission="bernoulli", hidden=4, trainer="auto", inference="fast",
+                                      states=3, emission="bernoulli", hidden=4, parameters="map", trainer="auto", inference="fast",
                                       iterations=3, lr=0.05, batch_size=4, seed=0, no_figures=False,
                                       out=str(tmp_path / "run"))
     metrics = example.main(args)
@@ -371,6 +371,13 @@ def test_hmm_chorales_example(tmp_path):
     args.emission, args.iterations, args.no_figures = "neural", 1, True
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["emission"] == "bernoulli"
     assert example.main(args)["emission"] == "neural"
+    # The Bayesian HMM: its transition rows summarised by ArviZ from guide draws.
+    args.emission, args.parameters, args.iterations = "bernoulli", "bayes", 2
+    summary = Path(example.main(args)["posterior_summary"]).read_text().splitlines()
+    assert summary[0].startswith(",mean,sd") and len(summary) == 1 + 3 * 3 and "trans[s0, s2]" in summary[3]
+    args.trainer = "em"
+    with pytest.raises(ValueError, match="with --parameters bayes use --trainer adam"):
+        example.main(args)
 
 
 def test_pos_induction_example_and_cli(tmp_path):

@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--states", type=int, default=16)
     p.add_argument("--emission", default="bernoulli", choices=["bernoulli", "neural"])
     p.add_argument("--hidden", type=int, default=16, help="neural emission width")
+    p.add_argument("--parameters", default="map", choices=["map", "bayes"],
+                   help="bayes: Dirichlet priors on the initial and transition rows and a variational posterior "
+                        "over them (trained by Adam), summarised with ArviZ in transition_summary.csv")
     p.add_argument("--trainer", default="auto", choices=["auto", "em", "adam"],
                    help="auto: EM for the plain HMM, Adam for the neural one")
     p.add_argument("--inference", default="fast", choices=["fast", "markov"], help="adam only")
@@ -61,7 +64,7 @@ def build_model(args: argparse.Namespace, dim: int, num_sequences: int) -> HMM:
         emission = NeuralBernoulliEmission(args.states, dim, args.hidden)
     else:
         emission = BernoulliEmission(args.states, dim)
-    return HMM(emission, inference=args.inference, num_sequences=num_sequences)
+    return HMM(emission, inference=args.inference, parameters=args.parameters, num_sequences=num_sequences)
 
 
 @torch.no_grad()
@@ -74,7 +77,11 @@ def nll_per_step(hmm: HMM, rolls: list[torch.Tensor]) -> float:
 def train(hmm: HMM, data: MusicData, args: argparse.Namespace) -> list[float]:
     """Fit ``hmm`` on ``data.train``; returns the training NLL per step after each iteration/epoch."""
     x, mask = pad_rolls(data.train)
-    trainer = args.trainer if args.trainer != "auto" else ("adam" if args.emission == "neural" else "em")
+    trainer = args.trainer
+    if trainer == "auto":
+        trainer = "adam" if args.emission == "neural" or args.parameters == "bayes" else "em"
+    if trainer == "em" and args.parameters == "bayes":
+        raise ValueError("--trainer em updates point estimates; with --parameters bayes use --trainer adam")
     frames = float(mask.sum())
     if trainer == "em":
         return [-ll / frames for ll in hmm.em_fit([(x, mask)], args.iterations)]
@@ -98,11 +105,31 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "emission": args.emission, "iterations": len(history), "train_seconds": round(seconds, 1),
         "train_nll_history": history,
         **{f"{s}_nll_per_step": nll_per_step(hmm, getattr(data, s)) for s in ("train", "valid", "test")}}
+    if args.parameters == "bayes":
+        metrics["posterior_summary"] = str(summarise_transitions(hmm, data, out / "transition_summary.csv"))
     if not args.no_figures:
         metrics["figures"] = [str(plot_roll_with_states(hmm, data.test[0], out / "viterbi_roll.png")),
                               str(plot_transition_matrix(hmm, out / "transition_matrix.png"))]
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
+
+
+def summarise_transitions(hmm: HMM, data: MusicData, path: Path) -> Path:
+    """``az.summary`` of 200 draws of the transition matrix from the guide, written as CSV.
+
+    The draws are independent (variational), so the MCMC columns (r_hat, ess) are left out.
+    """
+    import arviz as az
+
+    from ..arviz_io import to_inference_data
+
+    states = [f"s{k}" for k in range(hmm.num_states)]
+    idata = to_inference_data(hmm, pad_rolls(data.train[:4]), ["trans"], num_samples=200,
+                              dims={"trans": ["from_state", "to_state"]},
+                              coords={"from_state": states, "to_state": states})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    az.summary(idata, kind="stats").to_csv(path)
+    return path
 
 
 # ----------------------------------------------------------------------------- figures
