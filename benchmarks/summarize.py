@@ -101,6 +101,10 @@ HEADLINES = [
     ("collapse_synthetic", "synthetic collapse: plain VAE KL vs linear annealing KL (nats)",
      lambda r: f"{r['summary']['vae']['kl']['mean']:.2f} vs {r['summary']['anneal']['kl']['mean']:.2f}",
      "plain ~0, remedies clearly > 0", "posterior_collapse.md"),
+    ("sentence_vae_ptb", "PTB (reduced budget): VAE + free bits NLL - LM NLL, its KL; plain VAE KL",
+     lambda r: (f"{r['rows']['vae+free-bits']['test']['nll'] - r['rows']['lm']['test']['nll']:+.2f} nats, "
+                f"KL {r['rows']['vae+free-bits']['test']['kl']:.2f}; plain KL {r['rows']['vae']['test']['kl']:.4f}"),
+     "<= +1 nat with KL >= 3, AU >= 5; plain KL < 0.5", "sentence_vae.md"),
     ("topic_20ng", "ProdLDA NPMI on 20NG, K = 50 (all-document reference) vs scikit-learn LDA",
      lambda r: f"{r['rows'][0]['npmi_all_docs']:.3f} vs {r['rows'][-1]['npmi_all_docs']:.3f}",
      ">= 0.24 and above scikit-learn", "topic_models.md"),
