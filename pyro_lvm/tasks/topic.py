@@ -58,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draws", type=int, default=200, help="posterior draws for the ArviZ summary")
     p.add_argument("--top-n", type=int, default=10, help="top words per topic (printed, and NPMI over them)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="train on cpu, cuda or cuda:N (evaluation runs on the CPU)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--quiet", action="store_true", help="do not print the top words")
     p.add_argument("--progress", action="store_true")
@@ -110,9 +111,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     pair, elbo = build_model(name, args, len(train.vocab), len(train))
     t0 = time.perf_counter()
     history = fit(pair, train.counts, elbo=elbo, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  seed=args.seed, checkpoint_dir=out / "model", progress=args.progress)
+                  seed=args.seed, device=args.device, checkpoint_dir=out / "model", progress=args.progress)
     seconds = time.perf_counter() - t0
-    pair.eval()
+    pair.cpu().eval()
 
     held = heldout_log_likelihood(pair, test.counts, num_samples=args.samples)
     report = topic_report(pair.topic_word_logits(), train.vocab, test.counts, n_npmi=args.top_n)
