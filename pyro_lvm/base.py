@@ -18,6 +18,7 @@ a tuple or list is splatted (``model(*batch)``), a dict is passed as keywords
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
@@ -77,3 +78,12 @@ def batch_to(batch: Any, device: torch.device | str) -> Any:
     if isinstance(batch, (tuple, list)):
         return type(batch)(batch_to(v, device) for v in batch)
     return batch
+
+
+def pair_device(pair: Any) -> torch.device | None:
+    """Where a pair's tensors live: the device of its first parameter or buffer (an
+    ``nn.Module``), or None for a pair that holds none (its data decide)."""
+    if isinstance(pair, torch.nn.Module):
+        for t in itertools.chain(pair.parameters(), pair.buffers()):
+            return t.device
+    return None

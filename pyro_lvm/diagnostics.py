@@ -29,7 +29,7 @@ import torch
 from .base import batch_args, batch_size as _batch_size, check_pair
 from .infer.handlers import is_latent_site
 from .infer.objectives import site_kl
-from .train import Callback, TrainState, iterate_batches
+from .train import Callback, TrainState, evaluation_batches
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -50,7 +50,7 @@ def _traces(pair: Any, data: Any, batch_size: int, with_model: bool) -> Iterator
     check_pair(pair)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    for batch in iterate_batches(data, batch_size, shuffle=False, seed=0, epoch=0):
+    for batch in evaluation_batches(pair, data, batch_size):
         args, kwargs = batch_args(batch)
         with torch.no_grad():
             guide_trace = poutine.trace(pair.guide).get_trace(*args, **kwargs)

@@ -32,7 +32,7 @@ import torch
 from pyro.poutine.subsample_messenger import _Subsample
 
 from .base import batch_args, batch_size as _batch_size, check_pair
-from .train import iterate_batches
+from .train import evaluation_batches
 
 _PARTICLES = "_lvm_particles"
 
@@ -171,7 +171,7 @@ def log_likelihood(pair: Any, data: Any, num_samples: int = 1000, batch_size: in
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     results = []
-    for batch in iterate_batches(data, batch_size, shuffle=False, seed=0, epoch=0):
+    for batch in evaluation_batches(pair, data, batch_size):
         n = _batch_size(batch)
         per_point = _observed_size(batch)
         c = chunk_size or _chunk_size(num_samples, n, per_point)
@@ -204,7 +204,7 @@ def elbo_terms(pair: Any, data: Any, num_samples: int = 1, batch_size: int = 256
     """
     parts: dict[str, list[torch.Tensor]] = {"elbo": [], "reconstruction": [], "kl": []}
     analytic = True
-    for batch in iterate_batches(data, batch_size, shuffle=False, seed=0, epoch=0):
+    for batch in evaluation_batches(pair, data, batch_size):
         t = log_weight_terms(pair, batch, num_samples, data_plate=data_plate)
         rec = t["log_lik"].mean(0)
         if t["latent_sites"] and set(t["kl"]) == set(t["latent_sites"]):

@@ -26,7 +26,7 @@ import torch
 
 from .base import batch_size as _batch_size
 from .metrics import log_weight_terms
-from .train import iterate_batches
+from .train import evaluation_batches
 
 __all__ = ["pareto_khat", "psis_khat", "psis_summary", "psis_report", "THRESHOLDS"]
 
@@ -79,7 +79,7 @@ def psis_khat(pair: Any, data: Any, num_samples: int = 1000, batch_size: int = 1
     if not isinstance(num_samples, int) or num_samples < 10:
         raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
     out = []
-    for batch in iterate_batches(data, batch_size, shuffle=False, seed=0, epoch=0):
+    for batch in evaluation_batches(pair, data, batch_size):
         _batch_size(batch)  # refuses batches without a datapoint dimension
         t = log_weight_terms(pair, batch, num_samples, data_plate=data_plate)
         out.append(pareto_khat(t["log_lik"] + t["log_prior"] - t["log_q"]))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from .base import batch_args, batch_size as _batch_size, batch_to, check_pair
+from .base import batch_args, batch_size as _batch_size, batch_to, check_pair, pair_device
 from .checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, rng_state, set_rng_state, set_seed
 from . import distributed
 
@@ -265,12 +265,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 # ----------------------------------------------------------------------------- evaluation
 
+def evaluation_batches(pair: Any, data: Any, batch_size: int, device: str | torch.device | None = None) -> Iterator[Any]:
+    """``data`` in order, in batches moved to ``device`` (default: where the pair's parameters
+    are), so evaluating a pair trained on a GPU needs no manual moves."""
+    device = device if device is not None else pair_device(pair)
+    for batch in iterate_batches(data, batch_size, shuffle=False, seed=0, epoch=0):
+        yield batch if device is None else batch_to(batch, device)
+
+
 @torch.no_grad()
-def evaluate_loss(pair: Any, data: Any, elbo: Any, batch_size: int = 512, device: str | torch.device = "cpu") -> float:
+def evaluate_loss(pair: Any, data: Any, elbo: Any, batch_size: int = 512, device: str | torch.device | None = None) -> float:
     """Mean negative ELBO per datapoint over ``data`` (no gradients, no parameter change)."""
     total, count = 0.0, 0
-    for batch in iterate_batches(data, batch_size, shuffle=False, seed=0, epoch=0):
-        batch = batch_to(batch, device)
+    for batch in evaluation_batches(pair, data, batch_size, device):
         total += float(differentiable_loss(elbo, pair, batch))
         count += _batch_size(batch)
     return total / count

@@ -362,7 +362,7 @@ def test_hmm_chorales_example(tmp_path):
     pytest.importorskip("music21")
     example = load_example("hmm_chorales")
     args = example.argparse.Namespace(data_path=None, limit=6, cache_dir=str(tmp_path / "cache"), protocol="full",
-                                      states=3, emission="bernoulli", hidden=4, parameters="map", trainer="auto", inference="fast",
+                                      states=3, emission="bernoulli", hidden=4, parameters="map", trainer="auto", device="cpu", inference="fast",
                                       iterations=3, lr=0.05, batch_size=4, seed=0, no_figures=False,
                                       out=str(tmp_path / "run"))
     metrics = example.main(args)

@@ -49,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--free-bits", type=float, default=0.5, help="lambda, nats per latent dimension")
     p.add_argument("--samples", type=int, default=200, help="importance samples for the test NLL")
     p.add_argument("--seed", type=int, default=0, help="seed of the data (the LSTM) and of training")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--out", default="runs/collapse")
 
@@ -101,7 +102,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         elbo, callbacks = remedy(method, args, steps_per_epoch, data)
         t0 = time.perf_counter()
         history = fit(pair, data["train"], data["valid"], elbo=elbo, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, seed=args.seed, checkpoint_dir=out / method,
+                      lr=args.lr, seed=args.seed, device=args.device, checkpoint_dir=out / method,
                       callbacks=[*callbacks, CollapseDiagnostics(data["valid"], batch_size=500, per_dimension=False)])
         seconds = time.perf_counter() - t0
         histories[method] = history

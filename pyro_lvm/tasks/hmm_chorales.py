@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..base import batch_to, pair_device
 from ..checkpoint import atomic_json_save, set_seed
 from ..data.music import MusicData, keep_used_keys, load_jsb_pickle, load_music21_chorales, pad_rolls
 from ..models.hmm import HMM, BernoulliEmission, NeuralBernoulliEmission
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--out", default="runs/hmm_chorales")
 
@@ -70,13 +72,13 @@ def build_model(args: argparse.Namespace, dim: int, num_sequences: int) -> HMM:
 @torch.no_grad()
 def nll_per_step(hmm: HMM, rolls: list[torch.Tensor]) -> float:
     """Exact ``-log p(x) / number of frames`` over a list of rolls."""
-    x, mask = pad_rolls(rolls)
+    x, mask = batch_to(pad_rolls(rolls), pair_device(hmm))
     return float(-hmm.log_likelihood(x, mask).sum() / mask.sum())
 
 
 def train(hmm: HMM, data: MusicData, args: argparse.Namespace) -> list[float]:
     """Fit ``hmm`` on ``data.train``; returns the training NLL per step after each iteration/epoch."""
-    x, mask = pad_rolls(data.train)
+    x, mask = batch_to(pad_rolls(data.train), pair_device(hmm))
     trainer = args.trainer
     if trainer == "auto":
         trainer = "adam" if args.emission == "neural" or args.parameters == "bayes" else "em"
@@ -86,7 +88,7 @@ def train(hmm: HMM, data: MusicData, args: argparse.Namespace) -> list[float]:
     if trainer == "em":
         return [-ll / frames for ll in hmm.em_fit([(x, mask)], args.iterations)]
     history = fit(hmm, (x, mask), elbo=hmm.elbo(), epochs=args.iterations, batch_size=args.batch_size,
-                  lr=args.lr, seed=args.seed, progress=False)
+                  lr=args.lr, seed=args.seed, device=args.device, progress=False)
     return [loss * len(x) / frames for loss in history["train_loss"]]
 
 
@@ -96,7 +98,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     set_seed(args.seed)
     data, key_info = load_data(args)
     dim = data.train[0].shape[1]
-    hmm = build_model(args, dim, len(data.train))
+    hmm = build_model(args, dim, len(data.train)).to(args.device)
     t0 = time.perf_counter()
     history = train(hmm, data, args)
     seconds = time.perf_counter() - t0
@@ -124,7 +126,7 @@ def summarise_transitions(hmm: HMM, data: MusicData, path: Path) -> Path:
     from ..arviz_io import to_inference_data
 
     states = [f"s{k}" for k in range(hmm.num_states)]
-    idata = to_inference_data(hmm, pad_rolls(data.train[:4]), ["trans"], num_samples=200,
+    idata = to_inference_data(hmm, batch_to(pad_rolls(data.train[:4]), pair_device(hmm)), ["trans"], num_samples=200,
                               dims={"trans": ["from_state", "to_state"]},
                               coords={"from_state": states, "to_state": states})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,7 @@ def plot_transition_matrix(hmm: HMM, path: Path) -> Path:
     from .. import plots
 
     plt = plots._pyplot()
-    trans = hmm.point_estimates()[1].exp().detach().numpy()
+    trans = hmm.point_estimates()[1].exp().detach().cpu().numpy()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     im = ax.imshow(trans, cmap="Blues", vmin=0, vmax=1)
     ax.set_xlabel("next state")
@@ -153,7 +155,8 @@ def plot_roll_with_states(hmm: HMM, roll: torch.Tensor, path: Path) -> Path:
     from .. import plots
 
     plt = plots._pyplot()
-    states, _ = hmm.viterbi(roll.unsqueeze(0))
+    states, _ = hmm.viterbi(roll.unsqueeze(0).to(pair_device(hmm)))
+    states = states.cpu()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.imshow(roll.T.numpy(), aspect="auto", origin="lower", cmap="Greys", interpolation="nearest")
     top.set_ylabel("key")
