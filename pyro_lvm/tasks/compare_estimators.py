@@ -20,9 +20,11 @@ from typing import Any
 import pyro
 import torch
 
+from ..base import batch_to
 from ..checkpoint import atomic_json_save, set_seed
 from ..infer.discrete import ESTIMATORS
 from ..infer.estimators import DEFAULT_ESTIMATORS, compare_estimators
+from ..train import resolve_device
 
 MODELS = ("mixture", "categorical-vae")
 
@@ -38,6 +40,7 @@ def add_compare_estimators_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latents", type=int, default=2, help="N categorical latents of the VAE")
     p.add_argument("--n", type=int, default=100, help="datapoints in the batch")
     p.add_argument("--max-enum-size", type=float, default=1e5)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (memory is then CUDA peak allocation)")
     p.add_argument("--curve-steps", type=int, default=0, help="also train each estimator this many steps (ELBO vs time)")
     p.add_argument("--curve-lr", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=0)
@@ -90,7 +93,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     pyro.clear_param_store()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
     pair, batch, what = build(args)
+    if isinstance(pair, torch.nn.Module):
+        pair.to(device)
+    batch = batch_to(batch, device)
     cmp = compare_estimators(pair, batch, args.estimators, temperatures=args.temperatures, repeats=args.repeats,
                              max_enum_size=args.max_enum_size, curve_steps=args.curve_steps, curve_lr=args.curve_lr,
                              seed=args.seed)

@@ -26,7 +26,7 @@ from ..base import batch_to, pair_device
 from ..checkpoint import atomic_json_save, set_seed
 from ..data.music import MusicData, keep_used_keys, load_jsb_pickle, load_music21_chorales, pad_rolls
 from ..models.hmm import HMM, BernoulliEmission, NeuralBernoulliEmission
-from ..train import fit
+from ..train import fit, resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,6 +95,7 @@ def train(hmm: HMM, data: MusicData, args: argparse.Namespace) -> list[float]:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     out = Path(args.out)
+    resolve_device(args.device)  # a clear error before any work when CUDA is missing
     set_seed(args.seed)
     data, key_info = load_data(args)
     dim = data.train[0].shape[1]

@@ -25,6 +25,7 @@ import torch
 from ..checkpoint import atomic_json_save, set_seed
 from ..data.tagged_text import TaggedCorpus, load_masc_tagged, word_features
 from ..models.hmm import HMM, CategoricalEmission, FeatureCategoricalEmission
+from ..train import resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what words below --min-count become: one <unk>, or a spelling class (suffix, capital, digits)")
     p.add_argument("--eval-every", type=int, default=0, help="score the Viterbi tags every N iterations (0: only at the end)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--out", default="runs/pos_induction")
 
@@ -158,7 +160,8 @@ def decode(hmm: HMM, batches: list) -> tuple[np.ndarray, np.ndarray]:
     preds, golds = [], []
     for x, m, tags in batches:
         paths, _ = hmm.viterbi(x, m)
-        preds.append(paths[m])
+        m = m.cpu()
+        preds.append(paths.cpu()[m])
         golds.append(tags[m])
     return torch.cat(preds).numpy(), torch.cat(golds).numpy()
 
@@ -166,15 +169,16 @@ def decode(hmm: HMM, batches: list) -> tuple[np.ndarray, np.ndarray]:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     out = Path(args.out)
+    resolve_device(args.device)  # a clear error before any work when CUDA is missing
     set_seed(args.seed)
     corpus = load_corpus(args)
-    batches = corpus.batches(args.batch_tokens)
+    batches = [(x.to(args.device), m.to(args.device), tags) for x, m, tags in corpus.batches(args.batch_tokens)]
     if args.emission == "features":
         emission = FeatureCategoricalEmission(args.states, word_features(corpus.vocab)[0], l2=args.l2)
     else:
         emission = CategoricalEmission(args.states, len(corpus.vocab))
     # num_sequences: with --trainer adam the prior term is split over the batches, not counted per batch.
-    hmm = HMM(emission, concentration=args.concentration, num_sequences=len(corpus.words))
+    hmm = HMM(emission, concentration=args.concentration, num_sequences=len(corpus.words)).to(args.device)
     t0 = time.perf_counter()
     progress: list[dict] = []
     history = train(hmm, batches, args, len(corpus.tagset), progress)
