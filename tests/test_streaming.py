@@ -117,3 +117,46 @@ def test_fit_trains_a_sentence_vae_from_a_stream(corpus_files):
     history = fit(vae, stream, elbo=full_data_elbo(pyro.infer.TraceMeanField_ELBO(), n), epochs=3, lr=1e-2,
                   progress=True)
     assert len(history) == 3 and history["train_loss"][-1] < history["train_loss"][0]
+
+
+NEWS = ["stocks fell sharply market traders worried", "market rally stocks traders cheered gains",
+        "football match goal striker scored", "striker goal football crowd cheered", "rain storm weather cold",
+        "weather forecast storm wind cold", "the of and"]  # the last has no vocabulary word
+
+
+@pytest.fixture
+def news_files(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("\n".join(NEWS[:4] * 3) + "\n\n")
+    b.write_text("\n".join(NEWS[4:] * 3) + "\n")
+    return [a, b], NEWS[:4] * 3 + NEWS[4:] * 3
+
+
+def test_streamed_bags_of_words_equal_the_in_memory_corpus(news_files):
+    from pyro_lvm.data.bow import corpus_from_texts
+    from pyro_lvm.data.streaming import StreamingBagOfWords, scan_documents
+
+    paths, texts = news_files
+    vocab, n = scan_documents(paths, min_df=2, max_df=0.5)
+    corpus = corpus_from_texts(texts, min_df=2, max_df=0.5)
+    assert n == len(texts) and vocab == corpus.vocab
+    stream = StreamingBagOfWords(paths, vocab, batch_size=4, buffer_batches=2)
+    rows = torch.cat(list(stream))
+    assert stream.dropped == 3 == corpus.dropped  # the three copies of the stop-word-only line
+    key = lambda t: sorted(map(tuple, t.tolist()))  # noqa: E731
+    assert key(rows) == key(corpus.counts)
+    with pytest.raises(ValueError, match="vocabulary is empty"):
+        StreamingBagOfWords(paths, [])
+
+
+def test_prodlda_trains_from_a_bag_of_words_stream(news_files):
+    from pyro_lvm.data.streaming import StreamingBagOfWords, scan_documents
+    from pyro_lvm.models.topic import ProdLDA
+
+    paths, _ = news_files
+    vocab, n = scan_documents(paths, min_df=2, max_df=0.5)
+    torch.manual_seed(0)
+    model = ProdLDA(len(vocab), 3, hidden=8)
+    history = fit(model, StreamingBagOfWords(paths, vocab, batch_size=6), epochs=4, lr=1e-2,
+                  elbo=full_data_elbo(pyro.infer.TraceMeanField_ELBO(), n))
+    assert len(history) == 4 and all(torch.isfinite(torch.tensor(history["train_loss"])))

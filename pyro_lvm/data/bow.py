@@ -44,7 +44,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -90,19 +90,28 @@ def build_vocabulary(docs: Sequence[Sequence[str]], min_df: int = 2, max_df: flo
     """
     if not docs:
         raise ValueError("cannot build a vocabulary from 0 documents")
+    return vocabulary_from_document_frequencies(collections.Counter(w for doc in docs for w in set(doc)), len(docs),
+                                                min_df, max_df, max_vocab)
+
+
+def vocabulary_from_document_frequencies(df: Mapping[str, int], num_docs: int, min_df: int = 2, max_df: float = 0.5,
+                                         max_vocab: int | None = None) -> list[str]:
+    """:func:`build_vocabulary` from ``{word: documents containing it}`` and the number of
+    documents (what one pass over a stream can count)."""
+    if num_docs < 1:
+        raise ValueError("cannot build a vocabulary from 0 documents")
     if min_df < 1:
         raise ValueError(f"min_df must be >= 1, got {min_df}")
     if not 0 < max_df <= 1:
         raise ValueError(f"max_df must be a share in (0, 1], got {max_df}")
     if max_vocab is not None and max_vocab < 1:
         raise ValueError(f"max_vocab must be positive, got {max_vocab}")
-    df = collections.Counter(w for doc in docs for w in set(doc))
-    ceiling = max_df * len(docs)
+    ceiling = max_df * num_docs
     kept = [w for w, n in df.items() if min_df <= n <= ceiling]
     if not kept:
         raise ValueError(
             f"the vocabulary is empty after the document-frequency cut-offs (min_df={min_df}, "
-            f"max_df={max_df}, {len(docs)} documents, {len(df)} distinct words before the cut): "
+            f"max_df={max_df}, {num_docs} documents, {len(df)} distinct words before the cut): "
             "lower min_df or raise max_df")
     kept.sort(key=lambda w: (-df[w], w))
     return kept[:max_vocab] if max_vocab is not None else kept

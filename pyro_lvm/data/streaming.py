@@ -1,5 +1,9 @@
 """Text corpora larger than memory: one pass for the vocabulary, then batches streamed from disk.
 
+Sentences (for sequence models) and bags of words (for topic models), each in two steps:
+:func:`scan_sentences` / :func:`scan_documents` count in one pass, and
+:class:`StreamingSentences` / :class:`StreamingBagOfWords` yield batches.
+
 ::
 
     vocab, n = scan_sentences(paths, max_size=10_000)          # one pass over the files
@@ -125,3 +129,96 @@ class StreamingSentences(IterableDataset):
 def iter_sentences(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterable[list[str]]:
     """The token lists of the files, lazily (empty lines skipped)."""
     return _lines(_paths(paths))
+
+
+# ----------------------------------------------------------------------------- bags of words
+
+def _documents(paths: list[Path], stop: Iterable[str] | None, min_len: int) -> Iterator[list[str]]:
+    from .bow import tokenize
+
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.strip():
+                    yield tokenize(line, min_len=min_len, stop_words=stop)
+
+
+def _stop_words(stop_words: Iterable[str] | None | str) -> Iterable[str] | None:
+    from .bow import english_stop_words
+
+    return english_stop_words() if stop_words == "english" else stop_words
+
+
+def scan_documents(paths: str | os.PathLike | Sequence[str | os.PathLike], min_df: int = 2, max_df: float = 0.5,
+                   max_vocab: int | None = None, stop_words: Iterable[str] | None | str = "english",
+                   min_len: int = 3) -> tuple[list[str], int]:
+    """``(vocabulary, number of documents)`` from one pass over files of one document per line.
+
+    Only document frequencies are held in memory; the cut-offs are those of
+    :func:`pyro_lvm.data.bow.build_vocabulary`, so the result equals the in-memory pipeline's.
+    """
+    from .bow import vocabulary_from_document_frequencies
+
+    files = _paths(paths)
+    df: collections.Counter[str] = collections.Counter()
+    n = 0
+    for doc in _documents(files, _stop_words(stop_words), min_len):
+        df.update(set(doc))
+        n += 1
+    if n == 0:
+        raise ValueError(f"{', '.join(map(str, files))} hold no documents (only blank lines or nothing at all)")
+    return vocabulary_from_document_frequencies(df, n, min_df, max_df, max_vocab), n
+
+
+class StreamingBagOfWords(IterableDataset):
+    """``(B, V)`` float count batches of documents read lazily, one document per line.
+
+    Documents without a vocabulary word are skipped (``dropped`` counts them after an epoch).
+    ``buffer_batches * batch_size`` documents are held at a time; their order is shuffled
+    with a generator seeded by ``(seed, epoch)`` (``fit`` calls :meth:`set_epoch`).
+    """
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], vocab: Sequence[str],
+                 batch_size: int = 200, buffer_batches: int = 50, shuffle: bool = True, seed: int = 0,
+                 stop_words: Iterable[str] | None | str = "english", min_len: int = 3):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(buffer_batches, int) or buffer_batches < 1:
+            raise ValueError(f"buffer_batches must be a positive int, got {buffer_batches!r}")
+        if not vocab:
+            raise ValueError("the vocabulary is empty")
+        self.paths, self.vocab = _paths(paths), list(vocab)
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+        self.batch_size, self.buffer_batches = batch_size, buffer_batches
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.stop, self.min_len = _stop_words(stop_words), min_len
+        self.dropped = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self, rows: list[list[int]], g: torch.Generator) -> Iterator[torch.Tensor]:
+        order = torch.randperm(len(rows), generator=g).tolist() if self.shuffle else range(len(rows))
+        rows = [rows[i] for i in order]
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            counts = torch.zeros(len(chunk), len(self.vocab))
+            for d, ids in enumerate(chunk):
+                counts[d].index_add_(0, torch.tensor(ids), torch.ones(len(ids)))
+            yield counts
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.dropped = 0
+        buffer: list[list[int]] = []
+        for doc in _documents(self.paths, self.stop, self.min_len):
+            ids = [self.index[w] for w in doc if w in self.index]
+            if not ids:
+                self.dropped += 1
+                continue
+            buffer.append(ids)
+            if len(buffer) == self.buffer_batches * self.batch_size:
+                yield from self._batches(buffer, g)
+                buffer = []
+        if buffer:
+            yield from self._batches(buffer, g)
