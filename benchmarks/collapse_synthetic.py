@@ -33,6 +33,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--vocab", type=int, default=50, help="token types (He et al.'s synthetic data use 1000)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "collapse_synthetic.json"))
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -43,6 +44,7 @@ def main(argv=None) -> dict:
             parser = argparse.ArgumentParser()
             collapse.add_arguments(parser)
             args = parser.parse_args(["--seed", str(seed), "--epochs", str(a.epochs), "--samples", str(a.samples),
+                                      "--vocab", str(a.vocab),
                                       "--no-figures", "--out", f"{tmp}/seed{seed}"])
             per_seed[seed] = collapse.main(args)["methods"]
             print(f"seed {seed} done after {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -58,7 +60,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "collapse_synthetic",
         "command": "python benchmarks/collapse_synthetic.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "setup": "random-LSTM sequences (vocab 50, length 10) from a 1-d latent (mixture of 8 Gaussians); "
+        "setup": f"random-LSTM sequences (vocab {a.vocab}, length 10) from a 1-d latent (mixture of 8 Gaussians); "
                  "LSTM VAE, hidden 64, z_dim 1; 2000/500/500 train/valid/test; Adam 1e-3, batch 50; "
                  "TraceMeanField_ELBO; metrics on test, nats per sequence; NLL by importance sampling",
         "epochs": a.epochs, "iwae_samples": a.samples, "seeds": a.seeds,
