@@ -108,13 +108,13 @@ def _hand_ddp_worker(rank: int, world: int, port: int, vae: VAE, x: torch.Tensor
 
 
 def hand_ddp(vae: VAE, x: torch.Tensor, epochs: int, batch_size: int) -> tuple[float, float]:
-    from pyro_lvm.distributed import _free_port
+    from pyro_lvm.distributed import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "seconds")
         t0 = time.perf_counter()
         mp.start_processes(_hand_ddp_worker, nprocs=2, start_method="fork",
-                           args=(2, _free_port(), vae, x, epochs, batch_size, out))
+                           args=(2, free_port(), vae, x, epochs, batch_size, out))
         return float(Path(out).read_text()), time.perf_counter() - t0
 
 

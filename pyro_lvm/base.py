@@ -87,3 +87,18 @@ def pair_device(pair: Any) -> torch.device | None:
         for t in itertools.chain(pair.parameters(), pair.buffers()):
             return t.device
     return None
+
+
+def batch_plate_frames(cond_indep_stack: Any, batch_size: int, data_plate: str | None = None,
+                       exclude: tuple[str, ...] = ()) -> list[Any]:
+    """The frames of a site's plate over the batch's datapoints: the vectorised plate named
+    ``data_plate``, or else every vectorised plate of size ``batch_size`` (names in ``exclude``,
+    such as a particle plate, never count).
+
+    This one rule tells per-datapoint sites from global ones for evaluation, the collapse
+    diagnostics and the data-parallel and full-data scaling.
+    """
+    frames = [f for f in cond_indep_stack if f.vectorized and f.name not in exclude]
+    if data_plate is not None:
+        return [f for f in frames if f.name == data_plate]
+    return [f for f in frames if f.size == batch_size]

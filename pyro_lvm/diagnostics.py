@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import pyro.poutine as poutine
 import torch
 
-from .base import batch_args, batch_size as _batch_size, check_pair
+from .base import batch_args, batch_plate_frames, batch_size as _batch_size, check_pair
 from .infer.handlers import is_latent_site
 from .infer.objectives import site_kl
 from .train import Callback, TrainState, evaluation_batches
@@ -36,8 +36,7 @@ ACTIVE_THRESHOLD = 0.01
 
 def _data_index(site: dict, n: int, data_plate: str | None) -> int:
     """Index of the datapoint dimension within the site's batch shape."""
-    frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None]
-    frames = [f for f in frames if (f.name == data_plate if data_plate else f.size == n)]
+    frames = batch_plate_frames(site["cond_indep_stack"], n, data_plate)
     if len(frames) != 1:
         what = f"the plate {data_plate!r}" if data_plate else f"exactly one plate of the batch size {n}"
         raise ValueError(f"latent site {site['name']!r} is not inside {what} (its plates: "

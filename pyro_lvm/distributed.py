@@ -149,7 +149,8 @@ def rank_device(device: torch.device, ctx: RankContext) -> torch.device:
     return device
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a local process group)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -213,7 +214,7 @@ def launch(fit_fn: Callable, pair: Any, fit_args: tuple, fit_kwargs: dict, num_p
     with tempfile.TemporaryDirectory(prefix="pyro_lvm_ddp_") as tmp:
         try:
             mp.start_processes(_worker, nprocs=num_processes, join=True, start_method=method,
-                               args=(num_processes, _free_port(), backend, fit_fn, (pair, *fit_args), fit_kwargs, tmp))
+                               args=(num_processes, free_port(), backend, fit_fn, (pair, *fit_args), fit_kwargs, tmp))
         except mp.ProcessRaisedException as e:
             first, trace = _first_failure(Path(tmp), e.error_index, str(e))
             raise WorkerFailedError(f"rank {first} of {num_processes} failed; the other ranks were stopped. "

@@ -31,7 +31,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.subsample_messenger import _Subsample
 
-from .base import batch_args, batch_size as _batch_size, check_pair
+from .base import batch_args, batch_plate_frames, batch_size as _batch_size, check_pair
 from .train import evaluation_batches
 
 _PARTICLES = "_lvm_particles"
@@ -61,11 +61,7 @@ def _max_plate_nesting(pair: Any, args: tuple, kwargs: dict) -> int:
 
 
 def _data_dim(site: dict, n: int, data_plate: str | None) -> int:
-    frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.name != _PARTICLES]
-    if data_plate is not None:
-        frames = [f for f in frames if f.name == data_plate]
-    else:
-        frames = [f for f in frames if f.size == n]
+    frames = batch_plate_frames(site["cond_indep_stack"], n, data_plate, exclude=(_PARTICLES,))
     if len(frames) != 1:
         what = f"a plate named {data_plate!r}" if data_plate else f"exactly one plate of the batch size {n}"
         raise ValueError(

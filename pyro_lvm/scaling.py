@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from pyro.poutine.messenger import Messenger
 
-from .base import batch_size as _batch_size
+from .base import batch_plate_frames, batch_size as _batch_size
 
 
 class _BatchScale(Messenger):
@@ -33,9 +33,7 @@ class _BatchScale(Messenger):
         self.batch_size, self.data_plate = batch_size, data_plate
 
     def _batch_frames(self, msg: dict) -> list[Any]:
-        if self.data_plate is not None:
-            return [f for f in msg["cond_indep_stack"] if f.name == self.data_plate]
-        return [f for f in msg["cond_indep_stack"] if f.vectorized and f.size == self.batch_size]
+        return batch_plate_frames(msg["cond_indep_stack"], self.batch_size, self.data_plate)
 
 
 def _subsampled(frames: list[Any]) -> bool:

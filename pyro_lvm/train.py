@@ -192,10 +192,14 @@ def num_datapoints(data: Any) -> int | None:
 
 
 def _num_batches(data: Any, batch_size: int) -> int | None:
-    try:
-        return len(data) if isinstance(data, DataLoader) else math.ceil(num_datapoints(data) / batch_size)
-    except TypeError:
-        return None
+    """Batches per epoch, for the progress bar; None for a stream of unknown length."""
+    if isinstance(data, DataLoader):
+        try:
+            return len(data)
+        except TypeError:  # a DataLoader over an IterableDataset without __len__
+            return None
+    n = num_datapoints(data)
+    return None if n is None else math.ceil(n / batch_size)
 
 
 def _set_epoch(data: Any, epoch: int) -> None:

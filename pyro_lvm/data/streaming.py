@@ -67,7 +67,46 @@ def scan_sentences(paths: str | os.PathLike | Sequence[str | os.PathLike], max_s
     return Vocabulary.from_counts(counts, max_size=max_size, min_freq=min_freq), n
 
 
-class StreamingSentences(IterableDataset):
+class _BufferedStream(IterableDataset):
+    """Reads items lazily, holds ``buffer_batches * batch_size`` of them, and yields the
+    buffer's batches in an order seeded by ``(seed, epoch)``. Subclasses give ``_items()``
+    (the encoded items of one pass) and ``_batches(buffer, generator)``."""
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], batch_size: int,
+                 buffer_batches: int, shuffle: bool, seed: int):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(buffer_batches, int) or buffer_batches < 1:
+            raise ValueError(f"buffer_batches must be a positive int, got {buffer_batches!r}")
+        self.paths = _paths(paths)
+        self.batch_size, self.buffer_batches = batch_size, buffer_batches
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self, n: int, g: torch.Generator) -> Sequence[int]:
+        return torch.randperm(n, generator=g).tolist() if self.shuffle else range(n)
+
+    def _items(self) -> Iterator[list[int]]:
+        raise NotImplementedError
+
+    def _batches(self, buffer: list[list[int]], g: torch.Generator) -> Iterator[torch.Tensor]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        buffer: list[list[int]] = []
+        for item in self._items():
+            buffer.append(item)
+            if len(buffer) == self.buffer_batches * self.batch_size:
+                yield from self._batches(buffer, g)
+                buffer = []
+        if buffer:
+            yield from self._batches(buffer, g)
+
+
+class StreamingSentences(_BufferedStream):
     """Padded ``(B, T)`` LongTensor batches of ``<bos> ids <eos>`` rows, read lazily from files.
 
     Args:
@@ -83,47 +122,31 @@ class StreamingSentences(IterableDataset):
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], vocab: Vocabulary, batch_size: int = 64,
                  max_len: int | None = None, buffer_batches: int = 100, shuffle: bool = True, seed: int = 0):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if not isinstance(buffer_batches, int) or buffer_batches < 1:
-            raise ValueError(f"buffer_batches must be a positive int, got {buffer_batches!r}")
+        super().__init__(paths, batch_size, buffer_batches, shuffle, seed)
         if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
             raise ValueError(f"max_len must be a positive int or None, got {max_len!r}")
         if list(vocab.itos[:len(SPECIALS)]) != list(SPECIALS):
             raise ValueError("the vocabulary does not start with the special tokens <pad> <unk> <bos> <eos>")
-        self.paths, self.vocab = _paths(paths), vocab
-        self.batch_size, self.max_len, self.buffer_batches = batch_size, max_len, buffer_batches
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.vocab, self.max_len = vocab, max_len
         self.truncated = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def _batches(self, buffer: list[list[int]], g: torch.Generator) -> Iterator[torch.Tensor]:
-        buffer.sort(key=len)
+        buffer.sort(key=len)  # bucketing: similar lengths share a batch
         chunks = [buffer[i:i + self.batch_size] for i in range(0, len(buffer), self.batch_size)]
-        order = torch.randperm(len(chunks), generator=g).tolist() if self.shuffle else range(len(chunks))
-        for i in order:
+        for i in self._order(len(chunks), g):
             rows = chunks[i]
             out = torch.full((len(rows), max(map(len, rows))), PAD_ID, dtype=torch.long)
             for j, r in enumerate(rows):
                 out[j, :len(r)] = torch.tensor(r)
             yield out
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+    def _items(self) -> Iterator[list[int]]:
         self.truncated = 0
-        buffer: list[list[int]] = []
         for tokens in _lines(self.paths):
             if self.max_len is not None and len(tokens) > self.max_len:
                 tokens = tokens[:self.max_len]
                 self.truncated += 1
-            buffer.append([BOS_ID, *self.vocab.encode(tokens), EOS_ID])
-            if len(buffer) == self.buffer_batches * self.batch_size:
-                yield from self._batches(buffer, g)
-                buffer = []
-        if buffer:
-            yield from self._batches(buffer, g)
+            yield [BOS_ID, *self.vocab.encode(tokens), EOS_ID]
 
 
 def iter_sentences(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterable[list[str]]:
@@ -170,7 +193,7 @@ def scan_documents(paths: str | os.PathLike | Sequence[str | os.PathLike], min_d
     return vocabulary_from_document_frequencies(df, n, min_df, max_df, max_vocab), n
 
 
-class StreamingBagOfWords(IterableDataset):
+class StreamingBagOfWords(_BufferedStream):
     """``(B, V)`` float count batches of documents read lazily, one document per line.
 
     Documents without a vocabulary word are skipped (``dropped`` counts them after an epoch).
@@ -181,25 +204,16 @@ class StreamingBagOfWords(IterableDataset):
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], vocab: Sequence[str],
                  batch_size: int = 200, buffer_batches: int = 50, shuffle: bool = True, seed: int = 0,
                  stop_words: Iterable[str] | None | str = "english", min_len: int = 3):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if not isinstance(buffer_batches, int) or buffer_batches < 1:
-            raise ValueError(f"buffer_batches must be a positive int, got {buffer_batches!r}")
+        super().__init__(paths, batch_size, buffer_batches, shuffle, seed)
         if not vocab:
             raise ValueError("the vocabulary is empty")
-        self.paths, self.vocab = _paths(paths), list(vocab)
+        self.vocab = list(vocab)
         self.index = {w: i for i, w in enumerate(self.vocab)}
-        self.batch_size, self.buffer_batches = batch_size, buffer_batches
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.stop, self.min_len = _stop_words(stop_words), min_len
         self.dropped = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def _batches(self, rows: list[list[int]], g: torch.Generator) -> Iterator[torch.Tensor]:
-        order = torch.randperm(len(rows), generator=g).tolist() if self.shuffle else range(len(rows))
-        rows = [rows[i] for i in order]
+        rows = [rows[i] for i in self._order(len(rows), g)]
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
             counts = torch.zeros(len(chunk), len(self.vocab))
@@ -207,18 +221,11 @@ class StreamingBagOfWords(IterableDataset):
                 counts[d].index_add_(0, torch.tensor(ids), torch.ones(len(ids)))
             yield counts
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+    def _items(self) -> Iterator[list[int]]:
         self.dropped = 0
-        buffer: list[list[int]] = []
         for doc in _documents(self.paths, self.stop, self.min_len):
             ids = [self.index[w] for w in doc if w in self.index]
-            if not ids:
+            if ids:
+                yield ids
+            else:
                 self.dropped += 1
-                continue
-            buffer.append(ids)
-            if len(buffer) == self.buffer_batches * self.batch_size:
-                yield from self._batches(buffer, g)
-                buffer = []
-        if buffer:
-            yield from self._batches(buffer, g)
