@@ -98,6 +98,40 @@ def test_two_processes_match_one_process_and_each_other(tmp_path):
     assert [e["epoch"] for e in more.epochs] == [0, 1, 2, 3]
 
 
+class TinyVAE(nn.Module):
+    """A linear Gaussian VAE over 2-d points: an encoder for aggressive training to step."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(2, 2)
+        self.dec = nn.Linear(1, 2)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(1), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z), 0.5).to_event(1), obs=x)
+
+    def guide(self, x):
+        loc, raw = self.enc(x).chunk(2, -1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw) + 1e-3).to_event(1))
+
+
+def test_aggressive_training_keeps_ranks_identical(tmp_path):
+    """Inner encoder steps sum their gradients over ranks: without that, shards differ and so would the encoders."""
+    from pyro_lvm.infer import AggressiveTraining
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 1, generator=g) @ torch.tensor([[2.0, -1.0]]) + 0.3 * torch.randn(40, 2, generator=g)
+    torch.manual_seed(0)
+    history = fit(TinyVAE(), x, x[:20], elbo=pyro.infer.Trace_ELBO(), epochs=2, batch_size=10, lr=0.02,
+                  strategy="ddp", num_processes=2,
+                  callbacks=[AggressiveTraining(max_inner_steps=6, check_every=2), SaveParams(tmp_path)])
+    assert history.epochs[0]["aggressive"] == 1 and history.epochs[0]["aggressive_inner_steps"] > 1
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
+
+
 class FailOnRank1(Callback):
     def on_step_begin(self, state, batch):
         if state.rank is not None and state.rank.rank == 1:

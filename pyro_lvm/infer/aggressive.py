@@ -17,6 +17,10 @@ At each epoch's end the MI is measured; when it is lower than at the previous ep
 aggressive phase ends for good (logged as ``"aggressive"`` 1/0, ``"aggressive_mi"``,
 ``"aggressive_inner_steps"``).
 
+Under ``fit(strategy="ddp")`` each rank takes inner steps on its shard (and its own random
+batches); encoder gradients and losses are summed over ranks, as in the joint step, and rank
+0's MI ends the phase for all, so ranks stay identical.
+
 Encoder parameters are found for any pair: those the guide's computation reaches and the
 model's does not (by autograd connectivity on one batch); a parameter both use (a shared
 embedding, say) counts as decoder and is left alone. Inner steps compute gradients with
@@ -163,22 +167,28 @@ class AggressiveTraining(Callback):
             out = next(self._iter)
         return batch_to(out, state.device)
 
-    def _encoder_step(self, state: TrainState, batch: Any) -> float:
+    def _encoder_step(self, state: TrainState, batch: Any) -> tuple[float, float]:
+        """One encoder-only update; ``(loss, datapoints)`` of the step, summed over ranks under ddp."""
         assert self.encoder is not None and self.optimizer is not None
         loss = state.loss(batch)
-        value = float(loss.detach())
+        value, size = float(loss.detach()), float(_batch_size(batch))
+        rank = getattr(state, "rank", None)
+        if rank is not None:   # every rank must see the same loss to stop the loop together
+            value, size = rank.sum(value, state.device), rank.sum(size, state.device)
         if not math.isfinite(value):
             raise FloatingPointError(f"aggressive inner loss became {value} at step {state.step + 1}")
         grads = torch.autograd.grad(loss, self.encoder, allow_unused=True)
         saved = [p.grad for p in self.encoder]
         for p, g in zip(self.encoder, grads):
             p.grad = g
+        if rank is not None:   # shard losses sum to the batch loss, so summed grads are its grads
+            rank.sum_gradients(self.encoder)
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for p in self.encoder if p.grad is not None], self.clip_norm)
         self.optimizer.step()
         for p, g in zip(self.encoder, saved):
             p.grad = g
-        return value
+        return value, size
 
     def inner_loop(self, state: TrainState, batch: Any) -> int:
         """Encoder-only steps from ``batch``; returns how many were taken."""
@@ -188,8 +198,8 @@ class AggressiveTraining(Callback):
         k = 0
         for k in range(1, self.max_inner_steps + 1):
             b = batch if k == 1 else self._random_batch(state, batch)
-            acc += self._encoder_step(state, b)
-            count += _batch_size(b)
+            loss, size = self._encoder_step(state, b)
+            acc, count = acc + loss, count + size
             if k % self.check_every == 0:
                 current = acc / count
                 if prev - current < 0:
@@ -229,6 +239,8 @@ class AggressiveTraining(Callback):
             return
         with torch.no_grad():
             mi, source = self._mutual_information(state)
+        if getattr(state, "rank", None) is not None:   # MI draws differ by rank; rank 0's decides for all
+            mi, source = state.rank.agree((mi, source))
         state.logs["aggressive_mi"] = mi
         state.logs["aggressive_mi_source"] = source
         state.logs["aggressive_inner_steps"] = sum(self._inner_steps) / max(len(self._inner_steps), 1)
