@@ -11,9 +11,13 @@ steps with a mask), timed in one process with interleaved rounds (process CPU ti
 * ``markov_tones_plate``: the same, written as Pyro's ``examples/hmm.py`` model 1 (a ``tones``
   plate of scalar Bernoullis; the issue's 3.7 s figure), at 16 states only;
 * ``discrete_hmm``: Pyro's ``DiscreteHMM`` (parallel scan) fed the same emission table;
-* ``handwritten``: a plain PyTorch scaled forward written here, the baseline of the ratios.
+* ``handwritten``: a plain PyTorch scaled forward written here, the baseline of the ratios;
+* ``hmmlearn_e_step``: hmmlearn's C forward-backward (``implementation="scaling"``) with the
+  posterior state marginals, i.e. the E-step an EM iteration needs where the others need a
+  gradient. hmmlearn has no 88-key Bernoulli emission, so a ``BaseHMM`` subclass here supplies
+  the same emission table; its log-likelihood is checked against ours. Skipped, and said so in
+  the JSON, when hmmlearn is not installed (``pip install -e ".[bench]"``).
 
-hmmlearn has no per-key Bernoulli HMM, so it is not timed here (``BASELINES.md`` has a number).
 Also times the fast path on sequences truncated to 16..128 steps (linear in length?).
 Writes ``benchmarks/results/hmm_speed.json``.
 """
@@ -100,15 +104,48 @@ def tones_plate_loss(init_logits, trans_logits, emit_logits, x, mask):
     return pyro.infer.TraceEnum_ELBO(max_plate_nesting=2).differentiable_loss(model, lambda: None)
 
 
+def hmmlearn_e_step(fast: HMM, x, mask):
+    """``() -> log-likelihood``: hmmlearn's scaled forward-backward on the same parameters and frames."""
+    import numpy as np
+    from hmmlearn.base import BaseHMM
+
+    class BernoulliKeysHMM(BaseHMM):
+        def __init__(self, n_components, log_on, log_off):
+            super().__init__(n_components, implementation="scaling")
+            self.log_on, self.log_off = log_on, log_off
+
+        def _get_n_fit_scalars_per_param(self):
+            return {}
+
+        def _compute_log_likelihood(self, frames):
+            return frames @ self.log_on.T + (1 - frames) @ self.log_off.T
+
+    with torch.no_grad():
+        logits = fast.emission.logits.double()
+        hl = BernoulliKeysHMM(fast.num_states, F.logsigmoid(logits).numpy(), F.logsigmoid(-logits).numpy())
+        hl.startprob_ = torch.softmax(fast.init_logits.double(), -1).numpy()
+        hl.transmat_ = torch.softmax(fast.trans_logits.double(), -1).numpy()
+    lengths = mask.sum(1).long().tolist()
+    frames = x[mask].double().numpy()
+
+    def run():
+        log_lik, _posteriors = hl.score_samples(frames, lengths)
+        return log_lik
+    return run
+
+
 def pyro_loss(model: HMM, x, mask):
     return model.elbo().differentiable_loss(model.model, model.guide, x, mask)
 
 
 def cpu_time(fn) -> tuple[float, float]:
+    """Process seconds of ``fn()`` plus its backward pass (none for a float: hmmlearn's E-step)."""
     t0 = time.process_time()
     loss = fn()
-    loss.backward()
-    return time.process_time() - t0, float(loss.detach())
+    if isinstance(loss, torch.Tensor):
+        loss.backward()
+        loss = float(loss.detach())
+    return time.process_time() - t0, float(loss)
 
 
 def bench_states(k: int, x, mask, rounds: int, markov_rounds: int, markov_max: int) -> dict:
@@ -124,6 +161,11 @@ def bench_states(k: int, x, mask, rounds: int, markov_rounds: int, markov_max: i
         "markov": lambda: pyro_loss(markov, x, mask),
         "markov_tones_plate": lambda: tones_plate_loss(*p, x, mask),
     }
+    try:
+        e_step = hmmlearn_e_step(fast, x, mask)
+        variants["hmmlearn_e_step"] = lambda: -e_step()        # a loss, like the others
+    except ImportError:
+        pass
     times: dict[str, list[float]] = {v: [] for v in variants}
     losses: dict[str, float] = {}
     for r in range(rounds):
@@ -140,6 +182,8 @@ def bench_states(k: int, x, mask, rounds: int, markov_rounds: int, markov_max: i
              for v in ms}
     out = {"states": k, "ms_per_pass": ms, "ratio_vs_handwritten": ratio, "rounds": {v: len(t) for v, t in times.items()},
            "loss": {v: round(val, 3) for v, val in losses.items()}}
+    if "hmmlearn_e_step" not in ms:
+        out["hmmlearn_skipped"] = "hmmlearn is not installed (pip install -e '.[bench]')"
     if "markov" in ms:
         for v in ("markov", "markov_tones_plate"):
             if times[v]:
