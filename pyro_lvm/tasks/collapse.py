@@ -93,7 +93,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     steps_per_epoch = -(-args.n_train // args.batch_size)
     metrics: dict[str, Any] = {"task": "collapse", "seed": args.seed, "epochs": args.epochs,
                                "data": {"train": args.n_train, "valid": args.n_valid, "test": args.n_test,
-                                        "vocab": args.vocab, "length": args.length, "latent_dim": 1},
+                                        "vocab": args.vocab, "length": args.length, "latent_dim": 1,
+                                        # What a perfect code could hold: the generator's I(x; z), on test pairs.
+                                        "information_nats": round(data["source"].mutual_information(
+                                            data["test"][:500], data["z_test"][:500], grid=200), 3)},
                                "methods": {}}
     histories = {}
     for method in args.methods:
