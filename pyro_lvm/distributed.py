@@ -169,7 +169,10 @@ def _worker(rank: int, world_size: int, port: int, backend: str, fit_fn: Callabl
     except BaseException:
         # When one rank fails the others fail soon after in a collective ("connection reset");
         # the launcher reports the rank that failed first.
-        (Path(folder) / f"rank{rank}.error").write_text(f"{time.time()!r}\n{traceback.format_exc()}")
+        # Written whole, then renamed: the launcher may kill this process mid-write once another rank failed.
+        tmp = Path(folder) / f"rank{rank}.error.partial"
+        tmp.write_text(f"{time.time()!r}\n{traceback.format_exc()}")
+        os.replace(tmp, Path(folder) / f"rank{rank}.error")
         raise
     try:
         if rank == 0:
@@ -189,8 +192,11 @@ def _first_failure(folder: Path, reported: int, message: str) -> tuple[int, str]
     """(rank, traceback) of the earliest failure the workers recorded, else the reported one."""
     failures = []
     for path in folder.glob("rank*.error"):
-        when, trace = path.read_text().split("\n", 1)
-        failures.append((float(when), int(path.stem[4:]), trace))
+        when, _, trace = path.read_text().partition("\n")
+        try:
+            failures.append((float(when), int(path.stem[4:]), trace))
+        except ValueError:
+            continue  # not a record this module wrote
     if not failures:
         return reported, message
     _, rank, trace = min(failures)

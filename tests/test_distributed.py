@@ -145,6 +145,17 @@ def test_a_failing_rank_stops_the_run_and_is_named():
             callbacks=[FailOnRank1()])
 
 
+def test_the_first_recorded_failure_is_reported_and_a_cut_short_record_is_skipped(tmp_path):
+    from pyro_lvm.distributed import _first_failure
+
+    (tmp_path / "rank0.error").write_text("")                       # killed between open and write
+    (tmp_path / "rank2.error").write_text("20.0\nTraceback: later")
+    (tmp_path / "rank1.error").write_text("10.0\nTraceback: first")
+    assert _first_failure(tmp_path, 2, "reported") == (1, "Traceback: first")
+    (tmp_path / "rank1.error").unlink(), (tmp_path / "rank2.error").unlink()
+    assert _first_failure(tmp_path, 2, "reported") == (2, "reported")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"strategy": "ddp", "num_processes": 0}, "num_processes must be an int >= 1"),
     ({"strategy": "horovod"}, "unknown strategy 'horovod'"),
