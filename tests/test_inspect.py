@@ -280,10 +280,12 @@ def test_psis_report_is_the_summary_of_the_khats():
 def test_pareto_khat_recovers_the_tail_index_of_pareto_weights(alpha, seed):
     # Weights drawn from a Pareto(alpha) have GPD tail shape k = 1 / alpha.
     g = torch.Generator().manual_seed(seed)
-    u = torch.rand(20000, 5, generator=g, dtype=torch.float64)
+    u = torch.rand(20000, 25, generator=g, dtype=torch.float64)
     khat = pareto_khat(-torch.log(u) / alpha)  # log of Pareto(alpha, scale 1) draws
-    # Each k-hat fits ~3 sqrt(K) = 424 tail points (sd ~ (1 + k) / sqrt(424) ~ 0.07): compare the median.
-    assert khat.shape == (5,) and abs(float(khat.median()) - 1 / alpha) < 0.1
+    # Each k-hat fits ~3 sqrt(K) = 424 tail points (sd ~ (1 + k) / sqrt(424) ~ 0.07): compare the
+    # median of 25 (with 5, about 1 seed in 150 missed 0.1 at alpha = 2; with 25 the largest miss
+    # over 1,000 seeds and alphas 1.5-6 was 0.062).
+    assert khat.shape == (25,) and abs(float(khat.median()) - 1 / alpha) < 0.1
 
 
 def test_pareto_khat_rejects_bad_input():
