@@ -71,6 +71,11 @@ def atomic_json_save(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def atomic_text_save(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` (UTF-8) atomically: readers see the whole file or none."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by :func:`pyro_lvm.fit`; ``FileNotFoundError`` names the path."""
     path = Path(path)

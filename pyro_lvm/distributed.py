@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from .checkpoint import atomic_text_save
 from .scaling import ScaledELBO, ShardScale
 
 STRATEGIES = ("single", "ddp")
@@ -169,10 +170,8 @@ def _worker(rank: int, world_size: int, port: int, backend: str, fit_fn: Callabl
     except BaseException:
         # When one rank fails the others fail soon after in a collective ("connection reset");
         # the launcher reports the rank that failed first.
-        # Written whole, then renamed: the launcher may kill this process mid-write once another rank failed.
-        tmp = Path(folder) / f"rank{rank}.error.partial"
-        tmp.write_text(f"{time.time()!r}\n{traceback.format_exc()}")
-        os.replace(tmp, Path(folder) / f"rank{rank}.error")
+        # Atomic: the launcher may kill this process mid-write once another rank failed.
+        atomic_text_save(f"{time.time()!r}\n{traceback.format_exc()}", Path(folder) / f"rank{rank}.error")
         raise
     try:
         if rank == 0:

@@ -26,12 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+COMPONENT_SCALE = 0.5   # standard deviation of each mixture component of the latent's prior
+
+
+def _draw_mixture(means: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``(n,)`` draws from ``sum_c (1/C) Normal(means_c, COMPONENT_SCALE)``."""
+    comp = torch.randint(len(means), (n,), generator=generator)
+    return means[comp] + COMPONENT_SCALE * torch.randn(n, generator=generator)
+
 
 class RandomLSTMSource:
     """The data's true generator: a random LSTM that emits tokens given a 1-d latent ``z``.
 
-    ``z ~ sum_c (1/C) Normal(means_c, 0.5)`` with ``C = components`` means evenly spaced on
-    ``[-spread, spread]``; then ``h_0 = tanh(z w_z)`` and, at each step, the LSTM reads the
+    ``z ~ sum_c (1/C) Normal(means_c, COMPONENT_SCALE = 0.5)`` with ``C = components`` means
+    evenly spaced on ``[-spread, spread]``; then ``h_0 = tanh(z w_z)`` and, at each step, the LSTM reads the
     previous token (one-hot, ``<bos>`` first) and ``z`` and emits ``x_t ~ softmax(h_t W)``.
     Weights are drawn from ``generator`` (larger than PyTorch's init: peaky outputs).
 
@@ -43,7 +51,6 @@ class RandomLSTMSource:
                  generator: torch.Generator):
         self.vocab = vocab
         self.means = torch.linspace(-spread, spread, components)
-        self.component_scale = 0.5
         self.cell = nn.LSTMCell(vocab + 2, hidden)     # input: one-hot previous token (+ <bos>) and z
         with torch.no_grad():
             for p in self.cell.parameters():
@@ -53,12 +60,11 @@ class RandomLSTMSource:
 
     def sample_z(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``(n,)`` draws from the mixture prior."""
-        comp = torch.randint(len(self.means), (n,), generator=generator)
-        return self.means[comp] + self.component_scale * torch.randn(n, generator=generator)
+        return _draw_mixture(self.means, n, generator)
 
     def prior_log_density(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z), elementwise."""
-        normal = torch.distributions.Normal(self.means, self.component_scale)
+        normal = torch.distributions.Normal(self.means, COMPONENT_SCALE)
         return torch.logsumexp(normal.log_prob(z.unsqueeze(-1)), -1) - math.log(len(self.means))
 
     def _steps(self, z: torch.Tensor, length: int, tokens: torch.Tensor | None, generator: torch.Generator | None):
@@ -95,7 +101,7 @@ class RandomLSTMSource:
     def log_marginal(self, tokens: torch.Tensor, grid: int = 400) -> torch.Tensor:
         """log p(x) ``(n,)``: the 1-d integral over ``z`` by quadrature on ``grid`` points
         spanning the prior's mass (+-6 component scales beyond the outer means)."""
-        width = 6 * self.component_scale
+        width = 6 * COMPONENT_SCALE
         zs = torch.linspace(float(self.means.min()) - width, float(self.means.max()) + width, grid)
         log_w = self.prior_log_density(zs)
         log_w = log_w - torch.logsumexp(log_w, 0)          # normalised quadrature weights
@@ -116,8 +122,7 @@ def lstm_source(vocab: int = 50, length: int = 10, hidden: int = 32, components:
     if n < 0 or vocab < 2 or length < 1 or components < 1:
         raise ValueError(f"need n >= 0, vocab >= 2, length >= 1, components >= 1; got {n}, {vocab}, {length}, {components}")
     g = torch.Generator().manual_seed(seed)
-    means = torch.linspace(-spread, spread, components)
-    z = means[torch.randint(components, (n,), generator=g)] + 0.5 * torch.randn(n, generator=g)
+    z = _draw_mixture(torch.linspace(-spread, spread, components), n, g)
     return RandomLSTMSource(vocab, hidden, components, spread, out_scale, g), g, z
 
 
