@@ -19,6 +19,7 @@ joins it instead, which is how to run on several GPUs or machines.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import tempfile
@@ -110,9 +111,30 @@ def join_group(device: torch.device) -> RankContext | None:
     """The current process group, made from ``torchrun``'s environment if needed; None if alone."""
     ctx = current_rank_context()
     if ctx is None and _launched_world_size() > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
+        _init_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
+        atexit.register(leave_group)
         ctx = current_rank_context()
     return ctx
+
+
+def _init_group(backend: str, **kwargs: Any) -> None:
+    # torch.distributed.nn binds ``group.WORLD`` as default arguments when it is imported, and
+    # torch imports it lazily (an Adam step does). Imported after the group exists, it would
+    # keep the group alive past destroy_process_group: gloo's threads then outlive the Python
+    # interpreter and abort the process at exit ("terminate called without an active exception").
+    import torch.distributed.nn  # noqa: F401
+
+    dist.init_process_group(backend, **kwargs)
+
+
+def leave_group() -> None:
+    """Destroy the process group while the interpreter is whole (registered at exit by ``fit``).
+
+    A group left to the interpreter's teardown can abort the process: a gloo thread that
+    drops the last reference to a tensor then needs a Python that is gone.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main_process() -> bool:
@@ -164,7 +186,7 @@ def _worker(rank: int, world_size: int, port: int, backend: str, fit_fn: Callabl
     # to use more.
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    _init_group(backend, rank=rank, world_size=world_size)
     try:
         history = fit_fn(*fit_args, **fit_kwargs)
     except BaseException:

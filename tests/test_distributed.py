@@ -198,3 +198,29 @@ def test_cli_under_torchrun(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "vae" / "last.pt").is_file()
+
+
+LEAVE_SCRIPT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_distributed import MapPair, _data
+from pyro_lvm import fit
+from pyro_lvm.distributed import leave_group
+idx, x = _data()
+fit(MapPair(len(idx)), (idx, x), epochs=1, strategy="ddp", progress=False)  # Adam: imports torch.distributed.nn
+leave_group()
+names = [open(f"/proc/self/task/{{t}}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print("gloo threads left:", [n for n in names if "gloo" in n])
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through Linux's /proc")
+def test_leaving_the_group_stops_its_threads_before_the_interpreter_exits(tmp_path):
+    # Threads that outlived the interpreter aborted ranks at exit, now and then (SIGABRT).
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVE_SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", str(script)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("gloo threads left: []") == 2, proc.stdout
