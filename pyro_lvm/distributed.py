@@ -128,7 +128,7 @@ def _init_group(backend: str, **kwargs: Any) -> None:
 
 
 def leave_group() -> None:
-    """Destroy the process group while the interpreter is whole (registered at exit by ``fit``).
+    """Destroy the process group while the interpreter is whole (``join_group`` registers it at exit).
 
     A group left to the interpreter's teardown can abort the process: a gloo thread that
     drops the last reference to a tensor then needs a Python that is gone.

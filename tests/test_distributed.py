@@ -189,14 +189,20 @@ def test_cli_with_local_processes_after_the_parent_used_threads(tmp_path):
     assert len(json.loads((tmp_path / "vae" / "history.json").read_text())["epochs"]) == 1
 
 
-def test_cli_under_torchrun(tmp_path):
+def _torchrun_two_processes(*args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 ARGS``, one torch thread per process; asserts it exited 0."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.fail(f"torchrun is installed with torch next to {sys.executable}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "pyro_lvm.cli", *TINY_VAE,
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_cli_under_torchrun(tmp_path):
+    _torchrun_two_processes("-m", "pyro_lvm.cli", *TINY_VAE, "--out", str(tmp_path))
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "vae" / "last.pt").is_file()
 
 
@@ -210,7 +216,8 @@ idx, x = _data()
 fit(MapPair(len(idx)), (idx, x), epochs=1, strategy="ddp", progress=False)  # Adam: imports torch.distributed.nn
 leave_group()
 names = [open(f"/proc/self/task/{{t}}/comm").read().strip() for t in os.listdir("/proc/self/task")]
-print("gloo threads left:", [n for n in names if "gloo" in n])
+with open(os.path.join({out!r}, "threads_rank" + os.environ["RANK"]), "w") as f:  # ranks share stdout
+    f.write(" ".join(names))
 """
 
 
@@ -218,9 +225,8 @@ print("gloo threads left:", [n for n in names if "gloo" in n])
 def test_leaving_the_group_stops_its_threads_before_the_interpreter_exits(tmp_path):
     # Threads that outlived the interpreter aborted ranks at exit, now and then (SIGABRT).
     script = tmp_path / "leave.py"
-    script.write_text(LEAVE_SCRIPT.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", str(script)],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("gloo threads left: []") == 2, proc.stdout
+    script.write_text(LEAVE_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    _torchrun_two_processes(str(script))
+    for rank in (0, 1):
+        threads = (tmp_path / f"threads_rank{rank}").read_text().split()
+        assert threads and not [t for t in threads if "gloo" in t], (rank, threads)
