@@ -26,7 +26,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import pyro.poutine as poutine
 import torch
 
-from .base import batch_args, batch_plate_frames, batch_size as _batch_size, check_pair
+from . import validation
+from .base import batch_args, batch_plate_frames, batch_size as _batch_size
 from .infer.handlers import is_latent_site
 from .infer.objectives import site_kl
 from .train import Callback, TrainState, evaluation_batches
@@ -46,9 +47,7 @@ def _data_index(site: dict, n: int, data_plate: str | None) -> int:
 
 
 def _traces(pair: Any, data: Any, batch_size: int, with_model: bool) -> Iterator[tuple[int, Any, Any]]:
-    check_pair(pair)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    data = validation.inputs(pair, data, batch_size=batch_size)
     for batch in evaluation_batches(pair, data, batch_size):
         args, kwargs = batch_args(batch)
         with torch.no_grad():
@@ -143,8 +142,7 @@ def active_units(pair: Any, data: Any, threshold: float = ACTIVE_THRESHOLD, batc
                  data_plate: str | None = None, per_site: bool = False) -> int | dict[str, int]:
     """Number of units with ``Var_x(E_q[z_u | x]) > threshold`` (He et al. 2019), summed over
     latent sites (``per_site=True``: ``{site: count}``)."""
-    if not threshold >= 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+    validation.check(threshold=threshold)
     counts = {name: int((v > threshold).sum()) for name, v in unit_activity(pair, data, batch_size, data_plate).items()}
     return counts if per_site else sum(counts.values())
 
@@ -233,8 +231,7 @@ class CollapseDiagnostics(Callback):
                  data_plate: str | None = None, per_dimension: bool = True):
         if data is None:
             raise ValueError("CollapseDiagnostics needs data to evaluate on (e.g. the validation set)")
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
+        validation.check(every=every)
         self.data, self.every, self.batch_size = data, every, batch_size
         self.threshold, self.data_plate, self.per_dimension = threshold, data_plate, per_dimension
 

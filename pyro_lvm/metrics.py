@@ -31,6 +31,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.subsample_messenger import _Subsample
 
+from . import validation
 from .base import batch_args, batch_plate_frames, batch_size as _batch_size, check_pair
 from .train import evaluation_batches
 
@@ -164,8 +165,8 @@ def log_likelihood(pair: Any, data: Any, num_samples: int = 1000, batch_size: in
     shrinks as K grows (it is the IWAE bound). ``data`` is a tensor, a tuple of tensors, a
     Dataset or a DataLoader, batched by the convention of :mod:`pyro_lvm.base`.
     """
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    data = validation.inputs(pair, data, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size,
+                             data_plate=data_plate)
     results = []
     for batch in evaluation_batches(pair, data, batch_size):
         n = _batch_size(batch)
@@ -198,6 +199,7 @@ def elbo_terms(pair: Any, data: Any, num_samples: int = 1, batch_size: int = 256
     ``E_q[log p(x | z)]`` and kl is ``KL(q(z|x) || p(z))``, analytic when every latent site
     allows it (then ``"kl_analytic"`` is 1), Monte Carlo over ``num_samples`` otherwise.
     """
+    data = validation.inputs(pair, data, num_samples=num_samples, batch_size=batch_size, data_plate=data_plate)
     parts: dict[str, list[torch.Tensor]] = {"elbo": [], "reconstruction": [], "kl": []}
     analytic = True
     for batch in evaluation_batches(pair, data, batch_size):
@@ -223,10 +225,12 @@ def evaluation_report(pair: Any, data: Any, num_samples: int = 1000, batch_size:
     Vehtari et al.; ``psis_samples=None`` skips it)."""
     from .psis import psis_report  # psis imports this module
 
+    data = validation.inputs(pair, data, num_samples=num_samples, batch_size=batch_size, psis_samples=psis_samples)
     terms = elbo_terms(pair, data, batch_size=batch_size)
     ll = log_likelihood(pair, data, num_samples=num_samples, batch_size=batch_size)
     report: dict[str, Any] = {
         "elbo": float(terms["elbo"].mean()),
+        "elbo_samples": 1,  # one draw from q per datapoint (the KL is analytic where kl_analytic)
         "reconstruction": float(terms["reconstruction"].mean()),
         "kl": float(terms["kl"].mean()),
         "log_likelihood": float(ll.mean()),

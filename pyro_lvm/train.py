@@ -13,10 +13,12 @@ makes checkpointing awkward. ``fit`` asks the ELBO for a differentiable loss and
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,10 +30,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .base import batch_args, batch_size as _batch_size, batch_to, check_pair, pair_device
-from .checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, rng_state, set_rng_state, set_seed
-from . import distributed
+from .checkpoint import (CHECKPOINT_FORMAT, atomic_json_save, atomic_torch_save, decode_param_store, encode_param_store,
+                         load_best_or_last, load_checkpoint, load_module_state, rng_state, set_rng_state, set_seed)
+from . import distributed, runs, validation
+from .validation import as_tensors
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FILES = ("last.pt", "best.pt", "history.json")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -159,30 +163,9 @@ def differentiable_loss(elbo: Any, pair: Any, batch: Any) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- data
 
-def _check_tensor_data(tensors: Sequence[torch.Tensor], what: str) -> None:
-    lengths = {int(t.shape[0]) if t.dim() else -1 for t in tensors}
-    if -1 in lengths:
-        raise ValueError(f"{what}: every tensor needs a leading datapoint dimension (got a 0-d tensor)")
-    if len(lengths) != 1:
-        raise ValueError(f"{what}: tensors have different numbers of datapoints: {sorted(lengths)}")
-    if lengths == {0}:
-        raise ValueError(f"{what} is empty (0 datapoints)")
-    for t in tensors:
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{what} contains NaN or inf values")
-
-
-def _as_tensors(data: Any) -> tuple[torch.Tensor, ...] | None:
-    if isinstance(data, torch.Tensor):
-        return (data,)
-    if isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
-        return tuple(data)
-    return None
-
-
 def num_datapoints(data: Any) -> int | None:
     """Number of datapoints, or None for a stream that does not know it (an IterableDataset)."""
-    tensors = _as_tensors(data)
+    tensors = as_tensors(data)
     if tensors is not None:
         return int(tensors[0].shape[0])
     try:
@@ -217,7 +200,7 @@ def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch:
     A DataLoader, or an IterableDataset that yields batches, is iterated as it is (it decides
     the order; ``fit`` calls its ``set_epoch`` if it has one).
     """
-    tensors = _as_tensors(data)
+    tensors = as_tensors(data)
     if tensors is not None:
         n = tensors[0].shape[0]
         if shuffle:
@@ -239,32 +222,9 @@ def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch:
         )
 
 
-def _check_data(data: Any, what: str) -> None:
-    tensors = _as_tensors(data)
-    if tensors is not None:
-        _check_tensor_data(tensors, what)
-    elif isinstance(data, (DataLoader, Dataset)):
-        if num_datapoints(data) == 0:  # None (a stream) is checked as it is read
-            raise ValueError(f"{what} is empty (0 datapoints)")
-    else:
-        raise TypeError(
-            f"{what} must be a tensor, a tuple of tensors, a torch Dataset or a DataLoader; "
-            f"got {type(data).__name__}"
-        )
-
-
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``torch.device`` for a name, refusing CUDA where there is none."""
-    try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r}: {e}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here; use device='cpu'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
-    return device
+    """``torch.device`` for a name, refusing devices this machine does not have (see :mod:`pyro_lvm.validation`)."""
+    return validation.device_rule("device", device)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -334,7 +294,7 @@ def _save_checkpoint(path: Path, state: TrainState, callbacks: Sequence[Callback
             "epoch": state.epoch,
             "step": state.step,
             "pair": state.pair.state_dict() if isinstance(state.pair, nn.Module) else None,
-            "param_store": pyro.get_param_store().get_state(),
+            "param_store": encode_param_store(pyro.get_param_store().get_state()),
             "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
             "rng": rng_state(),
             "history": state.history.epochs,
@@ -373,6 +333,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool | None = None,
     validate: str = "first",
     strategy: str = "single",
@@ -401,9 +362,16 @@ def fit(
         restore_best: at the end, load the parameters of the best epoch by ``monitor``.
         callbacks: :class:`Callback` objects (KL schedules, aggressive encoder training, ...).
         checkpoint_dir: writes ``last.pt`` every ``checkpoint_every`` epochs (and at the end),
-            ``best.pt`` when ``monitor`` improves, and ``history.json``; all atomically.
+            ``best.pt`` when ``monitor`` improves, and ``history.json``; all atomically, in
+            the safe format of :mod:`pyro_lvm.checkpoint`. The folder is locked while ``fit``
+            runs (a second process is refused) and temporaries a killed run left are removed.
+            A folder that already holds these files is refused unless ``resume`` or ``overwrite``.
         resume: continue from ``checkpoint_dir/last.pt`` if it exists; the continued run
-            produces the same numbers as one that was never interrupted.
+            produces the same numbers as one that was never interrupted. A different ``seed``
+            or optimiser name is refused; a different ``lr`` (or other optimiser setting) is
+            applied, with a warning.
+        overwrite: replace the run in ``checkpoint_dir`` (its ``last.pt``, ``best.pt`` and
+            ``history.json``) instead of refusing.
         progress: show a tqdm bar (default: only when stderr is a terminal).
         validate: ``"first"`` runs Pyro's argument validation on the first step only (it is
             slow), ``"always"`` or ``"never"``.
@@ -417,38 +385,33 @@ def fit(
             plate could have the shard's size.
 
     Raises:
+        pyro_lvm.validation.InvalidArgumentError: an argument is invalid (named, with its value).
+        pyro_lvm.runs.RunFolderError: ``checkpoint_dir`` holds a run and neither ``resume`` nor
+            ``overwrite`` was given, or another process is writing it (``RunFolderInUseError``).
         TrainingDivergedError: when the loss or gradient norm is NaN/inf; the message names
             the step, and ``last.pt`` still holds the last good state.
         pyro_lvm.distributed.WorkerFailedError: a process of a ``"ddp"`` run failed (named).
     """
     call = dict(locals())  # for the worker processes of strategy="ddp"
     check_pair(pair)
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if clip_norm is not None and not clip_norm > 0:
-        raise ValueError(f"clip_norm must be positive, got {clip_norm!r}")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience must be a positive int, got {patience!r}")
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-    if validate not in ("first", "always", "never"):
-        raise ValueError(f"validate must be 'first', 'always' or 'never', got {validate!r}")
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
+    validation.check(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, clip_norm=clip_norm, patience=patience,
+                     checkpoint_every=checkpoint_every, monitor=monitor, data_plate=data_plate)
+    validation.Choice(("min", "max"))("mode", mode)
+    validation.Choice(("first", "always", "never"))("validate", validate)
     if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs a checkpoint_dir to resume from")
-    _check_data(train_data, "training data")
+        raise validation.InvalidArgumentError("resume=True needs a checkpoint_dir to resume from")
+    train_data = validation.data(train_data, "train_data", pair)
     if valid_data is not None:
-        _check_data(valid_data, "validation data")
+        valid_data = validation.data(valid_data, "valid_data", pair)
 
     device = resolve_device(device)
     distributed.check_strategy(strategy, num_processes, device)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     rank = distributed.join_group(device) if strategy == "ddp" else None
     if strategy == "ddp" and rank is None and num_processes > 1:
+        if ckpt_dir is not None:  # refuse here, before any process starts (rank 0 claims the folder)
+            runs.check_free(ckpt_dir, _checkpoint_files(ckpt_dir), resume=resume, overwrite=overwrite,
+                            resume_flag="resume=True", overwrite_flag="overwrite=True")
         records = distributed.launch(fit, pair, (train_data, valid_data),
                                      {k: v for k, v in call.items() if k not in ("pair", "train_data", "valid_data")},
                                      num_processes, device)
@@ -456,62 +419,69 @@ def fit(
     if rank is not None:
         device = distributed.rank_device(device, rank)
     main_process = rank is None or rank.is_main
-    if isinstance(pair, nn.Module):
-        pair.to(device)
-    elbo = elbo if elbo is not None else pyro.infer.Trace_ELBO()
-    step_elbo = elbo if rank is None else distributed.sharded_elbo(elbo, rank.world_size, data_plate)
-    metrics = dict(metrics or {})
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    show_progress = (sys.stderr.isatty() if progress is None else progress) and main_process
-
-    state = TrainState(pair=pair, elbo=step_elbo, optimizer=None, params=[], device=device, rank=rank,
-                       train_data=train_data, valid_data=valid_data)
-    best_value: float | None = None
-    best_state: dict | None = None
-    bad_epochs = 0
-    pending_optimizer_state = None
-    # Ranks draw different guide noise; parameters start equal (rank 0's are broadcast).
-    set_seed(seed if rank is None else seed + 7919 * rank.rank)
-    if rank is not None and isinstance(pair, nn.Module):
-        rank.broadcast_parameters(list(pair.parameters()))
-
-    if resume and ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
-        ckpt = load_checkpoint(ckpt_dir / "last.pt", map_location=device)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{ckpt_dir / 'last.pt'} has checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-        if isinstance(pair, nn.Module):
-            pair.load_state_dict(ckpt["pair"])
-        pyro.get_param_store().set_state(ckpt["param_store"])
-        pending_optimizer_state = ckpt["optimizer"]
-        state.epoch, state.step = ckpt["epoch"] + 1, ckpt["step"]
-        state.history = History(list(ckpt["history"]))
-        for cb, cb_state in zip(callbacks, ckpt["callbacks"]):
-            cb.load_state_dict(cb_state)
-        best_value, bad_epochs = ckpt.get("best_value"), ckpt.get("bad_epochs", 0)
-        set_rng_state(ckpt["rng"])
-        if rank is not None and rank.rank > 0:  # the checkpoint holds rank 0's generators
-            set_seed(seed + 7919 * rank.rank + 104_729 * state.epoch)
-        if restore_best and (ckpt_dir / "best.pt").is_file():
-            best = load_checkpoint(ckpt_dir / "best.pt", map_location=device)
-            best_state = {"pair": best["pair"], "param_store": best["param_store"]}
-
-    def build_optimizer(params: list[torch.Tensor]) -> torch.optim.Optimizer:
-        opt = _make_optimizer(optimizer, params, lr)
-        if pending_optimizer_state is not None:
-            opt.load_state_dict(pending_optimizer_state)
-        return opt
-
-    def checkpoint(name: str) -> None:
-        if ckpt_dir is not None and main_process:
-            _save_checkpoint(ckpt_dir / name, state, callbacks, {"best_value": best_value, "bad_epochs": bad_epochs})
-
+    # The checkpoint folder is held (locked) by this process until fit returns.
+    folder = contextlib.ExitStack()
+    if ckpt_dir is not None and main_process:
+        folder.enter_context(runs.claim(ckpt_dir, _checkpoint_files, resume=resume, overwrite=overwrite,
+                                        remove=_remove_checkpoint_files))
     was_validating = pyro.poutine.util.is_validation_enabled()
-    pyro.enable_validation(validate != "never")
-    if isinstance(pair, nn.Module):
-        pair.train()
-    for cb in callbacks:
-        cb.on_train_begin(state)
     try:
+        if isinstance(pair, nn.Module):
+            pair.to(device)
+        elbo = elbo if elbo is not None else pyro.infer.Trace_ELBO()
+        step_elbo = elbo if rank is None else distributed.sharded_elbo(elbo, rank.world_size, data_plate)
+        metrics = dict(metrics or {})
+        show_progress = (sys.stderr.isatty() if progress is None else progress) and main_process
+
+        state = TrainState(pair=pair, elbo=step_elbo, optimizer=None, params=[], device=device, rank=rank,
+                           train_data=train_data, valid_data=valid_data)
+        best_value: float | None = None
+        best_state: dict | None = None
+        bad_epochs = 0
+        pending_optimizer_state = None
+        options = {"seed": seed, "lr": lr, "optimizer": optimizer if isinstance(optimizer, str) else None}
+        # Ranks draw different guide noise; parameters start equal (rank 0's are broadcast).
+        set_seed(seed if rank is None else seed + 7919 * rank.rank)
+        if rank is not None and isinstance(pair, nn.Module):
+            rank.broadcast_parameters(list(pair.parameters()))
+
+        if resume and ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
+            ckpt = load_checkpoint(ckpt_dir / "last.pt", map_location=device)
+            if ckpt.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"{ckpt_dir / 'last.pt'} has checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+            _check_resumed_options(ckpt.get("options", {}), options, ckpt_dir / "last.pt")
+            if isinstance(pair, nn.Module):
+                load_module_state(pair, ckpt, ckpt_dir / "last.pt")
+            pyro.get_param_store().set_state(decode_param_store(ckpt["param_store"]))
+            pending_optimizer_state = ckpt["optimizer"]
+            state.epoch, state.step = ckpt["epoch"] + 1, ckpt["step"]
+            state.history = History(list(ckpt["history"]))
+            for cb, cb_state in zip(callbacks, ckpt["callbacks"]):
+                cb.load_state_dict(cb_state)
+            best_value, bad_epochs = ckpt.get("best_value"), ckpt.get("bad_epochs", 0)
+            set_rng_state(ckpt["rng"])
+            if rank is not None and rank.rank > 0:  # the checkpoint holds rank 0's generators
+                set_seed(seed + 7919 * rank.rank + 104_729 * state.epoch)
+            if restore_best and (ckpt_dir / "best.pt").is_file():
+                best, _ = load_best_or_last(ckpt_dir, map_location=device)
+                best_state = {"pair": best["pair"], "param_store": decode_param_store(best["param_store"])}
+
+        def build_optimizer(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+            opt = _make_optimizer(optimizer, params, lr)
+            if pending_optimizer_state is not None:
+                _load_optimizer_state(opt, pending_optimizer_state, ckpt_dir)
+            return opt
+
+        def checkpoint(name: str) -> None:
+            if ckpt_dir is not None and main_process:
+                _save_checkpoint(ckpt_dir / name, state, callbacks,
+                                 {"best_value": best_value, "bad_epochs": bad_epochs, "options": options})
+
+        pyro.enable_validation(validate != "never")
+        if isinstance(pair, nn.Module):
+            pair.train()
+        for cb in callbacks:
+            cb.on_train_begin(state)
         while state.epoch < epochs and not state.stop:
             state.logs = {"epoch": state.epoch}
             for cb in callbacks:
@@ -587,6 +557,7 @@ def fit(
             state.epoch += 1
     finally:
         pyro.enable_validation(was_validating)
+        folder.close()
     if isinstance(pair, nn.Module):
         pair.eval()
     if restore_best and best_state is not None:
@@ -634,9 +605,47 @@ def _optimisation_step(state: TrainState, batch: Any, callbacks: Sequence[Callba
 
 
 def _last_good(ckpt_dir: Path | None) -> str:
-    if ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
+    if ckpt_dir is None:
+        return "No checkpoint was kept (pass checkpoint_dir= to keep one)."
+    if (ckpt_dir / "last.pt").is_file():
         return f"The last good checkpoint is {ckpt_dir / 'last.pt'}."
-    return "No checkpoint was written yet (pass checkpoint_dir= to keep one)."
+    return f"No checkpoint was written to {ckpt_dir} yet (the first is written at the end of an epoch)."
+
+
+def _checkpoint_files(folder: Path) -> list[Path]:
+    """The files of a run that ``fit`` wrote into ``folder`` (what resume/overwrite are about)."""
+    return [folder / name for name in CHECKPOINT_FILES if (folder / name).exists()]
+
+
+def _remove_checkpoint_files(folder: Path) -> None:
+    for path in _checkpoint_files(folder):
+        path.unlink()
+
+
+def _check_resumed_options(saved: dict, now: dict, path: Path) -> None:
+    """Options the checkpoint would override: a new seed or optimiser cannot be honoured by a
+    resumed run, so they are refused; a new ``lr`` is applied (see :func:`_load_optimizer_state`)."""
+    for key in ("seed", "optimizer"):
+        if key in saved and saved[key] != now[key]:
+            raise ValueError(f"resume refused: {key}={now[key]!r} differs from {key}={saved[key]!r} that {path} was "
+                             f"trained with; a resumed run continues the checkpoint's {'random streams' if key == 'seed' else 'optimiser state'}, "
+                             f"so pass {key}={saved[key]!r}, or overwrite=True to start again")
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, saved: dict, ckpt_dir: Path | None) -> None:
+    """Load a checkpoint's optimiser state, keeping the hyperparameters given now (``lr``,
+    betas, ...): they are applied, with a warning where they differ from the checkpoint's."""
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    opt.load_state_dict(saved)
+    changed = set()
+    for group, want in zip(opt.param_groups, fresh):
+        for k, v in want.items():
+            if group.get(k) != v:
+                changed.add(f"{k}={v!r} (was {group.get(k)!r})")
+                group[k] = v
+    if changed:
+        warnings.warn(f"resuming from {ckpt_dir}: applying the optimiser settings given now: {', '.join(sorted(changed))}",
+                      stacklevel=4)
 
 
 def _snapshot(pair: Any) -> dict:

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..checkpoint import atomic_json_save
 from .images import split_indices
+from .reading import reading
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -173,7 +174,8 @@ class Vocabulary:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no vocabulary file at {path}")
-        return cls.from_dict(json.loads(path.read_text()))
+        with reading(path, "a vocabulary saved by pyro_lvm (JSON)"):
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 # ----------------------------------------------------------------------------- readers
@@ -219,7 +221,7 @@ def read_sentences(path: str | os.PathLike) -> list[list[str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no text file at {path}")
-    with open(path, encoding="utf-8") as f:
+    with reading(path, "a UTF-8 text file with one sentence per line"), open(path, encoding="utf-8") as f:
         return _split_lines(f, str(path))[0]
 
 
@@ -228,7 +230,7 @@ def read_ptb(path: str | os.PathLike) -> TextCorpus:
     path = Path(path)
     texts: dict[str, list[str]] = {}
     if path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
+        with reading(path, "a ptb.zip of UTF-8 text files"), zipfile.ZipFile(path) as z:
             for split in ("train", "valid", "test"):
                 names = [n for n in z.namelist() if n.endswith(f"ptb.{split}.txt") and not n.startswith("__MACOSX/")
                          and "/._" not in n]
@@ -240,7 +242,8 @@ def read_ptb(path: str | os.PathLike) -> TextCorpus:
             f = path / f"ptb.{split}.txt"
             if not f.is_file():
                 raise FileNotFoundError(f"{f} not found")
-            texts[split] = f.read_text(encoding="utf-8").splitlines()
+            with reading(f, "a UTF-8 text file"):
+                texts[split] = f.read_text(encoding="utf-8").splitlines()
     else:
         raise FileNotFoundError(f"{path} is neither ptb.zip nor a folder with ptb.{{train,valid,test}}.txt")
     parts, skipped = {}, {}

@@ -38,7 +38,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..base import batch_args, batch_size as _batch_size, batch_to
-from ..train import Callback, TrainState, _as_tensors, _trainable_params
+from ..train import Callback, TrainState, _trainable_params
+from ..validation import as_tensors as _as_tensors
 from .handlers import is_latent_site
 
 

@@ -10,7 +10,6 @@ weights and vocabulary in one file, see :func:`pyro_lvm.models.sentence_vae.load
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pyro
 import torch
 
+from .. import runs
 from ..checkpoint import atomic_json_save, set_seed
 from ..data.text import (TextCorpus, Vocabulary, bucket_epoch_callback, bucket_loader, count_tokens, encode_sentences,
                          load_corpus)
@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    runs.add_run_arguments(p, resume=True)
     p.add_argument("--progress", action="store_true", help="show a progress bar per epoch")
     p.add_argument("--out", default="runs/sentence_vae")
 
@@ -200,11 +200,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     corpus, vocab, data = prepare_data(args)
     _check_resumed_vocab(args, out, vocab)
-    vocab.save(out / "vocab.json")
     examples = [" ".join(s) for s in (corpus.test + corpus.train)[:2]]  # endpoints of the homotopy
     config = {"task": "sentence_vae", "corpus": args.corpus, "subset": args.subset, "eval_subset": args.eval_subset,
               "max_len": args.max_len, "seed": args.seed, "remedy": args.remedy, "example_sentences": examples,
-              "models": {}}
+              "models": {kind: build(kind, args, len(vocab)).config() for kind in args.models}}  # checks the sizes
+    parse_remedy(args.remedy)
+    with runs.start_run(out, config, resume=args.resume, overwrite=getattr(args, "overwrite", False)):
+        vocab.save(out / "vocab.json")
+        return _train(args, out, corpus, vocab, data, config, examples)
+
+
+def _train(args: argparse.Namespace, out: Path, corpus: TextCorpus, vocab: Vocabulary, data: dict, config: dict,
+           examples: list[str]) -> dict[str, Any]:
     metrics: dict[str, Any] = {"data": corpus.summary(), "vocab_size": len(vocab), "models": {}}
     models = {}
     for kind in args.models:
@@ -273,10 +280,7 @@ def format_homotopy(rows: dict[str, list[str]], endpoints: list[str]) -> str:
 # ----------------------------------------------------------------------------- CLI verbs on a run folder
 
 def _read_config(run: Path) -> dict:
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: is {run} a run folder written by 'pyro-lvm train sentence_vae'?")
-    return json.loads(config_path.read_text())
+    return runs.read_config(run)
 
 
 def load_run(run: str | Path, kind: str = "vae"):
