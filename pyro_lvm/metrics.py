@@ -318,7 +318,9 @@ def set_log_likelihood(pair: Any, data: Any, num_samples: int = 1000, batch_size
     "global_samples", "effective_global_samples"}``. ``se`` is the delta-method standard
     error over the global draws (over the local draws when there are none); the effective
     number of global draws ``1 / sum_s w_s^2`` (normalised weights) below ~10 means the
-    estimate is dominated by a few draws: raise ``global_samples``.
+    estimate is dominated by a few draws: raise ``global_samples``. Each global draw is one
+    pass over ``data`` (its K local draws vectorised), so the cost is S times that of a pair
+    without global latents.
     """
     _check_samples(num_samples)
     _check_samples(global_samples, "global_samples")
