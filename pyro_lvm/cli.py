@@ -6,6 +6,8 @@
     pyro-lvm sample RUN                   draw from the prior of a trained run
     pyro-lvm interpolate RUN              decode points between two inputs' latent codes
     pyro-lvm inspect MODEL                table of a model's variables (observed/latent, ...)
+    pyro-lvm compare RUN [RUN ...]        configurations, final metrics and learning curves of runs
+    pyro-lvm reproduce NAME               re-run a published figure pyro_lvm tracks (--list)
 
 ``train MODEL`` runs the same code as ``examples/MODEL.py`` (see :mod:`pyro_lvm.tasks`).
 The verbs that act on a run folder read ``RUN/config.json`` to find the task that wrote it.
@@ -15,17 +17,21 @@ Extra verbs come from tasks that define ``add_<verb>_arguments`` and ``cli_<verb
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import tracking
 from .tasks import TASKS, load_task
 
 RUN_VERBS = ("evaluate", "sample", "interpolate")
 # Verbs provided by task modules: verb -> task name.
 EXTRA_VERBS = {"compare-estimators": "compare_estimators"}
+# Verbs of their own modules (add_arguments(parser), run(args) -> the text to print): verb -> module.
+TOOL_VERBS = {"compare": "pyro_lvm.compare"}
 
 
 def _run_task(run: str) -> Any:
@@ -47,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline)")
     load_task("vae").add_arguments(demo)
+    tracking.add_arguments(demo)
 
     train = verbs.add_parser("train", help="train a model: pyro-lvm train MODEL --help")
     models = train.add_subparsers(dest="task", required=True, metavar="MODEL")
@@ -59,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         sub = models.add_parser(name, aliases=aliases, help=_summary(module))
         module.add_arguments(sub)
+        tracking.add_arguments(sub)
 
     for verb in RUN_VERBS:
         sub = verbs.add_parser(verb, help=f"{verb} a trained run folder")
@@ -88,16 +96,33 @@ def build_parser() -> argparse.ArgumentParser:
         module = load_task(task)
         sub = verbs.add_parser(verb, help=(module.__doc__ or "").strip().splitlines()[0])
         getattr(module, f"add_{verb.replace('-', '_')}_arguments")(sub)
+
+    for verb, path in TOOL_VERBS.items():
+        module = importlib.import_module(path)
+        module.add_arguments(verbs.add_parser(verb, help=_summary(module), description=module.__doc__,
+                                              formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
+
+
+def _tracked(args: argparse.Namespace, name: str, run: Any) -> Any:
+    """``run(args)`` inside the ``--tensorboard``/``--mlflow`` session it asks for, if any."""
+    session = tracking.session_from_args(args, name)
+    if session is None:
+        return run(args)
+    with session:
+        return run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.verb == "demo":
-            result = load_task("vae").main(args)
+            result = _tracked(args, "demo", load_task("vae").main)
         elif args.verb == "train":
-            result = load_task(args.task).main(args)
+            result = _tracked(args, args.task.replace("-", "_"), load_task(args.task).main)
+        elif args.verb in TOOL_VERBS:
+            print(importlib.import_module(TOOL_VERBS[args.verb]).run(args))
+            return 0
         elif args.verb == "inspect":
             from .tasks import inspect_task
 
