@@ -31,7 +31,7 @@ RUN_VERBS = ("evaluate", "sample", "interpolate")
 # Verbs provided by task modules: verb -> task name.
 EXTRA_VERBS = {"compare-estimators": "compare_estimators"}
 # Verbs of their own modules (add_arguments(parser), run(args) -> the text to print): verb -> module.
-TOOL_VERBS = {"compare": "pyro_lvm.compare"}
+TOOL_VERBS = {"compare": "pyro_lvm.compare", "reproduce": "pyro_lvm.reproduce"}
 
 
 def _run_task(run: str) -> Any:
@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, path in TOOL_VERBS.items():
         module = importlib.import_module(path)
-        module.add_arguments(verbs.add_parser(verb, help=_summary(module), description=module.__doc__,
+        module.add_arguments(verbs.add_parser(verb, help=re.sub(r"^``[^`]*``:\s*", "", _summary(module)),
+                                              description=module.__doc__,
                                               formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 

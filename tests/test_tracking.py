@@ -210,3 +210,24 @@ def test_every_training_task_has_the_tracking_options():
     for name, sub in [("demo", verbs["demo"]), *choices(verbs["train"]).items()]:
         options = {o for a in sub._actions for o in a.option_strings}
         assert {"--tensorboard", "--mlflow"} <= options, name
+
+
+class Boom(Callback):
+    def on_epoch_end(self, state):
+        if state.epoch == 1:
+            raise RuntimeError("boom")
+
+
+def test_a_failing_command_leaves_its_runs_marked_failed(tmp_path):
+    from pyro_lvm.tracking import Session
+
+    ml = MLflowLogger(tmp_path / "ml", experiment="fail")
+    x = torch.randn(30, 5)
+    with pytest.raises(RuntimeError, match="boom"):
+        with Session([ml], "fail", {"epochs": 3}, out=tmp_path / "out"):
+            fit(GlobalLocal(), x, epochs=3, batch_size=30, progress=False, callbacks=[Boom()])
+    client = MlflowClient(ml.tracking_uri)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("fail").experiment_id])}
+    assert {name: r.info.status for name, r in runs.items()} == {"fail": "FAILED", "GlobalLocal": "FAILED"}
+    # The epoch that finished before the error is in the run.
+    assert [m.step for m in client.get_metric_history(runs["GlobalLocal"].info.run_id, "train_loss")] == [0]
