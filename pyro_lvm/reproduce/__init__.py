@@ -49,11 +49,12 @@ class Budget:
 
     ``minutes``: measured, on one CPU core with one torch thread. Quick and standard: the CPU
     time of ``pyro-lvm reproduce`` (``benchmarks/results/reproduce/``; wall time is longer on a
-    busy machine); full: the time the benchmark's committed results record.
+    busy machine); full: the time the benchmark's committed results record. ``None``: not
+    measured yet.
     """
 
     options: Sequence[str]
-    minutes: float
+    minutes: float | None
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,9 @@ def _parse(entry: Reproduction, options: Sequence[str]) -> argparse.Namespace:
         raise ValueError(f"bad benchmark options for {entry.name}: {' '.join(options)}") from None
 
 
-def _minutes(m: float) -> str:
+def _minutes(m: float | None) -> str:
+    if m is None:
+        return "not measured"
     return f"{m:.0f} min" if m >= 10 else f"{m:.1f} min"
 
 

@@ -99,8 +99,8 @@ SMALL = Reproduction(
     ours=lambda r: (f"plain VAE KL {r['summary']['vae']['kl']['mean']:.2f} vs annealing KL "
                     f"{r['summary']['anneal']['kl']['mean']:.2f} nats ({len(r['seeds'])} seed(s))"),
     budgets={"quick": Budget(["--seeds", "0", "--epochs", "8", "--warmup-epochs", "3", "--methods", "vae", "anneal",
-                              "--samples", "50"], 1.0),
-             "standard": Budget(["--seeds", "0", "1", "2", "--methods", "vae", "anneal"], 3.0),
+                              "--samples", "50"], 0.2),
+             "standard": Budget(["--seeds", "0", "1", "2", "--methods", "vae", "anneal"], None),
              "full": Budget([], 7.5)},
     notes="a smaller task than He et al.'s (vocabulary 50, 2,000 sequences); the data are generated, so every "
           "budget runs without --data",
@@ -114,9 +114,9 @@ HE = Reproduction(
     ours=lambda r: (f"plain VAE KL {r['summary']['vae']['kl']['mean']:.4f} vs lowest remedy KL "
                     f"{lowest_remedy_kl(r):.2f} nats ({len(r['seeds'])} seed(s), {', '.join(r['summary'])})"),
     fixed=["--vocab", "1000", "--n-train", "20000", "--n-valid", "2000", "--n-test", "1000"],
-    budgets={"quick": Budget(["--seeds", "0", "--epochs", "3", "--methods", "vae", "free-bits", "--samples", "50"], 1.5),
+    budgets={"quick": Budget(["--seeds", "0", "--epochs", "3", "--methods", "vae", "free-bits", "--samples", "50"], 1.6),
              "standard": Budget(["--seeds", "0", "--epochs", "15", "--warmup-epochs", "5",
-                                 "--methods", "vae", "anneal", "free-bits"], 5.0),
+                                 "--methods", "vae", "anneal", "free-bits"], None),
              "full": Budget(["--epochs", "15", "--warmup-epochs", "5", "--methods", "vae", "anneal", "sigmoid",
                              "cyclical", "beta", "free-bits", "--out", "benchmarks/results/collapse_synthetic_he.json"],
                             27.0)},

@@ -164,8 +164,8 @@ REPRODUCTION = Reproduction(
                     f"vs scikit-learn {r['rows'][1]['npmi_all_docs_mean']:.3f} ± {r['rows'][1]['npmi_all_docs_std']:.3f} "
                     f"({len(r['seeds'])} seed(s), K = {r['topics']}, {r['data']['train']['name']})"),
     budgets={"quick": Budget(["--prodlda-seeds", "0", "--prodlda-epochs", "20", "--sklearn-iter", "2",
-                              "--samples", "5"], 1.0),
-             "standard": Budget(["--prodlda-seeds", "0", "1", "--prodlda-epochs", "100", "--sklearn-iter", "5"], 5.0),
+                              "--samples", "5"], 1.3),
+             "standard": Budget(["--prodlda-seeds", "0", "1", "--prodlda-epochs", "100", "--sklearn-iter", "5"], None),
              "full": Budget([], 12.0)},
     data=("20ng.zip", "--data"),
     embedded=["--dataset", "lee", "--topics", "10"],
