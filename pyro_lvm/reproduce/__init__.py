@@ -2,7 +2,7 @@
 
     pyro-lvm reproduce --list                                  every entry, expected wall time per budget
     pyro-lvm reproduce vae-mnist --budget quick                minutes on a laptop CPU (embedded data if no --data)
-    pyro-lvm reproduce ptb-table --budget full --data DIR      the benchmark's own command (hours)
+    pyro-lvm reproduce ptb-table --budget full --data DIR      the benchmark's committed command
     pyro-lvm reproduce collapse-he --options --seeds 3         the rest of the line goes to the benchmark
 
 Each entry is the code of one script in ``benchmarks/``: the script and ``reproduce`` call the

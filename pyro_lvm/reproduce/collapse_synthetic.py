@@ -100,7 +100,7 @@ SMALL = Reproduction(
                     f"{r['summary']['anneal']['kl']['mean']:.2f} nats ({len(r['seeds'])} seed(s))"),
     budgets={"quick": Budget(["--seeds", "0", "--epochs", "8", "--warmup-epochs", "3", "--methods", "vae", "anneal",
                               "--samples", "50"], 0.2),
-             "standard": Budget(["--seeds", "0", "1", "2", "--methods", "vae", "anneal"], None),
+             "standard": Budget(["--seeds", "0", "1", "2", "--methods", "vae", "anneal"], 2.2),
              "full": Budget([], 7.5)},
     notes="a smaller task than He et al.'s (vocabulary 50, 2,000 sequences); the data are generated, so every "
           "budget runs without --data",
