@@ -241,7 +241,7 @@ REPRODUCTION = Reproduction(
              "standard": Budget(["--subset", "5000", "--eval-subset", "200", "--embed-dim", "64", "--hidden-dim", "64",
                                  "--z-dim", "16", "--epochs", "3", "--batches-per-epoch", "60", "--patience", "3",
                                  "--anneal-steps", "150", "--free-bits", "0.15", "--aggressive-steps", "5",
-                                 "--aggressive-epochs", "2", "--samples", "10"], None),
+                                 "--aggressive-epochs", "2", "--samples", "10"], 2.9),
              "full": Budget(REDUCED, 41.0)},
     data=("ptb.zip", "--data"),
     embedded=["--data", "embedded"],
