@@ -165,7 +165,7 @@ REPRODUCTION = Reproduction(
                     f"({len(r['seeds'])} seed(s), K = {r['topics']}, {r['data']['train']['name']})"),
     budgets={"quick": Budget(["--prodlda-seeds", "0", "--prodlda-epochs", "20", "--sklearn-iter", "2",
                               "--samples", "5"], 1.3),
-             "standard": Budget(["--prodlda-seeds", "0", "1", "--prodlda-epochs", "100", "--sklearn-iter", "5"], None),
+             "standard": Budget(["--prodlda-seeds", "0", "1", "--prodlda-epochs", "100", "--sklearn-iter", "5"], 6.7),
              "full": Budget([], 12.0)},
     data=("20ng.zip", "--data"),
     embedded=["--dataset", "lee", "--topics", "10"],

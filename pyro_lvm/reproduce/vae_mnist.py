@@ -90,7 +90,7 @@ REPRODUCTION = Reproduction(
     ours=lambda r: (f"{r['valid_log_likelihood']:.2f} ± {r['valid_log_likelihood_stderr']:.2f} nats "
                     f"({r['data']}, K = {r['iwae_samples']}, {r['num_evaluated']} images, {r['epochs_trained']} epochs)"),
     budgets={"quick": Budget(["--budget-minutes", "1", "--samples", "100", "--eval-size", "1000"], 1.2),
-             "standard": Budget(["--budget-minutes", "3", "--samples", "500", "--eval-size", "1000"], None),
+             "standard": Budget(["--budget-minutes", "3", "--samples", "500", "--eval-size", "1000"], 3.3),
              "full": Budget(["--budget-minutes", "25", "--checkpoint-dir", "runs/mnist_quality"], 23.0)},
     data=("binarized_mnist", "--data"),
     embedded=["--dataset", "digits"],
