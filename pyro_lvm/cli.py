@@ -7,6 +7,8 @@
     pyro-lvm interpolate RUN              decode points between two inputs' latent codes
     pyro-lvm inspect MODEL                table of a model's variables (observed/latent, ...)
     pyro-lvm upgrade RUN                  rewrite a run's format-1 checkpoints in the current format
+    pyro-lvm compare RUN [RUN ...]        configurations, final metrics and learning curves of runs
+    pyro-lvm reproduce NAME               re-run a published figure pyro_lvm tracks (--list)
 
 ``train MODEL`` runs the same code as ``examples/MODEL.py`` (see :mod:`pyro_lvm.tasks`).
 The verbs that act on a run folder read ``RUN/config.json`` to find the task that wrote it;
@@ -20,6 +22,7 @@ traceback; set ``PYRO_LVM_TRACEBACK=1`` to see one) and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -27,12 +30,15 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from . import tracking
 from .tasks import TASKS, load_task
 
 RUN_VERBS = ("evaluate", "sample", "interpolate")
 # Verbs provided by task modules: verb -> task name.
 EXTRA_VERBS = {"compare-estimators": "compare_estimators"}
 PROG = "pyro-lvm"
+# Verbs of their own modules (add_arguments(parser), run(args) -> the text to print): verb -> module.
+TOOL_VERBS = {"compare": "pyro_lvm.compare", "reproduce": "pyro_lvm.reproduce"}
 
 
 class CommandError(Exception):
@@ -59,6 +65,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {where + ': ' if where else ''}{message}\n")
 
 
+class _DescribedDefaults(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in ``--help`` and the description printed as written (the tool verbs' docstrings)."""
+
+
 def summary(module: Any, name: str | None = None) -> str:
     """A task module's one-line summary: the first sentence of its docstring, without the
     ``Task ``name``:`` prefix and reStructuredText markup."""
@@ -83,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline)")
     load_task("vae").add_arguments(demo)
+    tracking.add_arguments(demo)
 
     train = verbs.add_parser("train", help="train a model: pyro-lvm train MODEL --help")
     models = train.add_subparsers(dest="task", required=True, metavar="MODEL", parser_class=Parser)
@@ -95,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         sub = models.add_parser(name, aliases=aliases, help=summary(module), description=summary(module))
         module.add_arguments(sub)
+        tracking.add_arguments(sub)
 
     for verb in RUN_VERBS:
         sub = verbs.add_parser(verb, help=f"{verb} a trained run folder")
@@ -128,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         module = load_task(task)
         sub = verbs.add_parser(verb, help=summary(module))
         getattr(module, f"add_{verb.replace('-', '_')}_arguments")(sub)
+
+    for verb, path in TOOL_VERBS.items():
+        module = importlib.import_module(path)
+        module.add_arguments(verbs.add_parser(verb, help=re.sub(r"^``[^`]*``:\s*", "", summary(module)),
+                                              description=module.__doc__,
+                                              formatter_class=_DescribedDefaults))
     return parser
 
 
@@ -176,6 +194,13 @@ def _message(e: BaseException) -> str:
 # Errors in what the user gave (files, options, data, a diverging run) rather than bugs.
 _EXPECTED = (ValueError, TypeError, OSError, ImportError, NotImplementedError, ArithmeticError, CommandError,
              KeyError, RuntimeError)
+def _tracked(args: argparse.Namespace, name: str, run: Any) -> Any:
+    """``run(args)`` inside the ``--tensorboard``/``--mlflow`` session it asks for, if any."""
+    session = tracking.session_from_args(args, name)
+    if session is None:
+        return run(args)
+    with session:
+        return run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,9 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
     try:
         if args.verb == "demo":
-            result = load_task("vae").main(args)
+            result = _tracked(args, "demo", load_task("vae").main)
         elif args.verb == "train":
-            result = load_task(args.task).main(args)
+            result = _tracked(args, args.task.replace("-", "_"), load_task(args.task).main)
+        elif args.verb in TOOL_VERBS:
+            print(importlib.import_module(TOOL_VERBS[args.verb]).run(args))
+            return 0
         elif args.verb == "inspect":
             from .tasks import inspect_task
 

@@ -14,6 +14,7 @@ makes checkpointing awkward. ``fit`` asks the ELBO for a differentiable loss and
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import sys
 import time
@@ -84,6 +85,7 @@ class TrainState:
     rank: distributed.RankContext | None = None  # set on each process of a strategy="ddp" run
     train_data: Any = None  # what fit() was given, for callbacks that draw their own batches
     valid_data: Any = None
+    checkpoint_dir: Path | None = None  # fit()'s, for callbacks that write beside the checkpoints
 
     def loss(self, batch: Any) -> torch.Tensor:
         """Differentiable negative ELBO of one batch (summed over its datapoints)."""
@@ -148,6 +150,20 @@ class TimeLimit(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.used = state["used"]
+
+
+_ADDED_CALLBACKS: contextvars.ContextVar[tuple[Callback, ...]] = contextvars.ContextVar("added_callbacks", default=())
+
+
+@contextlib.contextmanager
+def added_callbacks(*callbacks: Callback) -> Iterator[None]:
+    """Every :func:`fit` call inside the block also runs ``callbacks`` (after its own): how the
+    CLI's ``--tensorboard``/``--mlflow`` loggers reach the fit calls inside a task."""
+    token = _ADDED_CALLBACKS.set(_ADDED_CALLBACKS.get() + callbacks)
+    try:
+        yield
+    finally:
+        _ADDED_CALLBACKS.reset(token)
 
 
 def differentiable_loss(elbo: Any, pair: Any, batch: Any) -> torch.Tensor:
@@ -507,6 +523,8 @@ def fit(
             the step, and ``last.pt`` still holds the last good state.
         pyro_lvm.distributed.WorkerFailedError: a process of a ``"ddp"`` run failed (named).
     """
+    # (a forked ddp worker inherits the added callbacks and gets them in `callbacks` too: no repeats)
+    callbacks = [*callbacks, *(cb for cb in _ADDED_CALLBACKS.get() if cb not in callbacks)]
     call = dict(locals())  # for the worker processes of strategy="ddp"
     check_pair(pair)
     validation.check(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, clip_norm=clip_norm, patience=patience,
@@ -549,7 +567,7 @@ def fit(
         show_progress = (sys.stderr.isatty() if progress is None else progress) and main_process
 
         state = TrainState(pair=pair, elbo=step_elbo, optimizer=None, params=[], device=device, rank=rank,
-                           train_data=train_data, valid_data=valid_data)
+                           train_data=train_data, valid_data=valid_data, checkpoint_dir=ckpt_dir)
         best_value: float | None = None
         best_state: dict | None = None
         bad_epochs = 0
