@@ -1,6 +1,7 @@
 """The ``pyro-lvm`` command.
 
     pyro-lvm demo                         train the VAE and autoencoder on the bundled digits
+    pyro-lvm demo sentence                the sentence VAE showcase: samples, homotopies (minutes, offline)
     pyro-lvm train MODEL [options]        MODEL is a task name (pyro-lvm train --help lists them)
     pyro-lvm evaluate RUN                 log-likelihood, ELBO, KL of a trained run folder
     pyro-lvm sample RUN                   draw from the prior of a trained run
@@ -45,8 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent-variable models in Pyro.")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline)")
+    demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline); "
+                                         "'demo sentence': the sentence VAE showcase")
     load_task("vae").add_arguments(demo)
+    showcases = demo.add_subparsers(dest="showcase", metavar="{sentence}")
+    try:
+        sentence_task = load_task("sentence_vae")
+    except ImportError as e:  # an optional dependency is missing: say so when it is used
+        showcases.add_parser("sentence", help=f"(unavailable: {e})")
+    else:
+        sentence = showcases.add_parser("sentence", help=_summary(sentence_task),
+                                        description=sentence_task.SHOWCASE)
+        sentence_task.add_arguments(sentence)
+        sentence.set_defaults(out="runs/demo_sentence")
 
     train = verbs.add_parser("train", help="train a model: pyro-lvm train MODEL --help")
     models = train.add_subparsers(dest="task", required=True, metavar="MODEL")
@@ -94,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.verb == "demo" and getattr(args, "showcase", None) == "sentence":
+            task = load_task("sentence_vae")
+            print(task.report(task.main(args)), end="")  # the showcase prints its report, not JSON
+            return 0
         if args.verb == "demo":
             result = load_task("vae").main(args)
         elif args.verb == "train":
