@@ -82,7 +82,7 @@ def rows_from_run(run: Path, base: argparse.Namespace) -> dict:
     showcase trains the LM and a VAE with its remedy: no need to train them twice)."""
     config = json.loads((run / "config.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
-    ignore = {"out", "progress", "remedy", "word_keep", "models"}
+    ignore = {"out", "progress", "remedy", "word_keep", "models", "resume"}
     mine = {k: v for k, v in vars(base).items() if k not in ignore}
     theirs = {k: v for k, v in config.get("options", {}).items() if k not in ignore}
     if mine != theirs:
