@@ -1,6 +1,7 @@
 """The ``pyro-lvm`` command.
 
     pyro-lvm demo                         train the VAE and autoencoder on the bundled digits
+    pyro-lvm demo sentence                the sentence VAE showcase: samples, homotopies (minutes, offline)
     pyro-lvm train MODEL [options]        MODEL is a task name (pyro-lvm train --help lists them)
     pyro-lvm evaluate RUN                 log-likelihood, ELBO, KL of a trained run folder
     pyro-lvm sample RUN                   draw from the prior of a trained run
@@ -45,6 +46,14 @@ class CommandError(Exception):
     """A refusal of the command line itself (printed as ``pyro-lvm: error: ...``)."""
 
 
+def _default_help(args: tuple, kwargs: dict) -> dict:
+    """An option's keywords with a help text: ArgumentDefaultsHelpFormatter shows the default
+    only of options that have one."""
+    if args and str(args[0]).startswith("-") and not kwargs.get("help") and kwargs.get("help") != argparse.SUPPRESS:
+        kwargs = {**kwargs, "help": "(default: %(default)s)"}
+    return kwargs
+
+
 class Parser(argparse.ArgumentParser):
     """``argparse`` with the project's conventions: defaults shown in ``--help`` for every
     option, and usage errors in the ``pyro-lvm: error: ...`` form (exit status 2)."""
@@ -54,10 +63,13 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args: Any, **kwargs: Any):
-        # ArgumentDefaultsHelpFormatter only shows defaults of options that have a help text.
-        if args and str(args[0]).startswith("-") and not kwargs.get("help") and kwargs.get("help") != argparse.SUPPRESS:
-            kwargs["help"] = "(default: %(default)s)"
-        return super().add_argument(*args, **kwargs)
+        return super().add_argument(*args, **_default_help(args, kwargs))
+
+    def add_argument_group(self, *args: Any, **kwargs: Any):
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+        group.add_argument = lambda *a, **kw: add(*a, **_default_help(a, kw))  # type: ignore[method-assign]
+        return group
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -91,9 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Latent-variable models in Pyro.")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
 
-    demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline)")
+    demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline); "
+                                         "'demo sentence': the sentence VAE showcase")
     load_task("vae").add_arguments(demo)
     tracking.add_arguments(demo)
+    showcases = demo.add_subparsers(dest="showcase", metavar="{sentence}", parser_class=Parser)
+    try:
+        sentence_task = load_task("sentence_vae")
+    except ImportError as e:  # an optional dependency is missing: say so when it is used
+        showcases.add_parser("sentence", help=f"(unavailable: {e})")
+    else:
+        sentence = showcases.add_parser("sentence", help=summary(sentence_task),
+                                        description=sentence_task.SHOWCASE)
+        sentence_task.add_arguments(sentence)
+        tracking.add_arguments(sentence)
+        sentence.set_defaults(out="runs/demo_sentence")
 
     train = verbs.add_parser("train", help="train a model: pyro-lvm train MODEL --help")
     models = train.add_subparsers(dest="task", required=True, metavar="MODEL", parser_class=Parser)
@@ -194,6 +218,8 @@ def _message(e: BaseException) -> str:
 # Errors in what the user gave (files, options, data, a diverging run) rather than bugs.
 _EXPECTED = (ValueError, TypeError, OSError, ImportError, NotImplementedError, ArithmeticError, CommandError,
              KeyError, RuntimeError)
+
+
 def _tracked(args: argparse.Namespace, name: str, run: Any) -> Any:
     """``run(args)`` inside the ``--tensorboard``/``--mlflow`` session it asks for, if any."""
     session = tracking.session_from_args(args, name)
@@ -209,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2, already printed)
         return int(e.code or 0)
     try:
+        if args.verb == "demo" and getattr(args, "showcase", None) == "sentence":
+            task = load_task("sentence_vae")
+            print(task.report(_tracked(args, "sentence_vae", task.main)), end="")  # a report, not JSON
+            return 0
         if args.verb == "demo":
             result = _tracked(args, "demo", load_task("vae").main)
         elif args.verb == "train":
