@@ -524,10 +524,18 @@ def test_cli_interpolate_evaluate_sample(trained_run, capsys):
     assert lines[4].startswith(" 1  " + result["VAE"][0]) and lines[4].endswith("| " + result["AE"][0])
     assert cli_main(["interpolate", str(trained_run), "--steps", "1"]) == 2
     assert "--steps: must be an int >= 2" in capsys.readouterr().err
+    assert cli_main(["interpolate", str(trained_run), "--sentences", "zebra quokka", "the war ended ."]) == 2
+    err = capsys.readouterr().err  # which words were unknown, in the CLI's words
+    assert err.startswith("pyro-lvm: error: ") and "(unknown: zebra, quokka)" in err, err
     assert cli_main(["interpolate", str(trained_run), "--steps", "3"]) == 0  # the run's own example sentences
     capsys.readouterr()
-    assert cli_main(["sample", str(trained_run), "-n", "2"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["samples"]) == 2
+    assert cli_main(["sample", str(trained_run), "-n", "2", "--seed", "3"]) == 0
+    samples = json.loads(capsys.readouterr().out)["samples"]
+    # The run's prior-sample decoder (nucleus sampling by default), not the homotopies' beam.
+    vae, vocab, config = task.load_run(trained_run)
+    assert config["prior_decode"]["method"] == "sample" and config["decode"]["method"] == "beam"
+    pyro.set_rng_seed(3)
+    assert samples == decoding.to_text(vocab, decoding.sample_prior(vae, 2, **config["prior_decode"]))
     assert cli_main(["evaluate", str(trained_run), "--samples", "2", "--split", "valid"]) == 0
     assert json.loads(capsys.readouterr().out)["lm"]["sentences"] == 20
 
@@ -537,6 +545,7 @@ def test_cli_interpolate_evaluate_sample(trained_run, capsys):
     (["--corpus", "no/such/corpus.txt"], "corpus 'no/such/corpus.txt' does not exist"),
     (["--sentences", "zebra quokka", "the war ended ."], r"every word of 'zebra quokka' .*\(unknown: zebra, quokka\)"),
     (["--samples", "0"], "--samples must be a positive int"),
+    (["--top-p", "0"], r"--top-p must be in \(0, 1\]"),
 ])
 def test_showcase_refuses_bad_input_before_training(tmp_path, capsys, argv, message):
     """Each is refused in the CLI's words (exit 2) before any model is trained."""
@@ -557,6 +566,7 @@ def test_demo_without_argument_is_still_the_digits_vae():
     args = build_parser().parse_args(["demo", "sentence", "--epochs", "3"])
     assert args.showcase == "sentence" and args.corpus == "embedded-simple" and args.epochs == 3
     assert args.out == "runs/demo_sentence" and args.remedy == "free-bits" and args.decode == "beam"
+    assert args.prior_decode == "sample" and 0 < args.top_p < 1  # prior samples are drawn, from the nucleus
 
 
 def test_showcase_prints_its_report_with_progress_on_stderr(tmp_path, capsys):

@@ -60,6 +60,7 @@ SHOWCASE = ("The lecture's sentence-VAE example, offline, sized for a few minute
             "The options are those of 'pyro-lvm train sentence_vae' (whose defaults are this showcase); "
             "add --remedy none to see the posterior collapse.")
 HOMOTOPY_MAX_WORDS = 12  # default endpoints: the first two test sentences this short
+TOP_P = 0.9  # nucleus of the prior samples: the unreliable tail of an undertrained decoder stays out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,14 +110,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="evaluate on the first N test sentences (default: all)")
     dec = p.add_argument_group("decoding (prior samples and homotopies)")
     dec.add_argument("--decode", default="beam", choices=sorted(decoding.DECODERS),
-                     help="beam (default; length-normalised, n-gram blocking), greedy (Bowman et al.'s; loops when the "
-                          "decoder is small) or sample (with --top-p for nucleus sampling)")
+                     help="how homotopy points are decoded: beam (default; the most probable sentence of each code, "
+                          "length-normalised, n-gram blocking), greedy (Bowman et al.'s; loops when the decoder is "
+                          "small) or sample (nucleus sampling, --top-p)")
+    dec.add_argument("--prior-decode", default="sample", choices=sorted(decoding.DECODERS),
+                     help="how the prior samples (VAE and LM) are decoded: sample (default: a sentence drawn from "
+                          "p(x | z), nucleus --top-p, as a sample of the model should be; the most probable sentence "
+                          "of different codes is often the same common one), beam or greedy")
     dec.add_argument("--beam-size", type=int, default=5)
     dec.add_argument("--length-penalty", type=float, default=1.0,
                      help="beam score = log p / length ** this (0: plain log p, which prefers short sentences)")
     dec.add_argument("--block-ngram", type=int, default=2, help="never repeat an n-gram of this size (0 = off)")
-    dec.add_argument("--top-p", type=float, default=1.0, help="nucleus mass for --decode sample (1 = all words)")
-    dec.add_argument("--temperature", type=float, default=1.0, help="for --decode sample")
+    dec.add_argument("--top-p", type=float, default=TOP_P,
+                     help="nucleus mass when sampling (1 = all words; Holtzman et al.'s tail cut)")
+    dec.add_argument("--temperature", type=float, default=1.0, help="softmax temperature when sampling")
     dec.add_argument("--steps", type=int, default=7, help="points on each homotopy, both ends included (>= 2)")
     dec.add_argument("--sentences", nargs=2, default=None, metavar=("A", "B"),
                      help=f"homotopy endpoints (default: the first two test sentences of at most "
@@ -147,6 +154,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         v = getattr(args, name, 1)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {v!r}")
+    top_p, temperature = getattr(args, "top_p", 1.0), getattr(args, "temperature", 1.0)
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {top_p!r}")
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature!r}")
     sentences = getattr(args, "sentences", None)
     if sentences is not None and (len(sentences) != 2 or not all(tokenize_text(s) for s in sentences)):
         raise ValueError(f"--sentences needs two sentences with words in them, got {sentences!r}")
@@ -370,7 +382,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     _check_resumed_vocab(args, out, vocab)
     config = {"task": "sentence_vae", "corpus": args.corpus, "subset": args.subset, "eval_subset": args.eval_subset,
               "max_len": args.max_len, "seed": args.seed, "remedy": args.remedy, "example_sentences": endpoints,
-              "decode": decode_settings(args),
+              "decode": decode_settings(args), "prior_decode": decode_settings(args, args.prior_decode),
               "models": {kind: build(kind, args, len(vocab)).config() for kind in args.models},  # checks the sizes
               "options": {k: v for k, v in vars(args).items() if k in TASK_OPTIONS}}
     parse_remedy(args.remedy)
@@ -431,24 +443,27 @@ def _load() -> list[float] | None:
         return None
 
 
-def decode_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"method": ..., **keyword arguments}`` of the decoder the task uses."""
+def decode_settings(args: argparse.Namespace, method: str | None = None) -> dict[str, Any]:
+    """``{"method": ..., **keyword arguments}`` of a decoder of the task: ``method`` (default
+    ``args.decode``, the homotopies') with the run's beam or sampling options."""
+    method = args.decode if method is None else method
     kw: dict[str, Any] = {"block_ngram": args.block_ngram}
-    if args.decode == "beam":
+    if method == "beam":
         kw.update(beam_size=args.beam_size, length_penalty=args.length_penalty)
-    elif args.decode == "sample":
+    elif method == "sample":
         kw.update(temperature=args.temperature, top_p=args.top_p)
-    return {"method": args.decode, **kw}
+    return {"method": method, **kw}
 
 
 def generate_text(models: dict, vocab: Vocabulary, endpoints: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Five prior samples of the VAE and the LM, and the VAE's and AE's homotopies."""
-    settings = decode_settings(args)
-    text: dict[str, Any] = {"decode": settings, "endpoints": list(endpoints)}
+    """Five prior samples of the VAE and the LM (decoded by ``args.prior_decode``), and the
+    VAE's and AE's homotopies (``args.decode``)."""
+    settings, prior = decode_settings(args), decode_settings(args, args.prior_decode)
+    text: dict[str, Any] = {"decode": settings, "prior_decode": prior, "endpoints": list(endpoints)}
     for kind in ("vae", "lm"):
         if kind in models:
             set_seed(args.seed)
-            text[f"{kind}_samples"] = decoding.to_text(vocab, decoding.sample_prior(models[kind], 5, **settings))
+            text[f"{kind}_samples"] = decoding.to_text(vocab, decoding.sample_prior(models[kind], 5, **prior))
     text["homotopy"] = {}
     for kind in ("vae", "ae"):
         if kind in models:
@@ -480,15 +495,20 @@ def format_homotopy(rows: dict[str, list[str]], endpoints: Sequence[str]) -> str
     return "\n".join(lines) + "\n"
 
 
+def _decoder_text(settings: dict[str, Any]) -> str:
+    """``beam (beam size 5, ...)``: a decoder's settings in words."""
+    return f"{settings['method']} (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in settings.items()
+                                            if k != "method") + ")"
+
+
 def report(metrics: dict[str, Any]) -> str:
     """What the showcase prints: prior samples, the homotopies side by side, KL/AU/NLL against the LM."""
     text, models, data = metrics["text"], metrics["models"], metrics["data"]
     endpoints = text["endpoints"]
-    d = text["decode"]
-    how = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.items() if k != "method")
     lines = [f"Corpus {data['name']}: {data['train']:,} / {data['valid']:,} / {data['test']:,} sentences, "
-             f"vocabulary {data['vocab_size']:,}, <unk> {100 * data['unk_rate']['test']:.1f}% of test words. "
-             f"Decoding: {d['method']} ({how}).", ""]
+             f"vocabulary {data['vocab_size']:,}, <unk> {100 * data['unk_rate']['test']:.1f}% of test words.",
+             f"Decoding: prior samples by {_decoder_text(text.get('prior_decode', text['decode']))}; "
+             f"homotopies by {_decoder_text(text['decode'])}.", ""]
     for kind in ("vae", "lm"):
         if f"{kind}_samples" in text:
             title = "Five sentences from the VAE's prior (z ~ N(0, I), decoded)" if kind == "vae" else \
@@ -545,9 +565,10 @@ def load_run(run: str | Path, kind: str = "vae"):
     return model, vocab, config
 
 
-def _run_decoder(config: dict) -> dict[str, Any]:
-    """The run's decoder settings (runs written before they were saved: greedy)."""
-    return dict(config.get("decode") or {"method": "greedy"})
+def _run_decoder(config: dict, use: str = "decode") -> dict[str, Any]:
+    """The run's decoder settings for the homotopies (``use="decode"``) or the prior samples
+    (``"prior_decode"``; runs written before it was saved: the homotopies'; before either: greedy)."""
+    return dict(config.get(use) or config.get("decode") or {"method": "greedy"})
 
 
 def interpolate(args: argparse.Namespace) -> dict[str, Any]:
@@ -570,10 +591,11 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sample(args: argparse.Namespace) -> dict[str, Any]:
-    """Decodings (with the run's decoder) of ``args.num`` codes drawn from the VAE's prior."""
+    """Decodings (with the run's prior-sample decoder) of ``args.num`` codes drawn from the VAE's prior."""
     vae, vocab, config = load_run(args.run, "vae")
     set_seed(args.seed)
-    return {"samples": decoding.to_text(vocab, decoding.sample_prior(vae, args.num, **_run_decoder(config)))}
+    settings = _run_decoder(config, "prior_decode")
+    return {"samples": decoding.to_text(vocab, decoding.sample_prior(vae, args.num, **settings))}
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
