@@ -546,6 +546,7 @@ def test_cli_interpolate_evaluate_sample(trained_run, capsys):
     (["--sentences", "zebra quokka", "the war ended ."], r"every word of 'zebra quokka' .*\(unknown: zebra, quokka\)"),
     (["--samples", "0"], "--samples must be a positive int"),
     (["--top-p", "0"], r"--top-p must be in \(0, 1\]"),
+    (["--threads", "0"], "--threads must be a positive int"),
 ])
 def test_showcase_refuses_bad_input_before_training(tmp_path, capsys, argv, message):
     """Each is refused in the CLI's words (exit 2) before any model is trained."""
@@ -598,9 +599,12 @@ def test_acceptance_script_runs_at_ci_size(tmp_path):
         result = module["main"](["--quick", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "a.json")])
     assert json.loads((tmp_path / "a.json").read_text())["checks"] == result["checks"]
     assert set(result["checks"]) == {"five_distinct_samples", "homotopy_neighbours_distinct", "non_unk_token_share",
-                                     "vae_homotopy_reads_better_than_ae", "vae_keeps_a_code", "wall_time"}
+                                     "vae_homotopy_reads_better_than_ae", "vae_keeps_a_code", "wall_time",
+                                     "cpu_time"}
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert result["checks"] == {**module["acceptance"](metrics), "wall_time": result["checks"]["wall_time"]}
+    times = {k: result["checks"][k] for k in ("wall_time", "cpu_time")}
+    assert result["checks"] == {**module["acceptance"](metrics), **times}
+    assert times["cpu_time"]["torch_threads"] == 1 and times["cpu_time"]["met"] == (times["cpu_time"]["value"] <= 300)
     assert result["all_met"] == all(c["met"] for c in result["checks"].values())
 
 
