@@ -3,9 +3,10 @@ language model on the same text; evaluation, prior samples and VAE-vs-AE homotop
 
 With no options this is the showcase (``pyro-lvm demo sentence``, ``python
 examples/sentence_vae.py``): the embedded Wikipedia sample's simple sentences, sizes and a
-budget sized to train all three models in a few minutes on 2 idle CPU cores (about 510 CPU
-seconds measured, one thread; see docs/sentence_vae.md), free bits so that the
-VAE keeps a code, beam search that does not loop. Every default is an option.
+budget sized to train and evaluate all three models in under 5 minutes on 2 CPU cores (264
+CPU seconds measured with one torch thread, the default, on a shared machine; see
+docs/sentence_vae.md), free bits so that the VAE keeps a code, prior samples drawn by nucleus
+sampling and homotopies decoded by a beam search that does not loop. Every default is an option.
 
 Outputs under ``--out``: ``config.json``, ``vocab.json``, ``metrics.json``, ``samples.txt``,
 ``interpolation.txt``, ``report.txt`` (what the showcase prints) and one folder per model
