@@ -578,7 +578,8 @@ def test_showcase_prints_its_report_with_progress_on_stderr(tmp_path, capsys):
     captured = capsys.readouterr()
     printed, err = captured.out, captured.err
     assert printed == (out / "report.txt").read_text()
-    for part in ("Five sentences from the VAE's prior", "Homotopy", "| AE", "Perplexity of the homotopy",
+    for part in ("Decoding: prior samples by sample (", "; homotopies by beam (",
+                 "Five sentences from the VAE's prior", "Homotopy", "| AE", "Perplexity of the homotopy",
                  "LM ", "VAE K=3", "<unk>"):
         assert part in printed, part
     # One bar per phase, in a non-interactive stderr too: which model, which epoch, the evaluation, an ETA.
