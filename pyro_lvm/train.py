@@ -713,32 +713,53 @@ def fit(
     return state.history
 
 
-def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> None:
-    """Look at the pair once before its first step: trace it (in eval mode, the random state
-    left as it was, so the run's numbers do not depend on this look), then
-
-    * restore a checkpoint (``pending``): parameters created lazily (autoguides, ``PyroModule``)
-      exist now, so the module state loads strictly, and the param store is restored in
-      place, ``pyro.module`` parameters included;
-    * settle the objective: the default chooses ``TraceEnum_ELBO`` for enumeration marks, a
-      sampling ELBO given for such a pair is refused, an objective that would guess its plate
-      nesting gets it.
-    """
+def _look(pair: Any, batch: Any) -> list:
+    """The guide's and the replayed model's traces on ``batch``, taken in eval mode with the
+    random state left as it was, so a run's numbers do not depend on this look."""
     was_training = isinstance(pair, nn.Module) and pair.training
     if was_training:
         pair.eval()
     try:
         args, kwargs = batch_args(batch)
         with preserved_rng():
-            traces = guide_and_model_traces(pair.model, pair.guide, args, kwargs)
+            return list(guide_and_model_traces(pair.model, pair.guide, args, kwargs))
     finally:
         if was_training:
             pair.train()
+
+
+def _restore(pair: Any, traces: Sequence[Any], pending: dict) -> None:
+    """Put a checkpoint's module weights and param store into ``pair``, after :func:`_look`:
+    parameters created lazily (autoguides, ``PyroModule``) exist by then, so the module state
+    loads strictly, and the param store is restored in place, ``pyro.module`` parameters included."""
+    if isinstance(pair, nn.Module) and pending["pair"] is not None:
+        load_module_state(pair, pending, pending["path"])
+    param_sites = [s for tr in traces for s in tr.nodes.values() if s["type"] == "param"]
+    restore_param_store(pending["param_store"], sites=param_sites)
+
+
+def load_trained(pair: Any, batch: Any, checkpoint_dir: str | Path) -> Path:
+    """Load what :func:`fit` saved in ``checkpoint_dir`` (``best.pt``, else ``last.pt``) into
+    ``pair``, ready for evaluation; ``batch`` is one example batch the pair is traced on once, so
+    that parameters it creates lazily exist. Returns the file that was read.
+    Nothing in the file is run: see :func:`pyro_lvm.checkpoint.load_checkpoint`."""
+    ckpt, path = load_best_or_last(checkpoint_dir)
+    _restore(pair, _look(pair, batch), {"pair": ckpt.get("pair"), "param_store": decode_param_store(ckpt["param_store"]),
+                                        "path": path})
+    if isinstance(pair, nn.Module):
+        pair.eval()
+    return path
+
+
+def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> None:
+    """Look at the pair once before its first step (:func:`_look`), then restore a checkpoint
+    (``pending``, :func:`_restore`) and settle the objective: the default chooses
+    ``TraceEnum_ELBO`` for enumeration marks, a sampling ELBO given for such a pair is refused,
+    an objective that would guess its plate nesting gets it.
+    """
+    traces = _look(pair, batch)
     if pending is not None:
-        if isinstance(pair, nn.Module) and pending["pair"] is not None:
-            load_module_state(pair, pending, pending["path"])
-        param_sites = [s for tr in traces for s in tr.nodes.values() if s["type"] == "param"]
-        restore_param_store(pending["param_store"], sites=param_sites)
+        _restore(pair, traces, pending)
     enumerated, nesting = enumerated_sites(*traces), max_plate_nesting(*traces)
     if isinstance(elbo, DefaultELBO):
         elbo.choose(enumerated, nesting)
