@@ -125,8 +125,7 @@ class TimeLimit(Callback):
     (or wall time, ``clock="wall"``) have passed since training began."""
 
     def __init__(self, seconds: float, clock: str = "cpu"):
-        if not seconds > 0:
-            raise ValueError(f"seconds must be positive, got {seconds!r}")
+        validation.positive_number("seconds", seconds)
         if clock not in ("cpu", "wall"):
             raise ValueError(f"clock must be 'cpu' or 'wall', got {clock!r}")
         self.seconds, self.clock = float(seconds), clock

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from .reading import reading
+from ..validation import Integer, Number, positive_int
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
@@ -102,12 +103,9 @@ def vocabulary_from_document_frequencies(df: Mapping[str, int], num_docs: int, m
     documents (what one pass over a stream can count)."""
     if num_docs < 1:
         raise ValueError("cannot build a vocabulary from 0 documents")
-    if min_df < 1:
-        raise ValueError(f"min_df must be >= 1, got {min_df}")
-    if not 0 < max_df <= 1:
-        raise ValueError(f"max_df must be a share in (0, 1], got {max_df}")
-    if max_vocab is not None and max_vocab < 1:
-        raise ValueError(f"max_vocab must be positive, got {max_vocab}")
+    min_df = positive_int("min_df", min_df)
+    max_df = Number(0.0, maximum=1.0)("max_df", max_df)
+    max_vocab = Integer(1, optional=True)("max_vocab", max_vocab)
     ceiling = max_df * num_docs
     kept = [w for w, n in df.items() if min_df <= n <= ceiling]
     if not kept:

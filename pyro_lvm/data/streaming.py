@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, Vocabulary
+from ..validation import Integer, positive_int
 
 
 def _paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -74,10 +75,7 @@ class _BufferedStream(IterableDataset):
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], batch_size: int,
                  buffer_batches: int, shuffle: bool, seed: int):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if not isinstance(buffer_batches, int) or buffer_batches < 1:
-            raise ValueError(f"buffer_batches must be a positive int, got {buffer_batches!r}")
+        batch_size, buffer_batches = positive_int("batch_size", batch_size), positive_int("buffer_batches", buffer_batches)
         self.paths = _paths(paths)
         self.batch_size, self.buffer_batches = batch_size, buffer_batches
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
@@ -123,8 +121,7 @@ class StreamingSentences(_BufferedStream):
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], vocab: Vocabulary, batch_size: int = 64,
                  max_len: int | None = None, buffer_batches: int = 100, shuffle: bool = True, seed: int = 0):
         super().__init__(paths, batch_size, buffer_batches, shuffle, seed)
-        if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
-            raise ValueError(f"max_len must be a positive int or None, got {max_len!r}")
+        Integer(1, optional=True)("max_len", max_len)
         if list(vocab.itos[:len(SPECIALS)]) != list(SPECIALS):
             raise ValueError("the vocabulary does not start with the special tokens <pad> <unk> <bos> <eos>")
         self.vocab, self.max_len = vocab, max_len

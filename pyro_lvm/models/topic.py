@@ -307,10 +307,8 @@ class LDA(nn.Module):
         _check_topics(vocab_size, num_topics)
         if assignments not in self.ASSIGNMENTS:
             raise ValueError(f"assignments must be one of {self.ASSIGNMENTS}, got {assignments!r}")
-        if not eta > 0:
-            raise ValueError(f"eta must be positive, got {eta}")
-        if num_docs is not None and num_docs < 1:
-            raise ValueError(f"num_docs must be positive, got {num_docs}")
+        validation.positive_number("eta", eta)
+        validation.Integer(1, optional=True)("num_docs", num_docs)
         self.vocab_size, self.num_topics, self.assignments = vocab_size, num_topics, assignments
         self.num_docs, self.eta = num_docs, float(eta)
         self.register_buffer("alpha", _alpha_vector(alpha, num_topics))

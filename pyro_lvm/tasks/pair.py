@@ -64,16 +64,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def split(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
     """``(train, valid)``: a random ``fraction`` of the datapoints held out (``valid`` is ``None``
-    for 0). ``data`` is a tensor ``(N, ...)`` or a tuple/list of tensors sharing ``N``."""
-    parts = list(data) if isinstance(data, (tuple, list)) else [data]
-    if not parts or not all(isinstance(t, torch.Tensor) and t.dim() > 0 for t in parts):
+    for 0). ``data`` is a tensor ``(N, ...)`` or a tuple/list of tensors sharing ``N`` (checked by
+    :func:`pyro_lvm.validation.data`)."""
+    parts = V.as_tensors(data)
+    if parts is None:
         raise V.InvalidArgumentError(
             "the data your FUNCTION returned must be a tensor (N, ...) or a tuple of tensors with a common N, "
             f"got {type(data).__name__}")
     n = parts[0].shape[0]
-    if any(t.shape[0] != n for t in parts):
-        raise V.InvalidArgumentError(f"the data's tensors have different lengths {[t.shape[0] for t in parts]}: "
-                                     "each must hold one row per datapoint")
     n_valid = round(fraction * n)
     if fraction > 0 and not 0 < n_valid < n:
         raise V.InvalidArgumentError(f"--valid-fraction {fraction:g} of {n} datapoints leaves no train or valid part: "
@@ -81,6 +79,12 @@ def split(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     pick = (lambda idx: tuple(t[idx] for t in parts) if isinstance(data, (tuple, list)) else parts[0][idx])
     return pick(order[n_valid:]), (pick(order[:n_valid]) if n_valid else None)
+
+
+def _load(spec: str) -> tuple[Any, Any]:
+    """The user's ``(pair, data)``, the data checked (finite, non-empty, the pair's dtype) as every public function does."""
+    pair, data = load_user_pair(spec)
+    return pair, V.data(data, f"the data {spec}() returned", pair)
 
 
 def _resolved(spec: str) -> str:
@@ -95,7 +99,7 @@ def _objective(estimator: str | None, temperature: float) -> Any:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     # Everything is checked and built before the first write (runs.start_run).
-    pair, data = load_user_pair(args.pair)
+    pair, data = _load(args.pair)
     train, valid = split(data, args.valid_fraction, args.seed)
     config = {"task": "pair", "pair": _resolved(args.pair), "seed": args.seed, "valid_fraction": args.valid_fraction,
               "estimator": args.estimator, "temperature": args.temperature}
@@ -129,7 +133,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.split == "test":
         raise V.InvalidArgumentError(f"{run} was trained on your FUNCTION's data split into train and valid "
                                      f"(--valid-fraction {config['valid_fraction']:g}): choose --split train or valid")
-    pair, data = load_user_pair(config["pair"])
+    pair, data = _load(config["pair"])
     train, valid = split(data, config["valid_fraction"], config["seed"])
     part = train if args.split == "train" else valid
     if part is None:
