@@ -81,7 +81,7 @@ def _traces(pair: Any, data: Any, batch_size: int, with_model: bool) -> Iterator
         yield _batch_size(batch), guide_trace, model_trace, batch
 
 
-def _per_datapoint(t: torch.Tensor, idx: int, batch_rank: int | None = None) -> torch.Tensor:
+def _per_datapoint(t: torch.Tensor, idx: int) -> torch.Tensor:
     """``(batch_shape + rest)`` -> ``(n, units)`` with the datapoint dim first."""
     t = t.movedim(idx, 0)
     return t.reshape(t.shape[0], -1)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .base import batch_args, batch_size as _batch_size, batch_to, check_pair, pair_device
 from .checkpoint import (CHECKPOINT_FORMAT, atomic_json_save, atomic_torch_save, decode_param_store, encode_param_store,
-                         load_best_or_last, load_checkpoint, load_module_state, rng_state, set_rng_state, set_seed)
+                         epoch_generator, load_best_or_last, load_checkpoint, load_module_state, rng_state, set_rng_state, set_seed)
 from . import distributed, runs, validation
 from .traces import (discover_parameters, enumerated_sites, guide_and_model_traces, max_plate_nesting,
                      preserved_rng, restore, restore_param_store, snapshot)
@@ -292,8 +292,7 @@ def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch:
     if tensors is not None:
         n = tensors[0].shape[0]
         if shuffle:
-            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            order = torch.randperm(n, generator=g)
+            order = torch.randperm(n, generator=epoch_generator(seed, epoch))
             tensors = tuple(t[order.to(t.device)] for t in tensors)
         for start in range(0, n, batch_size):
             chunk = tuple(t[start:start + batch_size] for t in tensors)
@@ -301,8 +300,7 @@ def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch:
     elif isinstance(data, (DataLoader, IterableDataset)):
         yield from data  # a stream yields whole batches (e.g. pyro_lvm.data.streaming)
     elif isinstance(data, Dataset):
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=g)
+        yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=epoch_generator(seed, epoch))
     else:
         raise TypeError(
             f"training data must be a tensor, a tuple of tensors, a torch Dataset or a DataLoader; "

@@ -30,6 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import IterableDataset
 
+from ..checkpoint import epoch_generator
 from .text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, Vocabulary
 from ..validation import Integer, positive_int
 
@@ -93,7 +94,7 @@ class _BufferedStream(IterableDataset):
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        g = epoch_generator(self.seed, self.epoch)
         buffer: list[list[int]] = []
         for item in self._items():
             buffer.append(item)
@@ -144,11 +145,6 @@ class StreamingSentences(_BufferedStream):
                 tokens = tokens[:self.max_len]
                 self.truncated += 1
             yield [BOS_ID, *self.vocab.encode(tokens), EOS_ID]
-
-
-def iter_sentences(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterable[list[str]]:
-    """The token lists of the files, lazily (empty lines skipped)."""
-    return _lines(_paths(paths))
 
 
 # ----------------------------------------------------------------------------- bags of words
