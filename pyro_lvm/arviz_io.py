@@ -61,7 +61,7 @@ def to_inference_data(pair: Any, batch: Any, sites: Sequence[str], num_samples: 
                       dims: Mapping[str, Sequence[str]] | None = None,
                       coords: Mapping[str, Sequence[Any]] | None = None,
                       posterior_predictive: bool | Sequence[str] = False, seed: int | None = 0,
-                      parallel: bool = False):
+                      parallel: bool = False) -> Any:
     """Posterior draws of ``sites`` from ``pair.guide`` as an ``arviz.InferenceData``.
 
     Args:

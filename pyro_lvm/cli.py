@@ -62,10 +62,10 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def add_argument(self, *args: Any, **kwargs: Any):
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         return super().add_argument(*args, **_default_help(args, kwargs))
 
-    def add_argument_group(self, *args: Any, **kwargs: Any):
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
         group = super().add_argument_group(*args, **kwargs)
         add = group.add_argument
         group.add_argument = lambda *a, **kw: add(*a, **_default_help(a, kw))  # type: ignore[method-assign]

@@ -44,7 +44,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -185,7 +185,7 @@ class BowCorpus:
         """Total number of tokens."""
         return int(self.counts.sum())
 
-    def sparse(self):
+    def sparse(self) -> Any:
         """The counts as a ``scipy.sparse.csr_matrix`` (for scikit-learn)."""
         import scipy.sparse
 
