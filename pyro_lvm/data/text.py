@@ -496,7 +496,7 @@ def unk_rate(tokens: torch.Tensor) -> float:
 
 def bucket_epoch_callback(loader: DataLoader):
     """A :class:`pyro_lvm.Callback` that tells ``loader``'s bucket sampler the epoch ``fit`` is in."""
-    from ..train import Callback
+    from ..callbacks import Callback
 
     sampler = loader.batch_sampler
     if not isinstance(sampler, BucketBatchSampler):

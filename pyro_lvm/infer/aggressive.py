@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..base import batch_args, batch_size as _batch_size, batch_to
 from ..traces import (detached, discover_parameters, is_auxiliary, is_latent_site, is_random, local_and_global,
                       preserved_rng, replay_model)
-from ..train import Callback, TrainState
+from ..callbacks import Callback, TrainState
 from ..validation import Number, as_tensors as _as_tensors, check, positive_int
 
 

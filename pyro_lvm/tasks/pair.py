@@ -29,7 +29,7 @@ import torch
 from .. import runs, validation as V
 from ..checkpoint import atomic_json_save, set_seed
 from ..infer.discrete import ESTIMATORS, DiscreteELBO
-from ..metrics import evaluation_report
+from ..report import evaluation_report
 from ..train import fit, load_trained
 from .user_pair import SPEC_HELP, load_user_pair
 
