@@ -21,7 +21,7 @@ from pyro_lvm import fit
 from pyro_lvm import hmm_inference as inf
 from pyro_lvm.data import music
 from pyro_lvm.data.tagged_text import load_masc_tagged, pad_ids, word_features, word_shape
-from pyro_lvm.models.hmm import (HMM, BernoulliEmission, CategoricalEmission, FeatureCategoricalEmission,
+from pyro_lvm.models.hmm import (HMM, AutoregressiveBernoulliEmission, BernoulliEmission, CategoricalEmission, FeatureCategoricalEmission,
                                  GaussianEmission, NeuralBernoulliEmission, lengths_to_mask)
 from pyro_lvm.tasks.pos_induction import tagging_scores
 
@@ -148,6 +148,7 @@ def make_hmm(kind, k=3, inference="fast", parameters="map", seed=0):
     emission = {"bernoulli": lambda: BernoulliEmission(k, 5), "categorical": lambda: CategoricalEmission(k, 6),
                 "gaussian": lambda: GaussianEmission(k, 2), "neural": lambda: NeuralBernoulliEmission(k, 5, 4),
                 "features": lambda: FeatureCategoricalEmission(k, word_features(SIX_WORDS)[0], init_scale=1.0),
+                "autoregressive": lambda: AutoregressiveBernoulliEmission(k, 5),
                 }[kind]()
     return HMM(emission, inference=inference, parameters=parameters, concentration=1.5 if parameters == "bayes" else 1.0)
 
@@ -165,7 +166,7 @@ def make_data(kind, n=4, steps=6, seed=0):
 
 
 @pytest.mark.parametrize("parameters", ["map", "bayes"])
-@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "neural", "features"])
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "neural", "features", "autoregressive"])
 def test_fast_path_equals_markov_path(kind, parameters):
     x, mask = make_data(kind), lengths_to_mask(torch.tensor([6, 3, 1, 5]))
     fast = make_hmm(kind, parameters=parameters)
@@ -181,7 +182,7 @@ def test_fast_path_equals_markov_path(kind, parameters):
         assert torch.allclose(losses[0], -ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "features"])
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "features", "autoregressive"])
 def test_em_never_decreases_the_likelihood(kind):
     hmm = make_hmm(kind)
     if kind == "features":  # generalised EM (L-BFGS M-step): monotone in the likelihood when unpenalised

@@ -11,6 +11,10 @@ Each emission is an ``nn.Module`` over ``K = emission.num_states`` states with f
   and the previous observation ``prev`` (``None`` at the first step) -- the ``pyro.markov`` path;
 * ``expected_stats(x, gamma)`` / ``update(stats, pseudocount)``: the closed-form M-step of
   Baum-Welch from posterior marginals ``gamma`` ``(N, T, K)`` (statistics add over batches).
+
+``framewise = True`` says that ``log_likelihoods`` looks at each step alone, so the HMM may
+evaluate only the observed steps (padding is then never read); emissions that condition on
+the previous observation set it to ``False`` and see zeroed padding instead.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ def check_num_states(num_states: int) -> int:
 
 class BernoulliEmission(nn.Module):
     """Independent Bernoulli per dimension (e.g. the 88 keys of a piano roll); ``x`` ``(N, T, D)`` in {0, 1}."""
+
+    framewise = True
 
     def __init__(self, num_states: int, dim: int, init_scale: float = 1.0):
         super().__init__()
@@ -55,8 +61,9 @@ class BernoulliEmission(nn.Module):
         return x.masked_fill(~mask.unsqueeze(-1), 0.0) if padded else x
 
     def log_likelihoods(self, x: torch.Tensor) -> torch.Tensor:
-        # sum_d x log p + (1 - x) log(1 - p) as two matrix products: (N, T, D) @ (D, K).
-        return x @ F.logsigmoid(self.logits).T + (1 - x) @ F.logsigmoid(-self.logits).T
+        # sum_d x log p + (1 - x) log(1 - p) = x @ logits.T + sum_d log(1 - p): one matrix product
+        # (N, T, D) @ (D, K), since log sigmoid(l) - log sigmoid(-l) = l.
+        return x @ self.logits.T + F.logsigmoid(-self.logits).sum(-1)
 
     def dist(self, z: torch.Tensor, prev: torch.Tensor | None) -> dist.Distribution:
         return dist.Bernoulli(logits=self.logits[z]).to_event(1)
@@ -79,6 +86,8 @@ class NeuralBernoulliEmission(BernoulliEmission):
 
     No closed-form M-step: train it by gradient (``fit``).
     """
+
+    framewise = False
 
     def __init__(self, num_states: int, dim: int, hidden: int = 16):
         nn.Module.__init__(self)
@@ -111,8 +120,60 @@ class NeuralBernoulliEmission(BernoulliEmission):
     update = expected_stats
 
 
+class AutoregressiveBernoulliEmission(BernoulliEmission):
+    """Bernoulli per dimension whose probability depends on the state and on the same dimension's
+    value at the previous step (the "arHMM" of Pyro ``examples/hmm.py``, model 2): ``logits[k, j, d]``
+    with ``j = x_{t-1, d}`` (``x_0 = 0``). ``x`` ``(N, T, D)`` in {0, 1}. Baum-Welch has a closed
+    form: the counts of ``x_{t, d} = 1`` split by ``x_{t-1, d}``.
+    """
+
+    framewise = False
+
+    def __init__(self, num_states: int, dim: int, init_scale: float = 1.0):
+        nn.Module.__init__(self)
+        self.num_states = check_num_states(num_states)
+        if dim < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.dim = dim
+        self.logits = nn.Parameter(init_scale * torch.randn(num_states, 2, dim) - 2.0)
+
+    @staticmethod
+    def previous(x: torch.Tensor) -> torch.Tensor:
+        """``x_{t-1}`` at every step, zeros before the first: ``(N, T, D)``."""
+        return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+
+    def log_likelihoods(self, x: torch.Tensor) -> torch.Tensor:
+        # With l = l0 + p (l1 - l0) for the previous value p in {0, 1}: sum_d x l + log sigmoid(-l)
+        # = x @ l0 + (x p) @ (l1 - l0) + sum_d c0 + p @ (c1 - c0), c_j = log sigmoid(-l_j).
+        prev = self.previous(x)
+        l0, l1 = self.logits.unbind(1)
+        c0, c1 = F.logsigmoid(-l0), F.logsigmoid(-l1)
+        return x @ l0.T + (x * prev) @ (l1 - l0).T + prev @ (c1 - c0).T + c0.sum(-1)
+
+    def dist(self, z: torch.Tensor, prev: torch.Tensor | None) -> dist.Distribution:
+        l0, l1 = self.logits[z].unbind(-2)
+        if prev is None:
+            return dist.Bernoulli(logits=l0).to_event(1)
+        return dist.Bernoulli(logits=l0 + prev * (l1 - l0)).to_event(1)
+
+    def expected_stats(self, x: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        prev = self.previous(x)
+        weight1, on1 = (torch.einsum("ntk,ntd->kd", gamma, v) for v in (prev, x * prev))
+        weight, on = gamma.sum(dim=(0, 1)).unsqueeze(-1), torch.einsum("ntk,ntd->kd", gamma, x)
+        return weight - weight1, on - on1, weight1, on1
+
+    @torch.no_grad()
+    def update(self, stats: tuple[torch.Tensor, ...], pseudocount: float) -> None:
+        weight0, on0, weight1, on1 = stats
+        p = torch.stack([(on0 + pseudocount) / (weight0 + 2 * pseudocount),
+                         (on1 + pseudocount) / (weight1 + 2 * pseudocount)], dim=1)
+        self.logits.copy_(torch.logit(p.clamp(1e-6, 1 - 1e-6)))
+
+
 class CategoricalEmission(nn.Module):
     """One categorical symbol per step (e.g. a word id); ``x`` ``(N, T)`` long in ``[0, V)``."""
+
+    framewise = True
 
     def __init__(self, num_states: int, vocab_size: int, init_scale: float = 1.0):
         super().__init__()
@@ -200,6 +261,8 @@ class FeatureCategoricalEmission(CategoricalEmission):
 
 class GaussianEmission(nn.Module):
     """Diagonal Gaussian per state; ``x`` ``(N, T, D)`` real."""
+
+    framewise = True
 
     def __init__(self, num_states: int, dim: int, min_scale: float = 1e-3):
         super().__init__()
