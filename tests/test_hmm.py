@@ -362,10 +362,10 @@ def test_tagging_scores_exact():
 def test_hmm_chorales_example(tmp_path):
     pytest.importorskip("music21")
     example = load_example("hmm_chorales")
-    args = example.argparse.Namespace(data_path=None, limit=6, cache_dir=str(tmp_path / "cache"), protocol="full",
-                                      states=3, emission="bernoulli", hidden=4, parameters="map", trainer="auto", device="cpu", inference="fast",
-                                      iterations=3, lr=0.05, batch_size=4, seed=0, no_figures=False,
-                                      out=str(tmp_path / "run"))
+    parser = example.argparse.ArgumentParser()
+    example.hmm_chorales.add_arguments(parser)
+    args = parser.parse_args(["--limit", "6", "--cache-dir", str(tmp_path / "cache"), "--states", "3", "--hidden", "4",
+                              "--iterations", "3", "--lr", "0.05", "--batch-size", "4", "--out", str(tmp_path / "run")])
     metrics = example.main(args)
     assert metrics["iterations"] == 3 and metrics["test_nll_per_step"] > 0
     assert all(Path(f).stat().st_size > 1000 for f in metrics["figures"])

@@ -1,6 +1,6 @@
 """Word vectors for embedding-emission HMMs: gensim word2vec trained offline on the text at hand.
 
-    sentences = embedding_sentences(masc="masc_tagged.zip", ptb="ptb.zip", wikipedia=True)
+    sentences = embedding_sentences({"masc": masc_words}, ptb="ptb.zip", wikipedia=True)
     vectors = load_or_train_word_vectors(sentences, dim=100, window=1)       # cached
     table, fallbacks = vectors.lookup(corpus.vocab)                          # (V, D) and counts
 
@@ -40,24 +40,22 @@ def embedding_key(word: str) -> str:
     return "N" if _NUMBER.match(word) else word.lower()
 
 
-def embedding_sentences(masc: str | Path | None = None, ptb: str | Path | None = None,
+def embedding_sentences(texts: dict[str, list[list[str]]] | None = None, ptb: str | Path | None = None,
                         wikipedia: bool = False) -> dict[str, list[list[str]]]:
-    """Training text for word2vec, one token list per sentence, by source (original case kept,
-    so that rare words can be given a spelling class later). Tags of MASC are not read."""
-    from .tagged_text import read_masc_sentences
+    """Training text for word2vec by source, one token list per sentence: ``texts`` as given
+    (e.g. the words of a tagged corpus, original case kept so that rare words can be given a
+    spelling class), plus the Penn Treebank text of ``ptb.zip`` and gensim's Wikipedia sample."""
     from .text import load_embedded_corpus, read_ptb
 
-    out: dict[str, list[list[str]]] = {}
-    if masc is not None:
-        out["masc"] = [[w for w, _ in s] for s in read_masc_sentences(masc)]
+    out = dict(texts or {})
     if ptb is not None:
         c = read_ptb(ptb)
         out["ptb"] = c.train + c.valid + c.test
     if wikipedia:
         c = load_embedded_corpus()
         out["wikipedia"] = c.train + c.valid + c.test
-    if not out:
-        raise ValueError("embedding_sentences needs at least one source (masc, ptb or wikipedia=True)")
+    if not out or not any(out.values()):
+        raise ValueError("embedding_sentences needs some text (texts, ptb or wikipedia=True)")
     return out
 
 

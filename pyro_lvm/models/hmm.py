@@ -39,7 +39,8 @@ from torch import nn
 
 from .. import hmm_inference as inf
 from .hmm_emissions import (AutoregressiveBernoulliEmission, BernoulliEmission, CategoricalEmission,
-                            FeatureCategoricalEmission, GaussianEmission, NeuralBernoulliEmission, check_num_states)
+                            FeatureCategoricalEmission, GaussianEmission, NeuralBernoulliEmission, check_num_states,
+                            previous_steps)
 
 __all__ = ["HMM", "HMMBase", "AutoregressiveBernoulliEmission", "BernoulliEmission", "CategoricalEmission",
            "FeatureCategoricalEmission", "GaussianEmission", "NeuralBernoulliEmission", "lengths_to_mask"]
@@ -159,22 +160,26 @@ class HMMBase(nn.Module):
         # Like Pyro's distributions, check values only while validation is on (the default):
         # on a full JSB pass the check costs about as much as the forward algorithm.
         self.emission.check(x, mask, values=is_validation_enabled())
-        # Step-wise emissions never read padding (emission_table takes the observed steps);
-        # the others see their neighbours, so padding is zeroed for them (and the markov path).
-        padded = not bool(mask.all()) and (self.inference == "markov" or not self.emission.framewise)
+        # Emissions are evaluated on observed steps only (emission_table), so padding is never
+        # read there; emissions that see the previous step, and the markov path, get zeros.
+        padded = not bool(mask.all()) and (self.inference == "markov" or self.emission.uses_previous)
         return self.emission.sanitize(x, mask, padded=padded), mask
 
     def emission_table(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``log p(x_t | joint state s)`` ``(N, T, S)``; only observed steps are evaluated for
-        step-wise emissions (padding may hold anything; masked steps read 0)."""
-        if self.emission.framewise and not bool(mask.all()):
+        """``log p(x_t | joint state s)`` ``(N, T, S)``, evaluated on observed steps only (masked
+        steps read 0; padding may hold anything unless the emission reads the previous step)."""
+        prev = previous_steps(x) if self.emission.uses_previous else None
+        if bool(mask.all()):
+            table = self.emission.log_likelihoods(x, prev)
+        else:
             n, steps = mask.shape
             rows = mask.reshape(-1).nonzero().squeeze(1)  # index_select: far cheaper than x[mask] here
-            observed = self.emission.log_likelihoods(x.reshape(n * steps, *x.shape[2:]).index_select(0, rows)[None])[0]
-            table = observed.new_zeros(n * steps, observed.shape[-1]).index_copy(0, rows, observed)
-            table = table.view(n, steps, -1)
-        else:
-            table = self.emission.log_likelihoods(x)
+
+            def observed(v):
+                return v.reshape(n * steps, *v.shape[2:]).index_select(0, rows)[None]
+
+            values = self.emission.log_likelihoods(observed(x), None if prev is None else observed(prev))[0]
+            table = values.new_zeros(n * steps, values.shape[-1]).index_copy(0, rows, values).view(n, steps, -1)
         if self.emission_states is not None:
             table = table.index_select(-1, self.emission_states)
         return table
