@@ -173,3 +173,30 @@ def test_family_bad_input():
     with pytest.raises(ValueError, match="inference"):
         SecondOrderHMM(BernoulliEmission(3, D), inference="slow")
     pyro.clear_param_store()
+
+
+def test_chorales_task_runs_every_variant(tmp_path, capsys):
+    pytest.importorskip("music21")
+    import json
+
+    from pyro_lvm.cli import main
+
+    common = ["train", "hmm_chorales", "--limit", "6", "--cache-dir", str(tmp_path / "cache"), "--iterations", "2",
+              "--batch-size", "4", "--lr", "0.05"]
+    variants = [["--chain", "fhmm", "--states", "4"], ["--chain", "pfhmm", "--sizes", "2", "3", "--no-figures"],
+                ["--chain", "2hmm", "--states", "3", "--raftery", "--no-figures"],
+                ["--emission", "autoregressive", "--states", "3", "--no-figures"],
+                ["--emission", "neural", "--within-frame", "--states", "3", "--hidden", "4", "--patience", "1",
+                 "--no-figures"]]
+    for i, extra in enumerate(variants):
+        out = tmp_path / f"run{i}"
+        assert main([*common, *extra, "--out", str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["test_nll_per_step"] > 0 and metrics["seconds_per_epoch"] > 0
+    assert (tmp_path / "run0" / "transition_matrix.png").stat().st_size > 1000  # over the 4 joint states
+    assert json.loads((tmp_path / "run3" / "metrics.json").read_text())["trainer"] == "em"
+    for extra, message in ((["--chain", "fhmm", "--states", "5"], "square number"),
+                           (["--chain", "fhmm", "--states", "4", "--trainer", "em"], "--trainer em needs --chain hmm"),
+                           (["--chain", "2hmm", "--parameters", "bayes"], "first-order chain")):
+        assert main([*common, *extra, "--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err

@@ -118,14 +118,31 @@ class WordVectors:
 
     @classmethod
     def load(cls, path: str | Path) -> "WordVectors":
-        with np.load(Path(path), allow_pickle=False) as z:  # no pickle: loading runs no code
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no word-vector file at {path} (expected a .npz written by WordVectors.save)")
+        with np.load(path, allow_pickle=False) as z:  # no pickle: loading runs no code
             return cls([str(w) for w in z["words"]], z["vectors"], json.loads(str(z["info"])))
+
+
+def positional_contexts(text: list[list[str]]) -> list[list[str]]:
+    """One 3-token "sentence" ``[L:w_{t-1}, w_t, R:w_{t+1}]`` per token (``<s>``/``</s>`` at the
+    ends): skip-gram with window 1 on these predicts the left and the right neighbour as different
+    words, which is the structured skip-gram of Ling et al. (2015) with window 1 -- vectors that
+    know which side a context word was on."""
+    out = []
+    for s in text:
+        padded = ["<s>", *s, "</s>"]
+        out.extend(["L:" + padded[i - 1], padded[i], "R:" + padded[i + 1]] for i in range(1, len(padded) - 1))
+    return out
 
 
 def train_word_vectors(sentences: dict[str, list[list[str]]], dim: int = 100, window: int = 1,
                        min_count: int = 3, epochs: int = 20, negative: int = 10, seed: int = 0,
-                       workers: int = 1) -> WordVectors:
-    """Skip-gram word2vec (gensim) over all sources together; see the module docstring."""
+                       workers: int = 1, contexts: str = "plain") -> WordVectors:
+    """Skip-gram word2vec (gensim) over all sources together; see the module docstring.
+    ``contexts="positional"``: left and right neighbours as distinct context words
+    (:func:`positional_contexts`; ``window`` is then 1)."""
     try:
         from gensim.models import Word2Vec
     except ImportError as e:
@@ -133,15 +150,19 @@ def train_word_vectors(sentences: dict[str, list[list[str]]], dim: int = 100, wi
     for name, value in (("dim", dim), ("window", window), ("min_count", min_count), ("epochs", epochs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if contexts not in ("plain", "positional"):
+        raise ValueError(f"contexts must be 'plain' or 'positional', got {contexts!r}")
     text = prepare_text((s for part in sentences.values() for s in part), min_count)
     t0 = time.perf_counter()
-    model = Word2Vec(text, vector_size=dim, window=window, min_count=1, sg=1, negative=negative, epochs=epochs,
-                     seed=seed, workers=workers)
+    model = Word2Vec(positional_contexts(text) if contexts == "positional" else text, vector_size=dim,
+                     window=1 if contexts == "positional" else window, min_count=1, sg=1, negative=negative,
+                     epochs=epochs, seed=seed, workers=workers)
+    keep = [i for i, w in enumerate(model.wv.index_to_key) if not w.startswith(("L:", "R:"))]
     info = {"sources": {k: {"sentences": len(v), "tokens": sum(map(len, v))} for k, v in sentences.items()},
             "tokens": sum(map(len, text)), "dim": dim, "window": window, "min_count": min_count, "epochs": epochs,
-            "negative": negative, "seed": seed, "words": len(model.wv.index_to_key),
+            "negative": negative, "seed": seed, "contexts": contexts, "words": len(keep),
             "train_seconds": round(time.perf_counter() - t0, 1)}
-    return WordVectors(list(model.wv.index_to_key), model.wv.vectors.astype(np.float32), info)
+    return WordVectors([model.wv.index_to_key[i] for i in keep], model.wv.vectors[keep].astype(np.float32), info)
 
 
 def load_or_train_word_vectors(sentences: dict[str, list[list[str]]], cache_dir: str | Path | None = None,

@@ -58,12 +58,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="embedding: one fixed diagonal variance (He et al.), one learned, or one per state")
     p.add_argument("--flow-layers", type=int, default=0, help="embedding: volume-preserving coupling layers (0: none)")
     p.add_argument("--flow-epochs", type=int, default=0, help="embedding: Adam epochs on flow + HMM after EM")
+    p.add_argument("--vectors", default=None, help="word vectors saved as .npz (WordVectors.save); omitted: word2vec "
+                                                   "trained on the corpus text (+ --vector-ptb, --vector-wikipedia)")
     p.add_argument("--vector-ptb", default=None, help="ptb.zip: more text for word2vec")
     p.add_argument("--vector-wikipedia", action="store_true", help="gensim's Wikipedia sample as more text")
     p.add_argument("--vector-dim", type=int, default=100)
     p.add_argument("--vector-window", type=int, default=1)
     p.add_argument("--vector-epochs", type=int, default=20)
     p.add_argument("--vector-min-count", type=int, default=3, help="rarer words train their spelling class")
+    p.add_argument("--vector-contexts", default="plain", choices=["plain", "positional"],
+                   help="positional: left and right neighbours are different context words (structured skip-gram)")
     p.add_argument("--neural-vectors", action="store_true", help="neural: initialise word embeddings from word2vec")
     p.add_argument("--cache-dir", default=None, help="word-vector cache (default ~/.cache/pyro_lvm)")
     p.add_argument("--trainer", default="auto", choices=["auto", "em", "adam"],
@@ -152,14 +156,17 @@ def load_sentences(args: argparse.Namespace) -> list[list[tuple[str, str]]]:
 
 def word_vector_table(args: argparse.Namespace, sentences, corpus: TaggedCorpus) -> tuple[torch.Tensor, dict]:
     """``(vectors (V, D) of the vocabulary, info)``: word2vec on the corpus text (+ options), cached."""
-    from ..data.word_vectors import embedding_sentences, load_or_train_word_vectors
+    from ..data.word_vectors import WordVectors, embedding_sentences, load_or_train_word_vectors
 
-    name = "masc" if args.data_path and str(args.data_path).endswith(".zip") else "corpus"
-    text = embedding_sentences({name: [[w for w, _ in s] for s in sentences]}, ptb=args.vector_ptb,
-                               wikipedia=args.vector_wikipedia)
-    vectors = load_or_train_word_vectors(text, cache_dir=args.cache_dir, dim=args.vector_dim,
-                                         window=args.vector_window, min_count=args.vector_min_count,
-                                         epochs=args.vector_epochs)
+    if args.vectors:
+        vectors = WordVectors.load(args.vectors)
+    else:
+        name = "masc" if args.data_path and str(args.data_path).endswith(".zip") else "corpus"
+        text = embedding_sentences({name: [[w for w, _ in s] for s in sentences]}, ptb=args.vector_ptb,
+                                   wikipedia=args.vector_wikipedia)
+        vectors = load_or_train_word_vectors(text, cache_dir=args.cache_dir, dim=args.vector_dim,
+                                             window=args.vector_window, min_count=args.vector_min_count,
+                                             epochs=args.vector_epochs, contexts=args.vector_contexts)
     table, routes = vectors.lookup(corpus.vocab)
     return table, {"training": vectors.info, "vocabulary_lookup": routes}
 
