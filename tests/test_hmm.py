@@ -149,6 +149,7 @@ def make_hmm(kind, k=3, inference="fast", parameters="map", seed=0):
                 "gaussian": lambda: GaussianEmission(k, 2), "neural": lambda: NeuralBernoulliEmission(k, 5, 4),
                 "features": lambda: FeatureCategoricalEmission(k, word_features(SIX_WORDS)[0], init_scale=1.0),
                 "autoregressive": lambda: AutoregressiveBernoulliEmission(k, 5),
+                "neural_within_frame": lambda: NeuralBernoulliEmission(k, 5, 4, within_frame=True),
                 }[kind]()
     return HMM(emission, inference=inference, parameters=parameters, concentration=1.5 if parameters == "bayes" else 1.0)
 
@@ -165,8 +166,25 @@ def make_data(kind, n=4, steps=6, seed=0):
     return torch.randint(0, 2, (n, steps, 5), generator=g).float()
 
 
+def test_within_frame_emission_is_normalised_and_samples_its_own_law():
+    """OrderedBernoulli: key d sees the keys below it; its probabilities over all 2^D frames sum
+    to 1, and draws follow them."""
+    from pyro_lvm.models.hmm_emissions import OrderedBernoulli
+
+    torch.manual_seed(0)
+    law = OrderedBernoulli(torch.randn(2, 4), 2.0 * torch.randn(4, 4))  # a batch of two
+    frames = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)))  # (16, 4)
+    probs = law.log_prob(frames.unsqueeze(1)).exp()  # (16, 2)
+    assert torch.allclose(probs.sum(0), torch.ones(2), atol=1e-5)
+    draws = law.sample((20000,))  # (20000, 2, 4)
+    codes = (draws[:, 0] * torch.tensor([8.0, 4.0, 2.0, 1.0])).sum(-1).long()
+    assert torch.allclose(torch.bincount(codes, minlength=16).float() / 20000, probs[:, 0], atol=0.015)
+    assert torch.equal(law.weight, law.weight.tril(-1))  # only the keys below count
+
+
 @pytest.mark.parametrize("parameters", ["map", "bayes"])
-@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "neural", "features", "autoregressive"])
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "neural", "features", "autoregressive",
+                                  "neural_within_frame"])
 def test_fast_path_equals_markov_path(kind, parameters):
     x, mask = make_data(kind), lengths_to_mask(torch.tensor([6, 3, 1, 5]))
     fast = make_hmm(kind, parameters=parameters)

@@ -123,9 +123,10 @@ VOCAB = ["the", "dog", "Dogs", "barked", "2-day", "quickly"]
 
 @pytest.mark.parametrize("make", [
     lambda i: HMM(EmbeddingGaussianEmission(3, torch.randn(6, 4), scale="state", flow_layers=2), inference=i),
-    lambda i: HMM(EmbeddingGaussianEmission(3, torch.randn(6, 4), scale="shared"), inference=i),
+    lambda i: HMM(EmbeddingGaussianEmission(3, torch.randn(6, 4), scale="shared",
+                                            spelling=torch.tensor([0, 0, 1, 2, 3, 2])), inference=i),
     lambda i: HMM(NeuralCategoricalEmission(3, VOCAB, vectors=torch.randn(6, 4), channels=5, hidden=8), inference=i),
-], ids=["embedding-flow", "embedding-shared", "neural"])
+], ids=["embedding-flow", "embedding-shared-spelling", "neural"])
 def test_word_emissions_both_paths_equal_brute_force(make):
     torch.manual_seed(0)
     x, mask = torch.randint(0, 6, (3, 5)), lengths_to_mask(torch.tensor([5, 2, 4]))
@@ -160,8 +161,8 @@ def test_embedding_em_increases_the_likelihood_and_unused_states_keep_their_gaus
     torch.manual_seed(0)
     vectors = torch.randn(6, 3)
     x, mask = torch.randint(0, 6, (8, 7)), lengths_to_mask(torch.tensor([7, 5, 3, 7, 2, 6, 7, 1]))
-    for scale in ("fixed", "shared", "state"):
-        hmm = HMM(EmbeddingGaussianEmission(4, vectors, scale=scale))
+    for scale, spelling in (("fixed", None), ("shared", torch.tensor([0, 1, 1, 2, 0, 2])), ("state", None)):
+        hmm = HMM(EmbeddingGaussianEmission(4, vectors, scale=scale, spelling=spelling))
         history = hmm.em_fit([(x, mask)], iterations=6)
         assert all(b >= a - 1e-3 for a, b in zip(history, history[1:])) and history[-1] > history[0]
     emission = EmbeddingGaussianEmission(2, vectors, scale="state")
@@ -182,6 +183,8 @@ def test_char_ids_and_bad_input():
         EmbeddingGaussianEmission(3, torch.randn(6))
     with pytest.raises(ValueError, match="NaN or inf"):
         EmbeddingGaussianEmission(3, torch.full((6, 2), float("nan")))
+    with pytest.raises(ValueError, match="a class id >= 0 for each of the 6 words"):
+        EmbeddingGaussianEmission(3, torch.randn(6, 2), spelling=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="scale must be"):
         EmbeddingGaussianEmission(3, torch.randn(6, 2), scale="diag")
     with pytest.raises(ValueError, match="number of states"):
@@ -207,7 +210,7 @@ def run(tmp_path, name, *argv):
 
 
 def test_task_every_emission_offline(tmp_path, capsys):
-    code, m = run(tmp_path, "emb", "--emission", "embedding", "--iterations", "4", "--flow-layers", "2",
+    code, m = run(tmp_path, "emb", "--emission", "embedding", "--spelling", "--iterations", "4", "--flow-layers", "2",
                   "--flow-epochs", "2", "--lr", "0.01", "--vector-epochs", "2", "--vector-dim", "8")
     assert code == 0 and m["emission"] == "embedding" and m["iterations"] == 4 + 2
     assert m["word_vectors"]["vocabulary_lookup"]["own"] + m["word_vectors"]["vocabulary_lookup"]["shape"] > 0

@@ -79,20 +79,22 @@ class VolumePreservingFlow(nn.Module):
 
 class _VectorDensity(dist.TorchDistribution):
     """Distribution of a word id whose ``log_prob`` is the density of the word's (projected) vector
-    under ``base`` (a Gaussian over vectors): the markov path's view of an embedding emission."""
+    under ``base`` (a Gaussian over vectors), plus ``extra(ids)`` (the spelling class's log-probability,
+    or 0): the markov path's view of an embedding emission."""
 
     arg_constraints: dict = {}
     support = dist.constraints.nonnegative_integer
 
-    def __init__(self, base: dist.Distribution, embed):
-        self.base, self.embed = base, embed
+    def __init__(self, base: dist.Distribution, embed, extra=None):
+        self.base, self.embed, self.extra = base, embed, extra
         super().__init__(base.batch_shape, validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
-        return _VectorDensity(self.base.expand(batch_shape), self.embed)
+        return _VectorDensity(self.base.expand(batch_shape), self.embed, self.extra)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self.base.log_prob(self.embed(value))
+        log_density = self.base.log_prob(self.embed(value))
+        return log_density if self.extra is None else log_density + self.extra(value)
 
     def sample(self, sample_shape=torch.Size()):
         raise NotImplementedError("a Gaussian over word vectors is a density, not a distribution over words: "
@@ -104,19 +106,24 @@ class EmbeddingGaussianEmission(CategoricalEmission):
 
     ``vectors`` ``(V, D)`` is the vector of each vocabulary word (e.g. from
     :meth:`pyro_lvm.data.word_vectors.WordVectors.lookup`); ``frequencies`` ``(V,)`` token counts
-    used to initialise means (the token mean plus ``init_noise`` standard deviations of noise)
-    and the variance. ``scale``: ``"fixed"`` one diagonal variance, the tokens' (He et al.
+    used to initialise means (the token mean plus ``init_noise`` standard deviations of noise,
+    unless ``init_means`` ``(K, D)`` are given) and the variance. ``scale``: ``"fixed"`` one diagonal variance, the tokens' (He et al.
     2018); ``"shared"`` one diagonal variance, learned; ``"state"`` one per state.
-    ``flow_layers > 0`` adds the volume-preserving projection. Baum-Welch updates the
-    Gaussians in closed form given the current projection; the projection itself is trained
-    by gradient (``fit`` or Adam on the fast path).
+    ``flow_layers > 0`` adds the volume-preserving projection. ``spelling`` ``(V,)`` gives each
+    word a spelling class (e.g. :func:`pyro_lvm.data.tagged_text.word_shape`: capital, digits,
+    suffix); each state then also has a categorical over the classes, and a word's vector and its
+    class are two views of it, independent given the state -- what vectors trained on a small
+    text miss about morphology (``-s``, ``-ing``, capitals) the class says. Baum-Welch updates
+    the Gaussians and the class probabilities in closed form given the current projection; the
+    projection itself is trained by gradient (``fit`` or Adam on the fast path).
     """
 
     uses_previous = False
 
     def __init__(self, num_states: int, vectors: torch.Tensor, frequencies: torch.Tensor | None = None,
                  scale: str = "fixed", flow_layers: int = 0, flow_hidden: int | None = None, init_noise: float = 0.04,
-                 min_variance: float = 1e-4):
+                 min_variance: float = 1e-4, spelling: torch.Tensor | None = None,
+                 init_means: torch.Tensor | None = None):
         nn.Module.__init__(self)
         self.num_states = check_num_states(num_states)
         if vectors.dim() != 2 or len(vectors) < 1:
@@ -136,12 +143,21 @@ class EmbeddingGaussianEmission(CategoricalEmission):
         w = frequencies.float() / frequencies.sum()
         mean = w @ self.vectors
         var = (w @ (self.vectors - mean) ** 2).clamp(min=min_variance)
-        self.loc = nn.Parameter(mean + init_noise * var.sqrt() * torch.randn(num_states, self.dim))
+        if init_means is not None and init_means.shape != (num_states, self.dim):
+            raise ValueError(f"init_means must be ({num_states}, {self.dim}), got {tuple(init_means.shape)}")
+        start = mean + init_noise * var.sqrt() * torch.randn(num_states, self.dim) if init_means is None else init_means
+        self.loc = nn.Parameter(start.float().clone())
         log_var = var.log().expand(num_states if scale == "state" else 1, -1).clone()
         if scale == "fixed":
             self.register_buffer("log_var", log_var)
         else:
             self.log_var = nn.Parameter(log_var)
+        if spelling is not None:
+            if spelling.shape != (self.vocab_size,) or spelling.is_floating_point() or bool((spelling < 0).any()):
+                raise ValueError(f"spelling must hold a class id >= 0 for each of the {self.vocab_size} words")
+            self.spelling_logits = nn.Parameter(0.1 * torch.randn(num_states, int(spelling.max()) + 1))
+            spelling = spelling.long()
+        self.register_buffer("spelling", spelling)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """The (projected) vectors of word ids ``(...,)`` -> ``(..., D)``."""
@@ -154,25 +170,39 @@ class EmbeddingGaussianEmission(CategoricalEmission):
         quad = (e ** 2) @ prec.T - 2 * e @ (self.loc * prec).T + (self.loc ** 2 * prec).sum(-1)
         return -0.5 * (quad + self.log_var.sum(-1) + self.dim * math.log(2 * math.pi))
 
+    def _table(self, ids: torch.Tensor) -> torch.Tensor:
+        """``log p(vec_v [, class_v] | k)`` for word ids ``(U,)`` -> ``(U, K)``."""
+        table = self._gaussian_table(self.embed(ids))
+        if self.spelling is not None:
+            table = table + F.log_softmax(self.spelling_logits, -1).T[self.spelling[ids]]
+        return table
+
     def log_likelihoods(self, x: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
         ids, inverse = torch.unique(x, return_inverse=True)  # each distinct word once
-        return self._gaussian_table(self.embed(ids))[inverse]
+        return self._table(ids)[inverse]
 
     @property
     def logits(self) -> torch.Tensor:
-        """``(K, V)`` log-densities of every vocabulary word's vector (not normalised over words)."""
-        return self._gaussian_table(self.embed(torch.arange(self.vocab_size, device=self.vectors.device))).T
+        """``(K, V)`` log-densities of every vocabulary word (not normalised over words)."""
+        return self._table(torch.arange(self.vocab_size, device=self.vectors.device)).T
 
     def dist(self, z: torch.Tensor, prev: torch.Tensor | None) -> dist.Distribution:
         scale = (0.5 * self.log_var).exp()
         base = dist.Normal(self.loc[z], scale[z] if self.scale_mode == "state" else scale[0]).to_event(1)
-        return _VectorDensity(base, self.embed)
+        extra = None
+        if self.spelling is not None:
+            spelling_log_probs = F.log_softmax(self.spelling_logits, -1)
+            extra = lambda ids: spelling_log_probs[z, self.spelling[ids]]  # noqa: E731 (z broadcasts with ids)
+        return _VectorDensity(base, self.embed, extra)
 
     @torch.no_grad()
     def update(self, stats: tuple[torch.Tensor, ...], pseudocount: float) -> None:
         """Closed-form M-step given the projection: ``pseudocount`` tokens of each state's current
         Gaussian are added to its expected counts, so an unused state keeps its parameters."""
         counts = stats[0]  # (K, V) expected emission counts
+        if self.spelling is not None:
+            per_class = counts.new_zeros(self.spelling_logits.shape).index_add_(1, self.spelling, counts)
+            self.spelling_logits.copy_((per_class + pseudocount).log())
         e = self.embed(torch.arange(self.vocab_size, device=counts.device))
         old_loc, old_var = self.loc.clone(), self.log_var.exp()
         weight = counts.sum(1, keepdim=True) + pseudocount

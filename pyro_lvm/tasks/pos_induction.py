@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import atomic_json_save, set_seed
-from ..data.tagged_text import TaggedCorpus, corpus_from_sentences, read_tagged, word_features
+from ..data.tagged_text import TaggedCorpus, corpus_from_sentences, read_tagged, word_features, word_shape
 from ..models.hmm import HMM, CategoricalEmission, FeatureCategoricalEmission
 from ..train import resolve_device
 
@@ -56,6 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--l2", type=float, default=1.0, help="features: L2 penalty on the emission weights")
     p.add_argument("--scale", default="fixed", choices=["fixed", "shared", "state"],
                    help="embedding: one fixed diagonal variance (He et al.), one learned, or one per state")
+    p.add_argument("--spelling", action="store_true",
+                   help="embedding: each state also emits the word's spelling class (capital, digits, suffix)")
+    p.add_argument("--init", default="random", choices=["random", "kmeans-types"],
+                   help="embedding: means from the token mean plus noise, or k-means over the word types' vectors "
+                        "(each type once, so rare open-class words are not drowned by frequent function words)")
     p.add_argument("--flow-layers", type=int, default=0, help="embedding: volume-preserving coupling layers (0: none)")
     p.add_argument("--flow-epochs", type=int, default=0, help="embedding: Adam epochs on flow + HMM after EM")
     p.add_argument("--vectors", default=None, help="word vectors saved as .npz (WordVectors.save); omitted: word2vec "
@@ -76,7 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tol", type=float, default=0.0, help="EM: stop when |relative change of log-lik| <= tol")
     p.add_argument("--restarts", type=int, default=1, help="random initialisations; the best likelihood continues")
     p.add_argument("--restart-iterations", type=int, default=5, help="iterations (epochs) each restart gets")
-    p.add_argument("--lr", type=float, default=0.05, help="adam only (also the flow phase)")
+    p.add_argument("--lr", type=float, default=0.05, help="adam: the emission's learning rate (also the flow phase)")
+    p.add_argument("--chain-lr", type=float, default=None,
+                   help="adam: the initial and transition logits' learning rate (default --lr); a small emission rate "
+                        "with a fast chain keeps a neural emission from learning a mixture model first")
     p.add_argument("--batch-tokens", type=int, default=20000, help="padded tokens per length-sorted batch")
     p.add_argument("--concentration", type=float, default=1.0, help="Dirichlet prior on transitions (1 = none)")
     p.add_argument("--emission-pseudocount", type=float, default=1e-3)
@@ -179,7 +187,10 @@ def build_hmm(args: argparse.Namespace, corpus: TaggedCorpus, vectors: torch.Ten
         from ..models.hmm_word_emissions import EmbeddingGaussianEmission
 
         freq = torch.bincount(torch.tensor([w for s in corpus.words for w in s]), minlength=v).float()
-        emission = EmbeddingGaussianEmission(k, vectors, freq, scale=args.scale, flow_layers=args.flow_layers)
+        spelling = spelling_classes(corpus.vocab) if args.spelling else None
+        means = kmeans_means(vectors, k, seed=int(torch.randint(0, 2**31 - 1, ()))) if args.init == "kmeans-types" else None
+        emission = EmbeddingGaussianEmission(k, vectors, freq, scale=args.scale, flow_layers=args.flow_layers,
+                                             spelling=spelling, init_means=means)
     elif args.emission == "neural":
         from ..models.hmm_word_emissions import NeuralCategoricalEmission
 
@@ -188,6 +199,23 @@ def build_hmm(args: argparse.Namespace, corpus: TaggedCorpus, vectors: torch.Ten
         emission = CategoricalEmission(k, v)
     # num_sequences: with adam the prior term is split over the batches, not counted per batch.
     return HMM(emission, concentration=args.concentration, num_sequences=len(corpus.words))
+
+
+def kmeans_means(vectors: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """``(k, D)`` k-means centres of the vocabulary's vectors, each word type once (scikit-learn)."""
+    from sklearn.cluster import KMeans
+
+    if len(vectors) < k:
+        raise ValueError(f"k-means needs at least {k} word types, the vocabulary has {len(vectors)}")
+    centres = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(vectors.numpy()).cluster_centers_
+    return torch.from_numpy(centres).float()
+
+
+def spelling_classes(vocab: list[str]) -> torch.Tensor:
+    """``(V,)`` class id of each word's :func:`word_shape` (capital, hyphen, digits, suffix)."""
+    shapes = [word_shape(w) for w in vocab]
+    index = {c: i for i, c in enumerate(sorted(set(shapes)))}
+    return torch.tensor([index[c] for c in shapes], dtype=torch.long)
 
 
 def trainer_of(args: argparse.Namespace) -> str:
@@ -208,7 +236,9 @@ def run_adam(hmm: HMM, pairs: list, epochs: int, args: argparse.Namespace, repor
     """Adam on the fast path: one step per length-sorted batch, batches in a seeded random order;
     returns the summed log-likelihood of each epoch's batches as they were trained on. (Not
     fit(): its mini-batches are slices of one padded tensor; these batches differ in length.)"""
-    opt = torch.optim.Adam([p for p in hmm.parameters() if p.requires_grad], lr=args.lr)
+    chain = [p for name, p in hmm.named_parameters() if not name.startswith("emission.")]
+    opt = torch.optim.Adam([{"params": chain, "lr": args.chain_lr or args.lr},
+                            {"params": list(hmm.emission.parameters()), "lr": args.lr}])
     elbo, history = hmm.elbo(), []
     for epoch in range(epochs):
         order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
