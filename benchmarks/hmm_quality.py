@@ -29,8 +29,10 @@ validation NLL; it records test NLL and seconds per epoch (``--family-protocols`
 
 ``pos-emissions`` runs every emission type of ``pos_induction`` on MASC with 45 states for each
 seed (``--pos-seeds``; ``--pos-emissions`` chooses): EM to a tolerance with random restarts kept
-by likelihood, the embedding emissions over word2vec vectors trained on MASC + PTB + gensim's
-Wikipedia sample (cached), the flow and the neural emission by Adam.
+by likelihood (generalised EM for the feature and neural emissions), the embedding emission over
+word2vec vectors trained on MASC + PTB + gensim's Wikipedia sample (cached), then its flow by
+Adam. ``pos-variance`` is the one choice made with gold tags: the Gaussian's variance scale,
+on the first 8,000 sentences.
 
 POS anchor (WSJ, 45 states, literature): EM-trained HMM about 62% many-to-one (Johnson 2007).
 """
@@ -254,35 +256,47 @@ def run_jsb_family(data: Path, protocols: list[str], variants: list[str], quick:
 # ----------------------------------------------------------------------------- every POS emission on MASC
 
 _POS_EM = ["--iterations", "300", "--tol", "1e-5", "--restarts", "3", "--restart-iterations", "10"]
+# The Gaussian over word vectors: structured skip-gram vectors (window 1) on MASC + PTB + the
+# Wikipedia sample, each state also emitting the word's spelling class, the tokens' variance
+# doubled (picked on the first 8,000 sentences by --part pos-variance, gold tags used for that
+# one choice). One run gives two rows: the Gaussian HMM after EM ("before-flow" in its progress)
+# and after He et al.'s projection has been trained with it.
+_EMBEDDING = ["--emission", "embedding", "--spelling", "--variance-scale", "2", "--vector-contexts", "positional",
+              "--vector-epochs", "10", "--iterations", "100", "--tol", "1e-5", "--restarts", "3",
+              "--restart-iterations", "5"]
 POS_EMISSIONS = {
     "categorical": ["--emission", "categorical", *_POS_EM],
     "features": ["--emission", "features", "--l2", "1.0", "--iterations", "200", "--tol", "1e-5", "--restarts", "3",
                  "--restart-iterations", "5"],
-    "embedding": ["--emission", "embedding", "--iterations", "100", "--tol", "1e-5", "--restarts", "3",
-                  "--restart-iterations", "5"],
-    "embedding_flow": ["--emission", "embedding", "--iterations", "100", "--tol", "1e-5", "--restarts", "3",
-                       "--restart-iterations", "5", "--flow-layers", "4", "--flow-epochs", "10", "--lr", "0.01"],
-    "neural": ["--emission", "neural", "--trainer", "adam", "--iterations", "15", "--lr", "0.003", "--restarts", "3",
-               "--restart-iterations", "1"],
+    "embedding_flow": [*_EMBEDDING, "--flow-layers", "4", "--flow-epochs", "10", "--lr", "0.01"],
+    "neural": ["--emission", "neural", "--neural-vectors", "--vector-contexts", "positional", "--vector-epochs", "10",
+               "--iterations", "40", "--tol", "1e-5", "--m-steps", "10", "--lr", "0.003", "--restarts", "3",
+               "--restart-iterations", "2"],
 }
+# The variance scale of the Gaussian HMM, on the first 8,000 MASC sentences (EM, 30 iterations).
+POS_VARIANCE = {f"scale{scale}": [*_EMBEDDING[:_EMBEDDING.index("--iterations")], "--iterations", "30",
+                                  "--max-sentences", "8000"] for scale in ("1", "2", "4")}
+for _name, _argv in POS_VARIANCE.items():
+    _argv[_argv.index("--variance-scale") + 1] = _name[len("scale"):]
 
 
-def run_pos_emissions(data: Path, emissions: list[str], seeds: list[int], quick: bool = False) -> dict:
-    """Each emission of :data:`POS_EMISSIONS` with each seed on MASC (45 states); the word
-    vectors come from MASC + PTB + the Wikipedia sample."""
+def run_pos_emissions(data: Path, emissions: list[str], seeds: list[int], quick: bool = False,
+                      configs: dict = POS_EMISSIONS) -> dict:
+    """Each emission of ``configs`` (:data:`POS_EMISSIONS`) with each seed on MASC (45 states);
+    the word vectors come from MASC + PTB + the Wikipedia sample."""
     runs = {}
     for name in emissions:
         for seed in seeds:
             argv = ["--data-path", str(data / "masc_tagged.zip"), "--states", "45", "--no-figures", "--seed", str(seed),
                     "--vector-ptb", str(data / "ptb.zip"), "--vector-wikipedia",
-                    "--out", f"/tmp/hmm_quality/pos_emissions/{name}_{seed}", *POS_EMISSIONS[name]]
+                    "--out", f"/tmp/hmm_quality/pos_emissions/{name}_{seed}", *configs[name]]
             if quick:
                 argv += ["--max-sentences", "300", "--iterations", "2", "--restart-iterations", "1",
                          "--vector-epochs", "1"]
             t0 = time.perf_counter()
             metrics = pos_induction.main(task_args(pos_induction, argv))
             metrics.pop("history")
-            metrics.update(wall_seconds=round(time.perf_counter() - t0, 1), args=POS_EMISSIONS[name])
+            metrics.update(wall_seconds=round(time.perf_counter() - t0, 1), args=configs[name])
             runs[f"{name}/seed{seed}"] = metrics
             print(name, seed, {k: metrics[k] for k in ("many_to_one", "v_measure", "log_lik_per_token",
                                                         "train_seconds")}, flush=True)
@@ -293,15 +307,21 @@ def run_pos_emissions(data: Path, emissions: list[str], seeds: list[int], quick:
                                                                                        "v_measure", "train_seconds")}
         summary[name].update(seeds=len(mine), many_to_one_min=min(r["many_to_one"] for r in mine),
                              many_to_one_max=max(r["many_to_one"] for r in mine))
+        before = [p for r in mine for p in r["progress"] if p["phase"] == "before-flow"]
+        if before:  # the Gaussian HMM's own scores, before its projection was trained
+            summary[name]["before_flow"] = {f"{m}_mean": sum(p[m] for p in before) / len(before)
+                                            for m in ("many_to_one", "one_to_one", "v_measure")}
     return {"runs": runs, "summary": summary, "states": 45}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", required=True, choices=["jsb", "pos", "pos-features", "pyro7", "jsb-family", "pos-emissions"])
+    p.add_argument("--part", required=True, choices=["jsb", "pos", "pos-features", "pyro7", "jsb-family", "pos-emissions",
+                                                           "pos-variance"])
     p.add_argument("--family-protocols", nargs="+", default=["used-keys", "full"], choices=["used-keys", "full"])
     p.add_argument("--family-variants", nargs="+", default=list(JSB_FAMILY), choices=list(JSB_FAMILY))
-    p.add_argument("--pos-emissions", nargs="+", default=list(POS_EMISSIONS), choices=list(POS_EMISSIONS))
+    p.add_argument("--pos-emissions", nargs="+", default=None,
+                   help=f"pos-emissions: some of {list(POS_EMISSIONS)}; pos-variance: some of {list(POS_VARIANCE)}")
     p.add_argument("--tag", default="", help="suffix of the result file (a partial run of a part)")
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--pos-iterations", type=int, default=None, help="default: 150 (pos), 100 (pos-features)")
@@ -321,7 +341,10 @@ def main() -> None:
     elif args.part == "jsb-family":
         result = run_jsb_family(data, args.family_protocols, args.family_variants, args.quick)
     elif args.part == "pos-emissions":
-        result = run_pos_emissions(data, args.pos_emissions, args.pos_seeds, args.quick)
+        result = run_pos_emissions(data, args.pos_emissions or list(POS_EMISSIONS), args.pos_seeds, args.quick)
+    elif args.part == "pos-variance":
+        result = run_pos_emissions(data, args.pos_emissions or list(POS_VARIANCE), args.pos_seeds[:1], args.quick,
+                                   POS_VARIANCE)
     else:
         result = run_pyro_model7(data, [2] if args.quick else args.pyro7_steps)
     result.update({"command": "python " + " ".join(sys.argv), "threads": 1, "quick": args.quick})

@@ -210,13 +210,16 @@ def run(tmp_path, name, *argv):
 
 
 def test_task_every_emission_offline(tmp_path, capsys):
-    code, m = run(tmp_path, "emb", "--emission", "embedding", "--spelling", "--iterations", "4", "--flow-layers", "2",
+    code, m = run(tmp_path, "emb", "--emission", "embedding", "--spelling", "--init", "kmeans-types",
+                  "--iterations", "4", "--flow-layers", "2",
                   "--flow-epochs", "2", "--lr", "0.01", "--vector-epochs", "2", "--vector-dim", "8")
     assert code == 0 and m["emission"] == "embedding" and m["iterations"] == 4 + 2
     assert m["word_vectors"]["vocabulary_lookup"]["own"] + m["word_vectors"]["vocabulary_lookup"]["shape"] > 0
     assert m["word_vectors"]["training"]["tokens"] == m["data"]["tokens"]
-    code, m = run(tmp_path, "neural", "--emission", "neural", "--iterations", "6", "--lr", "0.003")
+    code, m = run(tmp_path, "neural", "--emission", "neural", "--trainer", "adam", "--iterations", "6", "--lr", "0.003")
     assert code == 0 and m["trainer"] == "adam" and m["history"][-1] > m["history"][0]
+    code, m = run(tmp_path, "neural_em", "--emission", "neural", "--iterations", "4", "--m-steps", "3", "--lr", "0.01")
+    assert code == 0 and m["trainer"] == "em" and m["history"][-1] > m["history"][0]  # generalised EM
     # Restarts: each one scored by its training likelihood; the best one continues, with a tolerance.
     code, m = run(tmp_path, "restarts", "--emission", "categorical", "--restarts", "3", "--restart-iterations", "2",
                   "--iterations", "30", "--tol", "1e-3")
@@ -224,7 +227,7 @@ def test_task_every_emission_offline(tmp_path, capsys):
     best = max(r["log_lik_per_token"] for r in m["restarts"])
     assert m["log_lik_per_token"] >= best - 1e-6
     # Bad input reaches the user as "pyro-lvm: error: ..." with exit status 2.
-    for argv, message in ((["--emission", "neural", "--trainer", "em"], "no closed-form M-step"),
+    for argv, message in ((["--emission", "categorical", "--spelling"], "needs --emission embedding"),
                           (["--emission", "categorical", "--flow-layers", "2"], "needs --emission embedding"),
                           (["--states", "0"], "number of states must be a positive integer")):
         code, _ = run(tmp_path, "bad", *argv)

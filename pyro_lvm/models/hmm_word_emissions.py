@@ -109,6 +109,8 @@ class EmbeddingGaussianEmission(CategoricalEmission):
     used to initialise means (the token mean plus ``init_noise`` standard deviations of noise,
     unless ``init_means`` ``(K, D)`` are given) and the variance. ``scale``: ``"fixed"`` one diagonal variance, the tokens' (He et al.
     2018); ``"shared"`` one diagonal variance, learned; ``"state"`` one per state.
+    ``variance_scale`` multiplies the tokens' variance used as (or to start) the variance: above
+    1 it flattens the emission densities, so the transitions weigh more against them.
     ``flow_layers > 0`` adds the volume-preserving projection. ``spelling`` ``(V,)`` gives each
     word a spelling class (e.g. :func:`pyro_lvm.data.tagged_text.word_shape`: capital, digits,
     suffix); each state then also has a categorical over the classes, and a word's vector and its
@@ -123,7 +125,7 @@ class EmbeddingGaussianEmission(CategoricalEmission):
     def __init__(self, num_states: int, vectors: torch.Tensor, frequencies: torch.Tensor | None = None,
                  scale: str = "fixed", flow_layers: int = 0, flow_hidden: int | None = None, init_noise: float = 0.04,
                  min_variance: float = 1e-4, spelling: torch.Tensor | None = None,
-                 init_means: torch.Tensor | None = None):
+                 init_means: torch.Tensor | None = None, variance_scale: float = 1.0):
         nn.Module.__init__(self)
         self.num_states = check_num_states(num_states)
         if vectors.dim() != 2 or len(vectors) < 1:
@@ -142,7 +144,9 @@ class EmbeddingGaussianEmission(CategoricalEmission):
         self.flow = VolumePreservingFlow(self.dim, flow_layers, flow_hidden) if flow_layers else None
         w = frequencies.float() / frequencies.sum()
         mean = w @ self.vectors
-        var = (w @ (self.vectors - mean) ** 2).clamp(min=min_variance)
+        if not variance_scale > 0:
+            raise ValueError(f"variance_scale must be positive, got {variance_scale}")
+        var = (variance_scale * (w @ (self.vectors - mean) ** 2)).clamp(min=min_variance)
         if init_means is not None and init_means.shape != (num_states, self.dim):
             raise ValueError(f"init_means must be ({num_states}, {self.dim}), got {tuple(init_means.shape)}")
         start = mean + init_noise * var.sqrt() * torch.randn(num_states, self.dim) if init_means is None else init_means
@@ -240,16 +244,23 @@ class NeuralCategoricalEmission(CategoricalEmission):
     ``h_k`` a two-layer network of a learned state embedding, ``u_v`` the concatenation of a word
     embedding (initialised from ``vectors`` when given) and character-CNN features of the word
     (max over positions of a width-``kernel`` convolution). Rare and unseen-looking words thus
-    share statistics through their spelling. No closed-form M-step: train by gradient.
+    share statistics through their spelling. Train it by gradient on the exact marginal
+    likelihood, or by generalised EM: the E-step's expected counts are those of
+    :class:`CategoricalEmission`, and ``update`` takes ``m_steps`` Adam steps (rate ``m_lr``,
+    its state kept across iterations) on the expected complete-data log-likelihood per token.
     """
 
     uses_previous = False
 
     def __init__(self, num_states: int, vocab: list[str], vectors: torch.Tensor | None = None, word_dim: int = 64,
-                 char_dim: int = 16, channels: int = 64, kernel: int = 3, hidden: int = 128, max_chars: int = 20):
+                 char_dim: int = 16, channels: int = 64, kernel: int = 3, hidden: int = 128, max_chars: int = 20,
+                 m_steps: int = 10, m_lr: float = 3e-3):
         nn.Module.__init__(self)
         self.num_states = check_num_states(num_states)
-        self.vocab_size = len(vocab)
+        if m_steps < 1 or not m_lr > 0:
+            raise ValueError(f"need m_steps >= 1 and m_lr > 0, got {m_steps} and {m_lr}")
+        self.vocab_size, self.m_steps, self.m_lr = len(vocab), m_steps, m_lr
+        self._m_optimizer = None
         chars, alphabet = char_ids(vocab, max_chars)
         self.register_buffer("chars", chars)
         if vectors is not None:
@@ -278,8 +289,14 @@ class NeuralCategoricalEmission(CategoricalEmission):
     def logits(self) -> torch.Tensor:
         return self.state_net(self.states.weight) @ self.word_features().T + self.bias
 
-    def expected_stats(self, x, gamma):
-        raise NotImplementedError("the neural emission has no closed-form M-step; train it by gradient "
-                                  "(--trainer adam)")
-
-    update = expected_stats
+    @torch.enable_grad()
+    def update(self, stats: tuple[torch.Tensor, ...], pseudocount: float) -> None:
+        counts = stats[0]  # (K, V) expected emission counts
+        if self._m_optimizer is None:
+            self._m_optimizer = torch.optim.Adam(self.parameters(), lr=self.m_lr)
+        total = counts.sum().clamp(min=1.0)
+        for _ in range(self.m_steps):
+            self._m_optimizer.zero_grad()
+            loss = -(counts * F.log_softmax(self.logits, dim=-1)).sum() / total
+            loss.backward()
+            self._m_optimizer.step()

@@ -10,7 +10,8 @@ Words in, tags only for evaluation. Emissions (``--emission``):
   ``--flow-layers 4`` then trains He et al. 2018's volume-preserving projection jointly with the
   HMM by Adam on the exact marginal likelihood (``--flow-epochs``);
 * ``neural``: Tran et al. 2016's softmax of state embeddings against word embeddings and
-  character-CNN features, trained by Adam on the exact marginal likelihood.
+  character-CNN features, trained by generalised EM (Adam steps in the M-step) or by Adam on
+  the exact marginal likelihood (``--trainer adam``).
 
 EM runs until the relative change of the log-likelihood is below ``--tol`` (or
 ``--iterations``). ``--restarts R`` first trains ``R`` random initialisations for
@@ -49,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="auto", choices=["auto", "masc", "conllu", "slash"])
     p.add_argument("--tag-column", default="upos", choices=["upos", "xpos"], help="CoNLL-U: the gold tags")
     p.add_argument("--one-per-line", action="store_true", help="word/TAG text: each line is a sentence")
-    p.add_argument("--max-sentences", type=int, default=None, help="use only the first N sentences")
+    p.add_argument("--max-sentences", type=int, default=None,
+                   help="tag only the first N sentences (word vectors are still trained on the whole text)")
     p.add_argument("--toy-sentences", type=int, default=400, help="size of the synthetic corpus")
     p.add_argument("--states", type=int, default=45)
     p.add_argument("--emission", default="categorical", choices=EMISSIONS)
@@ -58,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="embedding: one fixed diagonal variance (He et al.), one learned, or one per state")
     p.add_argument("--spelling", action="store_true",
                    help="embedding: each state also emits the word's spelling class (capital, digits, suffix)")
+    p.add_argument("--variance-scale", type=float, default=1.0,
+                   help="embedding: times the tokens' variance (> 1: flatter emissions, the transitions weigh more)")
     p.add_argument("--init", default="random", choices=["random", "kmeans-types"],
                    help="embedding: means from the token mean plus noise, or k-means over the word types' vectors "
                         "(each type once, so rare open-class words are not drowned by frequent function words)")
@@ -76,7 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neural-vectors", action="store_true", help="neural: initialise word embeddings from word2vec")
     p.add_argument("--cache-dir", default=None, help="word-vector cache (default ~/.cache/pyro_lvm)")
     p.add_argument("--trainer", default="auto", choices=["auto", "em", "adam"],
-                   help="auto: EM, except Adam for the neural emission")
+                   help="EM (generalised for the features and neural emissions) or Adam on the fast path; auto: EM")
+    p.add_argument("--m-steps", type=int, default=10, help="neural + EM: Adam steps in each M-step")
     p.add_argument("--iterations", type=int, default=50, help="EM iterations, or epochs for adam")
     p.add_argument("--tol", type=float, default=0.0, help="EM: stop when |relative change of log-lik| <= tol")
     p.add_argument("--restarts", type=int, default=1, help="random initialisations; the best likelihood continues")
@@ -157,13 +162,16 @@ def toy_corpus(num_sentences: int, seed: int = 0) -> TaggedCorpus:
 # ----------------------------------------------------------------------------- building
 
 def load_sentences(args: argparse.Namespace) -> list[list[tuple[str, str]]]:
+    """All sentences of the file (``--max-sentences`` is applied by the caller: word vectors are
+    trained on the whole text either way)."""
     if args.data_path is None:
         return toy_sentences(args.toy_sentences, args.seed)
-    return read_tagged(args.data_path, args.format, args.tag_column, args.one_per_line)[: args.max_sentences]
+    return read_tagged(args.data_path, args.format, args.tag_column, args.one_per_line)
 
 
 def word_vector_table(args: argparse.Namespace, sentences, corpus: TaggedCorpus) -> tuple[torch.Tensor, dict]:
-    """``(vectors (V, D) of the vocabulary, info)``: word2vec on the corpus text (+ options), cached."""
+    """``(vectors (V, D) of the vocabulary, info)``: word2vec on the whole text of the file (+
+    options) or ``--vectors``, cached."""
     from ..data.word_vectors import WordVectors, embedding_sentences, load_or_train_word_vectors
 
     if args.vectors:
@@ -190,11 +198,12 @@ def build_hmm(args: argparse.Namespace, corpus: TaggedCorpus, vectors: torch.Ten
         spelling = spelling_classes(corpus.vocab) if args.spelling else None
         means = kmeans_means(vectors, k, seed=int(torch.randint(0, 2**31 - 1, ()))) if args.init == "kmeans-types" else None
         emission = EmbeddingGaussianEmission(k, vectors, freq, scale=args.scale, flow_layers=args.flow_layers,
-                                             spelling=spelling, init_means=means)
+                                             spelling=spelling, init_means=means, variance_scale=args.variance_scale)
     elif args.emission == "neural":
         from ..models.hmm_word_emissions import NeuralCategoricalEmission
 
-        emission = NeuralCategoricalEmission(k, corpus.vocab, vectors=vectors if args.neural_vectors else None)
+        emission = NeuralCategoricalEmission(k, corpus.vocab, vectors=vectors if args.neural_vectors else None,
+                                             m_steps=args.m_steps, m_lr=args.lr)
     else:
         emission = CategoricalEmission(k, v)
     # num_sequences: with adam the prior term is split over the batches, not counted per batch.
@@ -219,11 +228,7 @@ def spelling_classes(vocab: list[str]) -> torch.Tensor:
 
 
 def trainer_of(args: argparse.Namespace) -> str:
-    if args.trainer == "auto":
-        return "adam" if args.emission == "neural" else "em"
-    if args.trainer == "em" and args.emission == "neural":
-        raise ValueError("the neural emission has no closed-form M-step: use --trainer adam (or auto)")
-    return args.trainer
+    return "em" if args.trainer == "auto" else args.trainer
 
 
 # ----------------------------------------------------------------------------- training
@@ -303,6 +308,11 @@ def train(args: argparse.Namespace, corpus: TaggedCorpus, vectors, batches: list
         history = history + fit_for(hmm, args.iterations - first, args.seed * 1000 + 999)
     if args.emission == "embedding" and args.flow_layers and args.flow_epochs:
         # He et al. 2018: start the projection from the trained Gaussian HMM, then train both.
+        # The scores before the projection moves are kept: they are the Gaussian HMM's.
+        t0 = time.perf_counter()
+        progress.append({"phase": "before-flow", "iteration": len(history),
+                         **tagging_scores(*decode(hmm, batches), args.states, len(corpus.tagset))})
+        progress[-1]["scoring_seconds"] = round(time.perf_counter() - t0, 1)
         history = history + run_adam(hmm, pairs, args.flow_epochs, args, make_report(hmm, "flow"), args.seed)
     return hmm, [ll / tokens for ll in history], restarts
 
@@ -323,14 +333,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     out = Path(args.out)
     resolve_device(args.device)  # a clear error before any work when CUDA is missing
-    if args.flow_layers and args.emission != "embedding":
-        raise ValueError(f"--flow-layers projects word vectors: it needs --emission embedding, not {args.emission}")
+    if args.emission != "embedding":
+        for flag, used in (("--flow-layers", args.flow_layers), ("--spelling", args.spelling),
+                           ("--init kmeans-types", args.init != "random")):
+            if used:
+                raise ValueError(f"{flag} is for the Gaussian over word vectors: it needs --emission embedding, "
+                                 f"not {args.emission}")
     set_seed(args.seed)
-    sentences = load_sentences(args)
-    corpus = corpus_from_sentences(sentences, lowercase=args.lowercase, min_count=args.min_count, rare=args.rare)
+    text = load_sentences(args)
+    corpus = corpus_from_sentences(text[: args.max_sentences], lowercase=args.lowercase, min_count=args.min_count,
+                                   rare=args.rare)
     vectors, vector_info = None, None
     if args.emission == "embedding" or (args.emission == "neural" and args.neural_vectors):
-        vectors, vector_info = word_vector_table(args, sentences, corpus)
+        vectors, vector_info = word_vector_table(args, text, corpus)
     batches = [(x.to(args.device), m.to(args.device), tags) for x, m, tags in corpus.batches(args.batch_tokens)]
     t0 = time.perf_counter()
     progress: list[dict] = []
