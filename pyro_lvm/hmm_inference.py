@@ -102,6 +102,25 @@ def _shifted_emissions(log_emit: torch.Tensor, mask: torch.Tensor, copies: int =
     return shift, emit
 
 
+def _active(last: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(T, N, 1)`` bool: step ``t`` is at or before sequence ``n``'s last observed step."""
+    return (torch.arange(steps, device=last.device).unsqueeze(-1) <= last).unsqueeze(-1)
+
+
+def _log_likelihood(shift: torch.Tensor, norms: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """``log p(x)`` ``(N,)`` from the shifts ``(N, T, 1)`` and the forward normalisers ``(T, N, 1)``
+    (those after each sequence's end dropped)."""
+    return shift.squeeze(-1).sum(dim=1) + torch.where(active, norms.log(), 0.0).sum(dim=(0, 2))
+
+
+@torch.no_grad()
+def _filter(log_init, log_trans, log_emit, mask, last) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(x) (N,), filtered p(z_t | x_{1:t}) (T, N, K))`` by the forward recursion alone."""
+    shift, emit = _shifted_emissions(log_emit, mask)
+    alphas, norms = _recursion(log_init.exp() * emit[0, 0], log_trans.exp(), emit[0].unbind(0))
+    return _log_likelihood(shift, norms, _active(last, log_emit.shape[1])), alphas
+
+
 class _ForwardAlgorithm(torch.autograd.Function):
     """``log p(x)`` per sequence with its exact gradient, the classical expected counts:
     ``d log p / d log_emit[n, t, k] = p(z_t = k | x)`` and ``d log p / d log_trans[i, j] =
@@ -121,22 +140,18 @@ class _ForwardAlgorithm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, log_init, log_trans, log_emit, mask, last):
+        if not any(ctx.needs_input_grad[:3]):
+            return _filter(log_init, log_trans, log_emit, mask, last)[0]
         n, steps, k = log_emit.shape
-        grads = any(ctx.needs_input_grad[:3])
-        shift, emit = _shifted_emissions(log_emit, mask, copies=2 if grads else 1)
-        init, trans = log_init.exp(), log_trans.exp()
-        active = (torch.arange(steps, device=last.device).unsqueeze(-1) <= last).unsqueeze(-1)  # (T, N, 1)
-        if not grads:
-            alphas, norms = _recursion(init * emit[0, 0], trans, emit[0].unbind(0))
-        else:
-            back = _reversed_rows(last, steps)
-            torch.index_select(emit[0].view(-1, k), 0, back, out=emit[1].view(-1, k))
-            (alphas, u_back), norms = _recursion(torch.stack([init * emit[0, 0], emit[1, 0]]),
-                                                 torch.stack([trans, trans.T]), emit.unbind(1))
-            norms = norms[0]
-            ctx.save_for_backward(trans, alphas, u_back, back, active, mask)
-        log_norms = torch.where(active, norms.log(), 0.0).sum(dim=(0, 2))
-        return shift.squeeze(-1).sum(dim=1) + log_norms
+        shift, emit = _shifted_emissions(log_emit, mask, copies=2)
+        trans = log_trans.exp()
+        back = _reversed_rows(last, steps)
+        torch.index_select(emit[0].view(-1, k), 0, back, out=emit[1].view(-1, k))
+        (alphas, u_back), norms = _recursion(torch.stack([log_init.exp() * emit[0, 0], emit[1, 0]]),
+                                             torch.stack([trans, trans.T]), emit.unbind(1))
+        active = _active(last, steps)
+        ctx.save_for_backward(trans, alphas, u_back, back, active, mask)
+        return _log_likelihood(shift, norms[0], active)
 
     @staticmethod
     @once_differentiable  # the backward is not itself differentiable: a second derivative raises
@@ -169,11 +184,8 @@ def forward_log_likelihood(log_init: torch.Tensor, log_trans: torch.Tensor, log_
     mask = check_hmm_inputs(log_init, log_trans, log_emit, mask)
     last = last_observed(mask)
     if return_filtered:
-        with torch.no_grad():
-            log_lik = _ForwardAlgorithm.apply(log_init, log_trans, log_emit, mask, last)
-            _, emit = _shifted_emissions(log_emit, mask)
-            alphas, _ = _recursion(log_init.exp() * emit[0, 0], log_trans.exp(), emit[0].unbind(0))
-            return log_lik, alphas.transpose(0, 1)
+        log_lik, alphas = _filter(log_init, log_trans, log_emit, mask, last)
+        return log_lik, alphas.transpose(0, 1)
     return _ForwardAlgorithm.apply(log_init, log_trans, log_emit, mask, last)
 
 

@@ -106,9 +106,10 @@ class EmbeddingGaussianEmission(CategoricalEmission):
 
     ``vectors`` ``(V, D)`` is the vector of each vocabulary word (e.g. from
     :meth:`pyro_lvm.data.word_vectors.WordVectors.lookup`); ``frequencies`` ``(V,)`` token counts
-    used to initialise means (the token mean plus ``init_noise`` standard deviations of noise,
-    unless ``init_means`` ``(K, D)`` are given) and the variance. ``scale``: ``"fixed"`` one diagonal variance, the tokens' (He et al.
-    2018); ``"shared"`` one diagonal variance, learned; ``"state"`` one per state.
+    used to initialise the means (the token mean plus ``init_noise`` standard deviations of
+    noise, unless ``init_means`` ``(K, D)`` are given) and the variance. ``scale``: ``"fixed"``
+    one diagonal variance, the tokens' (He et al. 2018); ``"shared"`` one diagonal variance,
+    learned; ``"state"`` one per state.
     ``variance_scale`` multiplies the tokens' variance used as (or to start) the variance: above
     1 it flattens the emission densities, so the transitions weigh more against them.
     ``flow_layers > 0`` adds the volume-preserving projection. ``spelling`` ``(V,)`` gives each
@@ -134,6 +135,8 @@ class EmbeddingGaussianEmission(CategoricalEmission):
             raise ValueError("vectors hold NaN or inf")
         if scale not in ("fixed", "shared", "state"):
             raise ValueError(f"scale must be 'fixed', 'shared' or 'state', got {scale!r}")
+        if not variance_scale > 0:
+            raise ValueError(f"variance_scale must be positive, got {variance_scale}")
         self.vocab_size, self.dim = vectors.shape
         if frequencies is None:
             frequencies = torch.ones(self.vocab_size)
@@ -144,8 +147,6 @@ class EmbeddingGaussianEmission(CategoricalEmission):
         self.flow = VolumePreservingFlow(self.dim, flow_layers, flow_hidden) if flow_layers else None
         w = frequencies.float() / frequencies.sum()
         mean = w @ self.vectors
-        if not variance_scale > 0:
-            raise ValueError(f"variance_scale must be positive, got {variance_scale}")
         var = (variance_scale * (w @ (self.vectors - mean) ** 2)).clamp(min=min_variance)
         if init_means is not None and init_means.shape != (num_states, self.dim):
             raise ValueError(f"init_means must be ({num_states}, {self.dim}), got {tuple(init_means.shape)}")
