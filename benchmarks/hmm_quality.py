@@ -270,7 +270,7 @@ POS_EMISSIONS = {
                  "--restart-iterations", "5"],
     "embedding_flow": [*_EMBEDDING, "--flow-layers", "4", "--flow-epochs", "10", "--lr", "0.01"],
     "neural": ["--emission", "neural", "--neural-vectors", "--vector-contexts", "positional", "--vector-epochs", "10",
-               "--iterations", "40", "--tol", "1e-5", "--m-steps", "10", "--lr", "0.003", "--restarts", "3",
+               "--iterations", "40", "--tol", "1e-5", "--m-steps", "20", "--lr", "0.01", "--restarts", "3",
                "--restart-iterations", "2"],
 }
 # The variance scale of the Gaussian HMM, on the first 8,000 MASC sentences (EM, 30 iterations).
