@@ -70,7 +70,7 @@ def task_args(module, argv: list[str]) -> argparse.Namespace:
 def chorales_run(data: Path, protocol: str, argv: list[str], out: str) -> dict:
     """One run of the chorales task on JSB; its metrics with wall and CPU seconds and the arguments."""
     args = task_args(hmm_chorales, [*argv, "--data-path", str(data / "jsb_chorales.pickle"), "--protocol", protocol,
-                                    "--no-figures", "--out", out])
+                                    "--no-figures", "--overwrite", "--out", out])
     t0, c0 = time.perf_counter(), time.process_time()
     metrics = hmm_chorales.main(args)
     metrics.pop("train_nll_history")
@@ -196,7 +196,7 @@ def run_pos(data: Path, quick: bool, iterations: int, seeds: list[int], configs:
         for seed in seeds[:1] if name == "words" else seeds:
             argv = ["--data-path", str(data / "masc_tagged.zip"), "--states", "45", "--iterations",
                     "2" if quick else str(iterations), "--eval-every", "1" if quick else "50", "--no-figures",
-                    "--seed", str(seed), "--out", f"/tmp/hmm_quality/pos/{name}_{seed}", *extra]
+                    "--overwrite", "--seed", str(seed), "--out", f"/tmp/hmm_quality/pos/{name}_{seed}", *extra]
             if quick:
                 argv += ["--max-sentences", "500"]
             t0 = time.perf_counter()
@@ -288,7 +288,7 @@ def run_pos_emissions(data: Path, emissions: list[str], seeds: list[int], quick:
     for name in emissions:
         for seed in seeds:
             argv = ["--data-path", str(data / "masc_tagged.zip"), "--states", "45", "--no-figures", "--seed", str(seed),
-                    "--vector-ptb", str(data / "ptb.zip"), "--vector-wikipedia",
+                    "--vector-ptb", str(data / "ptb.zip"), "--vector-wikipedia", "--overwrite",
                     "--out", f"/tmp/hmm_quality/pos_emissions/{name}_{seed}", *configs[name]]
             if quick:
                 argv += ["--max-sentences", "300", "--iterations", "2", "--restart-iterations", "1",

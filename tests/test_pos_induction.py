@@ -229,7 +229,7 @@ def test_task_every_emission_offline(tmp_path, capsys):
     # Bad input reaches the user as "pyro-lvm: error: ..." with exit status 2.
     for argv, message in ((["--emission", "categorical", "--spelling"], "needs --emission embedding"),
                           (["--emission", "categorical", "--flow-layers", "2"], "needs --emission embedding"),
-                          (["--states", "0"], "number of states must be a positive integer")):
+                          (["--states", "0"], "--states: must be a positive int")):
         code, _ = run(tmp_path, "bad", *argv)
         assert code == 2 and message in capsys.readouterr().err
 

@@ -47,6 +47,7 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
+from .. import validation
 from ..base import batch_args, check_pair
 from .discrete import RELAXED, DiscreteELBO, check_estimator, check_temperature, is_discrete, support_size
 
@@ -475,11 +476,10 @@ def compare_estimators(
     The pair's parameters and the param store are restored after each estimator.
     """
     check_pair(pair)
+    validation.check(repeats=repeats, seed=seed)
     for name in estimators:
         check_estimator(name)
     temperatures = [check_temperature(t) for t in temperatures]
-    if not isinstance(repeats, int) or repeats < 2:
-        raise ValueError(f"repeats must be an int >= 2, got {repeats!r}")
     if not estimators:
         raise ValueError("estimators is empty")
     if "enumerate" in estimators:

@@ -36,10 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_json_save, set_seed
+from .. import runs, validation as V
+from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
 from ..data.tagged_text import TaggedCorpus, corpus_from_sentences, read_tagged, word_features, word_shape
 from ..models.hmm import HMM, CategoricalEmission, FeatureCategoricalEmission
 from ..train import resolve_device
+from . import run_options
+from .hmm_chorales import MODEL_FILE
+
+NOT_APPLICABLE = {"interpolate": "an HMM's states are discrete, with no code to interpolate between"}
 
 EMISSIONS = ("categorical", "features", "embedding", "neural")
 
@@ -50,56 +55,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="auto", choices=["auto", "masc", "conllu", "slash"])
     p.add_argument("--tag-column", default="upos", choices=["upos", "xpos"], help="CoNLL-U: the gold tags")
     p.add_argument("--one-per-line", action="store_true", help="word/TAG text: each line is a sentence")
-    p.add_argument("--max-sentences", type=int, default=None,
+    p.add_argument("--max-sentences", type=V.Integer(1, optional=True).cli, default=None,
                    help="tag only the first N sentences (word vectors are still trained on the whole text)")
-    p.add_argument("--toy-sentences", type=int, default=400, help="size of the synthetic corpus")
-    p.add_argument("--states", type=int, default=45)
+    p.add_argument("--toy-sentences", type=V.positive_int.cli, default=400, help="size of the synthetic corpus")
+    p.add_argument("--states", type=V.positive_int.cli, default=45)
     p.add_argument("--emission", default="categorical", choices=EMISSIONS)
-    p.add_argument("--l2", type=float, default=1.0, help="features: L2 penalty on the emission weights")
+    p.add_argument("--l2", type=V.non_negative_number.cli, default=1.0, help="features: L2 penalty on the emission weights")
     p.add_argument("--scale", default="fixed", choices=["fixed", "shared", "state"],
                    help="embedding: one fixed diagonal variance (He et al.), one learned, or one per state")
     p.add_argument("--spelling", action="store_true",
                    help="embedding: each state also emits the word's spelling class (capital, digits, suffix)")
-    p.add_argument("--variance-scale", type=float, default=1.0,
+    p.add_argument("--variance-scale", type=V.positive_number.cli, default=1.0,
                    help="embedding: times the tokens' variance (> 1: flatter emissions, the transitions weigh more)")
     p.add_argument("--init", default="random", choices=["random", "kmeans-types"],
                    help="embedding: means from the token mean plus noise, or k-means over the word types' vectors "
                         "(each type once, so rare open-class words are not drowned by frequent function words)")
-    p.add_argument("--flow-layers", type=int, default=0, help="embedding: volume-preserving coupling layers (0: none)")
-    p.add_argument("--flow-epochs", type=int, default=0, help="embedding: Adam epochs on flow + HMM after EM")
+    p.add_argument("--flow-layers", type=V.non_negative_int.cli, default=0, help="embedding: volume-preserving coupling layers (0: none)")
+    p.add_argument("--flow-epochs", type=V.non_negative_int.cli, default=0, help="embedding: Adam epochs on flow + HMM after EM")
     p.add_argument("--vectors", default=None, help="word vectors saved as .npz (WordVectors.save); omitted: word2vec "
                                                    "trained on the corpus text (+ --vector-ptb, --vector-wikipedia)")
     p.add_argument("--vector-ptb", default=None, help="ptb.zip: more text for word2vec")
     p.add_argument("--vector-wikipedia", action="store_true", help="gensim's Wikipedia sample as more text")
-    p.add_argument("--vector-dim", type=int, default=100)
-    p.add_argument("--vector-window", type=int, default=1)
-    p.add_argument("--vector-epochs", type=int, default=20)
-    p.add_argument("--vector-min-count", type=int, default=3, help="rarer words train their spelling class")
+    p.add_argument("--vector-dim", type=V.positive_int.cli, default=100)
+    p.add_argument("--vector-window", type=V.positive_int.cli, default=1)
+    p.add_argument("--vector-epochs", type=V.positive_int.cli, default=20)
+    p.add_argument("--vector-min-count", type=V.positive_int.cli, default=3, help="rarer words train their spelling class")
     p.add_argument("--vector-contexts", default="plain", choices=["plain", "positional"],
                    help="positional: left and right neighbours are different context words (structured skip-gram)")
     p.add_argument("--neural-vectors", action="store_true", help="neural: initialise word embeddings from word2vec")
     p.add_argument("--cache-dir", default=None, help="word-vector cache (default ~/.cache/pyro_lvm)")
     p.add_argument("--trainer", default="auto", choices=["auto", "em", "adam"],
                    help="EM (generalised for the features and neural emissions) or Adam on the fast path; auto: EM")
-    p.add_argument("--m-steps", type=int, default=10, help="neural + EM: Adam steps in each M-step")
-    p.add_argument("--iterations", type=int, default=50, help="EM iterations, or epochs for adam")
-    p.add_argument("--tol", type=float, default=0.0, help="EM: stop when |relative change of log-lik| <= tol")
-    p.add_argument("--restarts", type=int, default=1, help="random initialisations; the best likelihood continues")
-    p.add_argument("--restart-iterations", type=int, default=5, help="iterations (epochs) each restart gets")
-    p.add_argument("--lr", type=float, default=0.05, help="adam: the emission's learning rate (also the flow phase)")
-    p.add_argument("--chain-lr", type=float, default=None,
+    p.add_argument("--m-steps", type=V.positive_int.cli, default=10, help="neural + EM: Adam steps in each M-step")
+    p.add_argument("--iterations", type=V.non_negative_int.cli, default=50, help="EM iterations, or epochs for adam")
+    p.add_argument("--tol", type=V.non_negative_number.cli, default=0.0, help="EM: stop when |relative change of log-lik| <= tol")
+    p.add_argument("--restarts", type=V.positive_int.cli, default=1, help="random initialisations; the best likelihood continues")
+    p.add_argument("--restart-iterations", type=V.positive_int.cli, default=5, help="iterations (epochs) each restart gets")
+    p.add_argument("--lr", type=V.positive_number.cli, default=0.05, help="adam: the emission's learning rate (also the flow phase)")
+    p.add_argument("--chain-lr", type=V.Number(0.0, optional=True).cli, default=None,
                    help="adam: the initial and transition logits' learning rate (default --lr); a small emission rate "
                         "with a fast chain keeps a neural emission from learning a mixture model first")
-    p.add_argument("--batch-tokens", type=int, default=20000, help="padded tokens per length-sorted batch")
-    p.add_argument("--concentration", type=float, default=1.0, help="Dirichlet prior on transitions (1 = none)")
-    p.add_argument("--emission-pseudocount", type=float, default=1e-3)
+    p.add_argument("--batch-tokens", type=V.positive_int.cli, default=20000, help="padded tokens per length-sorted batch")
+    p.add_argument("--concentration", type=V.positive_number.cli, default=1.0, help="Dirichlet prior on transitions (1 = none)")
+    p.add_argument("--emission-pseudocount", type=V.non_negative_number.cli, default=1e-3)
     p.add_argument("--lowercase", action="store_true")
-    p.add_argument("--min-count", type=int, default=1, help="rarer words become <unk> or a spelling class")
+    p.add_argument("--min-count", type=V.positive_int.cli, default=1, help="rarer words become <unk> or a spelling class")
     p.add_argument("--rare", default="unk", choices=["unk", "shape"],
                    help="what words below --min-count become: one <unk>, or a spelling class (suffix, capital, digits)")
-    p.add_argument("--eval-every", type=int, default=0, help="score the Viterbi tags every N iterations (0: only at the end)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--eval-every", type=V.non_negative_int.cli, default=0, help="score the Viterbi tags every N iterations (0: only at the end)")
+    p.add_argument("--seed", type=V.seed_rule.cli, default=0)
+    p.add_argument("--device", default="cpu", type=V.device_rule.cli, help="cpu, cuda or cuda:N")
+    runs.add_run_arguments(p, resume=False)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--out", default="runs/pos_induction")
 
@@ -167,6 +173,18 @@ def load_sentences(args: argparse.Namespace) -> list[list[tuple[str, str]]]:
     if args.data_path is None:
         return toy_sentences(args.toy_sentences, args.seed)
     return read_tagged(args.data_path, args.format, args.tag_column, args.one_per_line)
+
+
+def load_corpus(args: argparse.Namespace) -> tuple[TaggedCorpus, torch.Tensor | None, dict | None]:
+    """``(corpus, vectors (V, D) or None, vector info or None)`` for the options: the first
+    ``--max-sentences`` sentences are tagged; word vectors (embedding emission, or neural with
+    ``--neural-vectors``) come from the whole text."""
+    text = load_sentences(args)
+    corpus = corpus_from_sentences(text[: args.max_sentences], lowercase=args.lowercase, min_count=args.min_count,
+                                   rare=args.rare)
+    if args.emission == "embedding" or (args.emission == "neural" and args.neural_vectors):
+        return (corpus, *word_vector_table(args, text, corpus))
+    return corpus, None, None
 
 
 def word_vector_table(args: argparse.Namespace, sentences, corpus: TaggedCorpus) -> tuple[torch.Tensor, dict]:
@@ -331,7 +349,6 @@ def decode(hmm: HMM, batches: list) -> tuple[np.ndarray, np.ndarray]:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
-    out = Path(args.out)
     resolve_device(args.device)  # a clear error before any work when CUDA is missing
     if args.emission != "embedding":
         for flag, used in (("--flow-layers", args.flow_layers), ("--spelling", args.spelling),
@@ -340,13 +357,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 raise ValueError(f"{flag} is for the Gaussian over word vectors: it needs --emission embedding, "
                                  f"not {args.emission}")
     set_seed(args.seed)
-    text = load_sentences(args)
-    corpus = corpus_from_sentences(text[: args.max_sentences], lowercase=args.lowercase, min_count=args.min_count,
-                                   rare=args.rare)
-    vectors, vector_info = None, None
-    if args.emission == "embedding" or (args.emission == "neural" and args.neural_vectors):
-        vectors, vector_info = word_vector_table(args, text, corpus)
+    corpus, vectors, vector_info = load_corpus(args)
     batches = [(x.to(args.device), m.to(args.device), tags) for x, m, tags in corpus.batches(args.batch_tokens)]
+    with runs.start_run(args.out, {**run_options(args), "task": "pos_induction"},
+                        overwrite=getattr(args, "overwrite", False)) as out:
+        return _train(args, out, corpus, vectors, vector_info, batches)
+
+
+def _train(args: argparse.Namespace, out: Path, corpus: TaggedCorpus, vectors, vector_info, batches: list
+           ) -> dict[str, Any]:
     t0 = time.perf_counter()
     progress: list[dict] = []
     hmm, history, restarts = train(args, corpus, vectors, batches, progress)
@@ -360,10 +379,43 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "trainer": trainer_of(args), "flow_layers": args.flow_layers, "iterations": len(history),
         "train_seconds": round(train_seconds, 1), "log_lik_per_token": final, "history": history,
         "restarts": restarts, "progress": progress, "word_vectors": vector_info, **scores}
+    atomic_torch_save({"format": "pyro_lvm.hmm_run/1", "pair": hmm.cpu().state_dict()}, out / MODEL_FILE)
+    hmm.to(args.device)
     if not args.no_figures:
         metrics["figures"] = [str(p) for p in draw_figures(hmm, pred, gold, corpus, out)]
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
+
+
+# ----------------------------------------------------------------------------- CLI verbs on a run folder
+
+def load_run(run: str | Path) -> tuple[HMM, TaggedCorpus]:
+    """``(hmm, corpus)`` of a run folder written by :func:`main` (the corpus, and word vectors
+    where the emission uses them, rebuilt from ``config.json``; word2vec's cache makes that quick)."""
+    run = Path(run)
+    options = argparse.Namespace(**runs.read_config(run))
+    corpus, vectors, _ = load_corpus(options)
+    hmm = build_hmm(options, corpus, vectors)
+    load_module_state(hmm, load_checkpoint(run / MODEL_FILE), run / MODEL_FILE)
+    return hmm.eval(), corpus
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Viterbi tagging scores against the gold tags (the corpus has no separate splits: all of it)."""
+    hmm, corpus = load_run(args.run)
+    batches = corpus.batches(10_000)
+    pred, gold = decode(hmm, batches)
+    with torch.no_grad():
+        ll = sum(float(hmm.log_likelihood(x, m).sum()) for x, m, _ in batches) / corpus.num_tokens
+    return {"split": "all", "log_lik_per_token": ll, **tagging_scores(pred, gold, hmm.num_states, len(corpus.tagset))}
+
+
+def sample(args: argparse.Namespace) -> dict[str, Any]:
+    """``--num`` sentences of 12 words drawn from the HMM, with their hidden states."""
+    hmm, corpus = load_run(args.run)
+    states, words = hmm.sample(args.num, 12)
+    return {"num": args.num, "sentences": [" ".join(corpus.vocab[int(w)] for w in row) for row in words],
+            "states": states.tolist()}
 
 
 def draw_figures(hmm: HMM, pred: np.ndarray, gold: np.ndarray, corpus: TaggedCorpus, out: Path) -> list[Path]:
