@@ -195,6 +195,16 @@ def test_chorales_task_runs_every_variant(tmp_path, capsys):
         assert metrics["test_nll_per_step"] > 0 and metrics["seconds_per_epoch"] > 0
     assert (tmp_path / "run0" / "transition_matrix.png").stat().st_size > 1000  # over the 4 joint states
     assert json.loads((tmp_path / "run3" / "metrics.json").read_text())["trainer"] == "em"
+    # evaluate and sample read each run folder back (config.json + model.pt): same NLL, rolls of MIDI pitches.
+    capsys.readouterr()
+    for i in (0, 2, 4):
+        metrics = json.loads((tmp_path / f"run{i}" / "metrics.json").read_text())
+        assert main(["evaluate", str(tmp_path / f"run{i}"), "--split", "test"]) == 0
+        assert json.loads(capsys.readouterr().out)["nll_per_step"] == pytest.approx(metrics["test_nll_per_step"],
+                                                                                    rel=1e-5)
+        assert main(["sample", str(tmp_path / f"run{i}"), "-n", "2"]) == 0
+        rolls = json.loads(capsys.readouterr().out)["rolls"]
+        assert len(rolls) == 2 and all(21 <= p <= 108 for roll in rolls for frame in roll for p in frame)
     for extra, message in ((["--chain", "fhmm", "--states", "5"], "square number"),
                            (["--chain", "fhmm", "--states", "4", "--trainer", "em"], "--trainer em needs --chain hmm"),
                            (["--chain", "2hmm", "--parameters", "bayes"], "first-order chain")):

@@ -220,6 +220,18 @@ def test_task_every_emission_offline(tmp_path, capsys):
     assert code == 0 and m["trainer"] == "adam" and m["history"][-1] > m["history"][0]
     code, m = run(tmp_path, "neural_em", "--emission", "neural", "--iterations", "4", "--m-steps", "3", "--lr", "0.01")
     assert code == 0 and m["trainer"] == "em" and m["history"][-1] > m["history"][0]  # generalised EM
+    # evaluate rebuilds corpus, word vectors (from the cache) and model from the run folder: same scores.
+    capsys.readouterr()
+    for name in ("emb", "neural_em"):
+        trained = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert cli_main(["evaluate", str(tmp_path / name)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["many_to_one"] == pytest.approx(trained["many_to_one"])
+        assert report["log_lik_per_token"] == pytest.approx(trained["log_lik_per_token"], rel=1e-5)
+    assert cli_main(["sample", str(tmp_path / "neural_em"), "-n", "2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["sentences"][1].split()) == 12
+    assert cli_main(["sample", str(tmp_path / "emb"), "-n", "2"]) == 2  # a density over vectors has no words to draw
+    assert "pyro-lvm: error: a Gaussian over word vectors" in capsys.readouterr().err
     # Restarts: each one scored by its training likelihood; the best one continues, with a tolerance.
     code, m = run(tmp_path, "restarts", "--emission", "categorical", "--restarts", "3", "--restart-iterations", "2",
                   "--iterations", "30", "--tol", "1e-3")
@@ -232,6 +244,25 @@ def test_task_every_emission_offline(tmp_path, capsys):
                           (["--states", "0"], "--states: must be a positive int")):
         code, _ = run(tmp_path, "bad", *argv)
         assert code == 2 and message in capsys.readouterr().err
+
+
+def test_example_runs_the_new_emissions(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("example_pos", Path(__file__).resolve().parents[1] / "examples"
+                                                  / "pos_induction.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    parser = example.argparse.ArgumentParser()
+    example.pos_induction.add_arguments(parser)
+    for argv in (["--emission", "embedding", "--spelling", "--variance-scale", "2", "--vector-contexts", "positional",
+                  "--vector-epochs", "1", "--vector-dim", "8", "--iterations", "3"],
+                 ["--emission", "neural", "--iterations", "2", "--m-steps", "2"]):
+        args = parser.parse_args(["--toy-sentences", "80", "--states", "7", "--no-figures", "--cache-dir",
+                                  str(tmp_path / "cache"), "--out", str(tmp_path / argv[1]), *argv])
+        metrics = example.main(args)
+        assert metrics["emission"] == argv[1] and 0 < metrics["many_to_one"] <= 1
 
 
 def test_task_reads_a_conllu_file(tmp_path):
