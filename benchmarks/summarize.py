@@ -101,11 +101,11 @@ HEADLINES = [
      lambda r: (f"{r['runs']['full/nnhmm']['test_nll_per_step']:.2f} / "
                 f"{r['runs']['full/nnhmm_within_frame']['test_nll_per_step']:.2f}"),
      "<= 6.87 (Deep Markov Model)", "hmm.md"),
-    ("hmm_quality_pos_emissions_embedding", "POS induction on MASC, 45 states, many-to-one: Gaussian HMM over "
-     "word2vec + volume-preserving flow (3 seeds)",
-     lambda r: (f"{100 * r['summary']['embedding_flow']['many_to_one_mean']:.1f}% mean "
-                f"({100 * r['summary']['embedding_flow']['many_to_one_min']:.1f}-"
-                f"{100 * r['summary']['embedding_flow']['many_to_one_max']:.1f}%)"), ">= 72%", "hmm.md"),
+    ("hmm_quality_pos_emissions_embedding", "POS induction on MASC, 45 states, many-to-one, mean of "
+     "the seeds run: Gaussian HMM over word2vec / the same + volume-preserving flow",
+     lambda r: (f"{100 * r['summary']['embedding_flow']['before_flow']['many_to_one_mean']:.1f}% / "
+                f"{100 * r['summary']['embedding_flow']['many_to_one_mean']:.1f}% "
+                f"({r['summary']['embedding_flow']['seeds']} seeds)"), ">= 72% (3 seeds)", "hmm.md"),
     ("collapse_synthetic", "synthetic collapse: plain VAE KL vs linear annealing KL (nats)",
      lambda r: f"{r['summary']['vae']['kl']['mean']:.2f} vs {r['summary']['anneal']['kl']['mean']:.2f}",
      "plain ~0, remedies clearly > 0", "posterior_collapse.md"),
