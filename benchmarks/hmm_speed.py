@@ -214,15 +214,20 @@ def bench_length(x, mask, k: int, rounds: int) -> dict:
 
 def run(data_dir: str | Path, states: list[int], rounds: int = 7, markov_rounds: int = 3,
         markov_max_states: int = 32) -> dict:
-    """Every variant at each state count, then the length scaling; the JSON's content."""
+    """Every variant at each state count, then the length scaling; the JSON's content. One
+    thread for torch and for numpy's BLAS (hmmlearn), so both sides get the same CPU."""
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
     torch.set_num_threads(1)
     pyro.enable_validation(False)
     data = load_jsb_pickle(Path(data_dir) / "jsb_chorales.pickle")
     x, mask = pad_rolls(data.train)
-    return {"threads": 1, "torch": torch.__version__, "pyro": pyro.__version__,
+    with threadpool_limits(limits=1):
+        by_states = [bench_states(k, x, mask, rounds, markov_rounds, markov_max_states) for k in states]
+        length = bench_length(x, mask, 16, rounds)
+    return {"threads": 1, "blas_threads": 1, "torch": torch.__version__, "pyro": pyro.__version__,
             "data": {"sequences": len(x), "max_steps": x.shape[1], "frames": int(mask.sum())},
-            "by_states": [bench_states(k, x, mask, rounds, markov_rounds, markov_max_states) for k in states],
-            "length_scaling": bench_length(x, mask, 16, rounds)}
+            "by_states": by_states, "length_scaling": length}
 
 
 def main() -> None:
