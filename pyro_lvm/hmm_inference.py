@@ -30,6 +30,8 @@ from typing import Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
+from .validation import positive_int
+
 
 def check_hmm_inputs(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: torch.Tensor,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -37,8 +39,7 @@ def check_hmm_inputs(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: 
     if log_emit.dim() != 3:
         raise ValueError(f"log_emit must have shape (N, T, K), got {tuple(log_emit.shape)}")
     n, t, k = log_emit.shape
-    if k < 1:
-        raise ValueError(f"number of states must be positive, got {k}")
+    positive_int("the number of states (log_emit.shape[-1])", k)
     if t < 1:
         raise ValueError("sequences of length 0: log_emit has T = 0 steps")
     if log_init.shape != (k,) or log_trans.shape != (k, k):

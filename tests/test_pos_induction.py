@@ -112,7 +112,7 @@ def test_word_vectors_train_fall_back_and_cache_safely(tmp_path):
     np.savez(evil, words=np.array([object()], dtype=object), vectors=np.zeros((1, 2)), info=np.array("{}"))
     with pytest.raises(ValueError, match="allow_pickle"):
         WordVectors.load(evil)
-    with pytest.raises(ValueError, match="dim must be a positive integer"):
+    with pytest.raises(ValueError, match="dim must be a positive int"):
         load_or_train_word_vectors(text, cache_dir=tmp_path, dim=0)
     with pytest.raises(ValueError, match="non-empty vocabulary"):
         vectors.lookup([])

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .reading import reading
+from ..validation import positive_int
 
 UNK = "<unk>"
 
@@ -283,8 +284,7 @@ def corpus_from_sentences(sentences: list[list[tuple[str, str]]], lowercase: boo
     """Sentences of ``(word, tag)`` -> :class:`TaggedCorpus`. Words seen fewer than ``min_count``
     times become ``<unk>`` (``rare="unk"``) or their spelling class :func:`word_shape`
     (``rare="shape"``, computed before lowercasing)."""
-    if min_count < 1:
-        raise ValueError(f"min_count must be at least 1, got {min_count}")
+    positive_int("min_count", min_count)
     if rare not in ("unk", "shape"):
         raise ValueError(f"rare must be 'unk' or 'shape', got {rare!r}")
     sentences = sentences[:max_sentences]

@@ -31,6 +31,7 @@ import torch
 
 from .tagged_text import word_shape
 from .text import _NUMBER, _cache_dir
+from ..validation import positive_int
 
 CACHE_VERSION = 1
 
@@ -148,8 +149,7 @@ def train_word_vectors(sentences: dict[str, list[list[str]]], dim: int = 100, wi
     except ImportError as e:
         raise ImportError("training word vectors needs gensim: pip install 'pyro_lvm[text]'") from e
     for name, value in (("dim", dim), ("window", window), ("min_count", min_count), ("epochs", epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(name, value)
     if contexts not in ("plain", "positional"):
         raise ValueError(f"contexts must be 'plain' or 'positional', got {contexts!r}")
     text = prepare_text((s for part in sentences.values() for s in part), min_count)

@@ -41,6 +41,7 @@ from .. import hmm_inference as inf
 from .hmm_emissions import (AutoregressiveBernoulliEmission, BernoulliEmission, CategoricalEmission,
                             FeatureCategoricalEmission, GaussianEmission, NeuralBernoulliEmission, check_num_states,
                             previous_steps)
+from ..validation import non_negative_number, positive_number
 
 __all__ = ["HMM", "HMMBase", "AutoregressiveBernoulliEmission", "BernoulliEmission", "CategoricalEmission",
            "FeatureCategoricalEmission", "GaussianEmission", "NeuralBernoulliEmission", "lengths_to_mask"]
@@ -244,8 +245,7 @@ class HMM(HMMBase):
         super().__init__(emission, num_states, inference)
         if parameters not in ("map", "bayes"):
             raise ValueError(f"parameters must be 'map' or 'bayes', got {parameters!r}")
-        if not concentration > 0:
-            raise ValueError(f"concentration must be positive, got {concentration!r}")
+        positive_number("concentration", concentration)
         self.parameter_mode = parameters
         self.concentration = float(concentration)
         self.num_sequences = num_sequences  # scales the global terms when training on mini-batches
@@ -339,8 +339,7 @@ class HMM(HMMBase):
         """Run ``em_step`` up to ``iterations`` times, stopping early once the relative change in
         log-likelihood is at most ``tol``; returns the log-likelihood before each step.
         ``callback(i, log_lik)`` after each."""
-        if tol < 0:
-            raise ValueError(f"tol must be >= 0, got {tol}")
+        non_negative_number("tol", tol)
         history: list[float] = []
         for i in range(iterations):
             history.append(self.em_step(batches, emission_pseudocount))

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validation import positive_int
+
 
 def previous_steps(x: torch.Tensor) -> torch.Tensor:
     """``x_{t-1}`` at every step of ``x`` ``(N, T, ...)``, zeros before the first."""
@@ -34,9 +36,7 @@ def previous_steps(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_num_states(num_states: int) -> int:
-    if isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 1:
-        raise ValueError(f"number of states must be a positive integer, got {num_states!r}")
-    return num_states
+    return positive_int("num_states (the number of states)", num_states)
 
 
 class BernoulliEmission(nn.Module):
@@ -47,8 +47,7 @@ class BernoulliEmission(nn.Module):
     def __init__(self, num_states: int, dim: int, init_scale: float = 1.0):
         super().__init__()
         self.num_states = check_num_states(num_states)
-        if dim < 1:
-            raise ValueError(f"dim must be positive, got {dim}")
+        positive_int("dim", dim)
         self.dim = dim
         # Random logits around "mostly off" break the symmetry between states.
         self.logits = nn.Parameter(init_scale * torch.randn(num_states, dim) - 2.0)
@@ -132,8 +131,7 @@ class NeuralBernoulliEmission(BernoulliEmission):
     def __init__(self, num_states: int, dim: int, hidden: int = 16, within_frame: bool = False):
         nn.Module.__init__(self)
         self.num_states = check_num_states(num_states)
-        if dim < 1 or hidden < 1:
-            raise ValueError(f"dim and hidden must be positive, got {dim} and {hidden}")
+        positive_int("dim", dim), positive_int("hidden", hidden)
         self.dim = dim
         self.state_to_hidden = nn.Embedding(num_states, hidden)
         self.prev_to_hidden = nn.Linear(dim, hidden)
@@ -178,8 +176,7 @@ class AutoregressiveBernoulliEmission(BernoulliEmission):
     def __init__(self, num_states: int, dim: int, init_scale: float = 1.0):
         nn.Module.__init__(self)
         self.num_states = check_num_states(num_states)
-        if dim < 1:
-            raise ValueError(f"dim must be positive, got {dim}")
+        positive_int("dim", dim)
         self.dim = dim
         self.logits = nn.Parameter(init_scale * torch.randn(num_states, 2, dim) - 2.0)
 
@@ -219,8 +216,7 @@ class CategoricalEmission(nn.Module):
     def __init__(self, num_states: int, vocab_size: int, init_scale: float = 1.0):
         super().__init__()
         self.num_states = check_num_states(num_states)
-        if vocab_size < 1:
-            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        positive_int("vocab_size", vocab_size)
         self.vocab_size = vocab_size
         self.logits = nn.Parameter(init_scale * torch.randn(num_states, vocab_size))
 
@@ -308,8 +304,7 @@ class GaussianEmission(nn.Module):
     def __init__(self, num_states: int, dim: int, min_scale: float = 1e-3):
         super().__init__()
         self.num_states = check_num_states(num_states)
-        if dim < 1:
-            raise ValueError(f"dim must be positive, got {dim}")
+        positive_int("dim", dim)
         self.dim, self.min_scale = dim, min_scale
         self.loc = nn.Parameter(torch.randn(num_states, dim))
         self.log_scale = nn.Parameter(torch.zeros(num_states, dim))

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hmm_emissions import CategoricalEmission, check_num_states
+from ..validation import Integer, positive_number
 
 __all__ = ["AdditiveCoupling", "EmbeddingGaussianEmission", "NeuralCategoricalEmission", "VolumePreservingFlow",
            "char_ids"]
@@ -135,8 +136,7 @@ class EmbeddingGaussianEmission(CategoricalEmission):
             raise ValueError("vectors hold NaN or inf")
         if scale not in ("fixed", "shared", "state"):
             raise ValueError(f"scale must be 'fixed', 'shared' or 'state', got {scale!r}")
-        if not variance_scale > 0:
-            raise ValueError(f"variance_scale must be positive, got {variance_scale}")
+        positive_number("variance_scale", variance_scale)
         self.vocab_size, self.dim = vectors.shape
         if frequencies is None:
             frequencies = torch.ones(self.vocab_size)
@@ -229,8 +229,7 @@ def char_ids(vocab: list[str], max_chars: int = 20) -> tuple[torch.Tensor, list[
     suffix says most about the part of speech)."""
     if not vocab:
         raise ValueError("char_ids needs a non-empty vocabulary")
-    if max_chars < 5:
-        raise ValueError(f"max_chars must be at least 5, got {max_chars}")
+    Integer(5)("max_chars", max_chars)
     clipped = [w if len(w) <= max_chars else w[:4] + w[-(max_chars - 4):] for w in vocab]
     alphabet = sorted({c for w in clipped for c in w})
     index = {c: i + 1 for i, c in enumerate(alphabet)}

@@ -147,8 +147,7 @@ _TOY_NEXT = {"<s>": {"DT": 0.7, "PRP": 0.3}, "DT": {"JJ": 0.4, "NN": 0.6}, "JJ":
 def toy_sentences(num_sentences: int, seed: int = 0) -> list[list[tuple[str, str]]]:
     """Sentences of ``(word, tag)`` from a small tag grammar with disjoint word lists per tag
     (offline stand-in for MASC)."""
-    if num_sentences < 1:
-        raise ValueError(f"num_sentences must be positive, got {num_sentences}")
+    V.positive_int("num_sentences", num_sentences)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(num_sentences):
