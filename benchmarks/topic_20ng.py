@@ -124,6 +124,7 @@ def main():
     rows = [prodlda_row(args, train, test)]
 
     # Collapsed LDA, full training set
+    set_seed(args.seed)
     model_c = LDA(v, k, assignments="collapsed", alpha=args.lda_alpha, eta=0.1, num_docs=len(train))
     secs, hist = train_pyro(model_c, train.counts, model_c.elbo(), args.lda_epochs, args.batch_size, 1e-2, args.seed)
     rows.append(evaluate("LDA, collapsed z (TraceMeanField_ELBO)", model_c.topic_word_probs(), train, test, secs,
@@ -138,6 +139,7 @@ def main():
     same_path = {}
     for assignments, elbo in (("enumerated", pyro.infer.TraceEnum_ELBO(max_plate_nesting=2)),
                               ("collapsed", pyro.infer.Trace_ELBO())):
+        set_seed(args.seed)  # both start from the same parameters
         m = LDA(v, k, assignments=assignments, alpha=args.lda_alpha, eta=0.1, num_docs=len(sub))
         secs, hist = train_pyro(m, sub.counts, elbo, args.enum_epochs, args.batch_size, 1e-2, args.seed)
         same_path[assignments] = hist["train_loss"]

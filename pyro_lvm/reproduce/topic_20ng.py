@@ -115,6 +115,7 @@ def prodlda_row(args: argparse.Namespace, train: BowCorpus, test: BowCorpus) -> 
     k, v = args.topics, len(train.vocab)
     runs = []
     for seed in args.prodlda_seeds:
+        set_seed(seed)  # the initial weights too: each seed's run is the same in every process
         model = ProdLDA(v, k, hidden=100, dropout=0.2, alpha=1.0)
         secs, hist = train_pyro(model, train.counts, pyro.infer.TraceMeanField_ELBO(), args.prodlda_epochs,
                                 args.batch_size, 2e-3, seed)
