@@ -134,7 +134,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the models are small enough that more threads mostly spin, "
+                   help="torch CPU threads (one is enough: the models are small, more threads mostly spin, "
                         "and on a shared machine they cost several times the CPU time)")
     runs.add_run_arguments(p, resume=True)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
