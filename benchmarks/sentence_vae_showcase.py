@@ -9,8 +9,10 @@ Checks, on the printed text:
 * the VAE homotopy's inner sentences have a lower perplexity under the trained LM than the
   autoencoder's (the lecture's point: the VAE's latent space has no holes between sentences);
 * the VAE keeps a code (test KL >= 3 nats, >= 5 active units);
-* the run's wall time (target: 5 minutes on an otherwise idle 2-core machine; the load
-  average is recorded because other jobs slow it down).
+* the run's time (target: 5 minutes on 2 CPU cores): its wall time, with the load average
+  (other jobs slow it down), and its CPU time (user + system) with one torch thread, the
+  task's default: a one-thread run's CPU time is its wall time on an otherwise idle core, so
+  it bounds the wall time on an idle 2-core machine even when it is measured on a busy one.
 
     python benchmarks/sentence_vae_showcase.py                 # the showcase as shipped
     python benchmarks/sentence_vae_showcase.py --quick         # CI size: seconds, the checks are computed, not met
@@ -80,6 +82,18 @@ def acceptance(metrics: dict) -> dict:
     return checks
 
 
+def budget(wall: float, cpu: float, times: dict) -> dict:
+    """The time checks: the wall time, which other jobs on the machine stretch (their load
+    average is recorded), and the CPU time of a one-thread run, which is what the run takes on
+    an idle core, so a bound on its wall time on an idle 2-core machine."""
+    load = [times.get("load_average_start"), times.get("load_average_end")]
+    one_thread = times.get("torch_threads") == 1
+    return {"wall_time": {"value": round(wall, 1), "target": f"<= {TARGET_SECONDS} s on an idle 2-core machine",
+                          "met": wall <= TARGET_SECONDS, "load_average": load},
+            "cpu_time": {"value": round(cpu, 1), "target": f"<= {TARGET_SECONDS} CPU s with 1 torch thread",
+                         "met": one_thread and cpu <= TARGET_SECONDS, "torch_threads": times.get("torch_threads")}}
+
+
 def train_in_parallel(args: argparse.Namespace, task_argv: list[str]) -> dict:
     """Train each model of ``args.models`` in its own process into ``args.out/KIND`` (cheap
     evaluation there: the showcase evaluates again); their training times and CPU time."""
@@ -132,9 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
                                note=f"models trained in {len(parallel['models'])} processes of 1 thread at once")
         (Path(args.out) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     checks = acceptance(metrics)
-    checks["wall_time"] = {"value": round(wall, 1), "target": f"<= {TARGET_SECONDS} s on an idle 2-core machine",
-                           "met": wall <= TARGET_SECONDS, "cpu_seconds": round(cpu, 1),
-                           "load_average": [metrics["time"]["load_average_start"], metrics["time"]["load_average_end"]]}
+    checks.update(budget(wall, cpu, metrics["time"]))
     result = {"benchmark": "sentence_vae_showcase",
               "command": "python benchmarks/sentence_vae_showcase.py " + " ".join(argv),
               "quick": opts.quick, "parallel": opts.parallel, "task_options": {k: v for k, v in vars(args).items() if k != "progress"},

@@ -524,10 +524,18 @@ def test_cli_interpolate_evaluate_sample(trained_run, capsys):
     assert lines[4].startswith(" 1  " + result["VAE"][0]) and lines[4].endswith("| " + result["AE"][0])
     assert cli_main(["interpolate", str(trained_run), "--steps", "1"]) == 2
     assert "--steps: must be an int >= 2" in capsys.readouterr().err
+    assert cli_main(["interpolate", str(trained_run), "--sentences", "zebra quokka", "the war ended ."]) == 2
+    err = capsys.readouterr().err  # which words were unknown, in the CLI's words
+    assert err.startswith("pyro-lvm: error: ") and "(unknown: zebra, quokka)" in err, err
     assert cli_main(["interpolate", str(trained_run), "--steps", "3"]) == 0  # the run's own example sentences
     capsys.readouterr()
-    assert cli_main(["sample", str(trained_run), "-n", "2"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["samples"]) == 2
+    assert cli_main(["sample", str(trained_run), "-n", "2", "--seed", "3"]) == 0
+    samples = json.loads(capsys.readouterr().out)["samples"]
+    # The run's prior-sample decoder (nucleus sampling by default), not the homotopies' beam.
+    vae, vocab, config = task.load_run(trained_run)
+    assert config["prior_decode"]["method"] == "sample" and config["decode"]["method"] == "beam"
+    pyro.set_rng_seed(3)
+    assert samples == decoding.to_text(vocab, decoding.sample_prior(vae, 2, **config["prior_decode"]))
     assert cli_main(["evaluate", str(trained_run), "--samples", "2", "--split", "valid"]) == 0
     assert json.loads(capsys.readouterr().out)["lm"]["sentences"] == 20
 
@@ -537,6 +545,8 @@ def test_cli_interpolate_evaluate_sample(trained_run, capsys):
     (["--corpus", "no/such/corpus.txt"], "corpus 'no/such/corpus.txt' does not exist"),
     (["--sentences", "zebra quokka", "the war ended ."], r"every word of 'zebra quokka' .*\(unknown: zebra, quokka\)"),
     (["--samples", "0"], "--samples must be a positive int"),
+    (["--top-p", "0"], r"--top-p must be in \(0, 1\]"),
+    (["--threads", "0"], "--threads must be a positive int"),
 ])
 def test_showcase_refuses_bad_input_before_training(tmp_path, capsys, argv, message):
     """Each is refused in the CLI's words (exit 2) before any model is trained."""
@@ -557,6 +567,7 @@ def test_demo_without_argument_is_still_the_digits_vae():
     args = build_parser().parse_args(["demo", "sentence", "--epochs", "3"])
     assert args.showcase == "sentence" and args.corpus == "embedded-simple" and args.epochs == 3
     assert args.out == "runs/demo_sentence" and args.remedy == "free-bits" and args.decode == "beam"
+    assert args.prior_decode == "sample" and 0 < args.top_p < 1  # prior samples are drawn, from the nucleus
 
 
 def test_showcase_prints_its_report_with_progress_on_stderr(tmp_path, capsys):
@@ -567,7 +578,8 @@ def test_showcase_prints_its_report_with_progress_on_stderr(tmp_path, capsys):
     captured = capsys.readouterr()
     printed, err = captured.out, captured.err
     assert printed == (out / "report.txt").read_text()
-    for part in ("Five sentences from the VAE's prior", "Homotopy", "| AE", "Perplexity of the homotopy",
+    for part in ("Decoding: prior samples by sample (", "; homotopies by beam (",
+                 "Five sentences from the VAE's prior", "Homotopy", "| AE", "Perplexity of the homotopy",
                  "LM ", "VAE K=3", "<unk>"):
         assert part in printed, part
     # One bar per phase, in a non-interactive stderr too: which model, which epoch, the evaluation, an ETA.
@@ -588,9 +600,12 @@ def test_acceptance_script_runs_at_ci_size(tmp_path):
         result = module["main"](["--quick", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "a.json")])
     assert json.loads((tmp_path / "a.json").read_text())["checks"] == result["checks"]
     assert set(result["checks"]) == {"five_distinct_samples", "homotopy_neighbours_distinct", "non_unk_token_share",
-                                     "vae_homotopy_reads_better_than_ae", "vae_keeps_a_code", "wall_time"}
+                                     "vae_homotopy_reads_better_than_ae", "vae_keeps_a_code", "wall_time",
+                                     "cpu_time"}
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert result["checks"] == {**module["acceptance"](metrics), "wall_time": result["checks"]["wall_time"]}
+    times = {k: result["checks"][k] for k in ("wall_time", "cpu_time")}
+    assert result["checks"] == {**module["acceptance"](metrics), **times}
+    assert times["cpu_time"]["torch_threads"] == 1 and times["cpu_time"]["met"] == (times["cpu_time"]["value"] <= 300)
     assert result["all_met"] == all(c["met"] for c in result["checks"].values())
 
 

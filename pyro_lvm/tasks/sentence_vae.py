@@ -3,9 +3,10 @@ language model on the same text; evaluation, prior samples and VAE-vs-AE homotop
 
 With no options this is the showcase (``pyro-lvm demo sentence``, ``python
 examples/sentence_vae.py``): the embedded Wikipedia sample's simple sentences, sizes and a
-budget sized to train all three models in a few minutes on 2 idle CPU cores (about 510 CPU
-seconds measured, one thread; see docs/sentence_vae.md), free bits so that the
-VAE keeps a code, beam search that does not loop. Every default is an option.
+budget sized to train and evaluate all three models in under 5 minutes on 2 CPU cores (264
+CPU seconds measured with one torch thread, the default, on a shared machine; see
+docs/sentence_vae.md), free bits so that the VAE keeps a code, prior samples drawn by nucleus
+sampling and homotopies decoded by a beam search that does not loop. Every default is an option.
 
 Outputs under ``--out``: ``config.json``, ``vocab.json``, ``metrics.json``, ``samples.txt``,
 ``interpolation.txt``, ``report.txt`` (what the showcase prints) and one folder per model
@@ -46,12 +47,14 @@ DEFAULT_REMEDY = "free-bits"
 # Why free bits is the default (docs/sentence_vae.md; benchmarks/sentence_vae_ptb.py and
 # sentence_vae_remedies.py): the rule is the best test NLL among the remedies that keep a code
 # (KL >= 3 nats, >= 5 active units). On PTB only free bits does (annealing, annealing + word
-# dropout and aggressive training collapse); on the embedded corpus free bits does and annealing
-# + word dropout collapses.
+# dropout and aggressive training collapse); on the embedded corpus at the showcase's budget
+# free bits and free bits + word dropout do, free bits with the better NLL (annealing, with or
+# without word dropout, and aggressive training collapse).
 REMEDY_HELP = ("KL control for the VAE from pyro_lvm.infer. Default free-bits, by the rule 'best test NLL "
                "among the remedies that keep a code (KL >= 3 nats, >= 5 active units)': on PTB it is the only "
-               "one of free-bits, anneal, anneal + word dropout and aggressive that keeps a code, and on the "
-               "embedded corpus it keeps one where anneal + word dropout collapses (docs/sentence_vae.md). "
+               "one of free-bits, anneal, anneal + word dropout and aggressive that keeps a code; on the "
+               "embedded corpus, at this budget, anneal (with or without word dropout) and aggressive collapse "
+               "and free bits has a better NLL than free bits + word dropout (docs/sentence_vae.md). "
                "'none' shows the collapse. Word dropout is --word-keep")
 SHOWCASE = ("The lecture's sentence-VAE example, offline, sized for a few minutes on 2 idle CPU cores: trains "
             "a sentence VAE (free bits), a deterministic autoencoder and an LSTM language model on the embedded "
@@ -60,6 +63,7 @@ SHOWCASE = ("The lecture's sentence-VAE example, offline, sized for a few minute
             "The options are those of 'pyro-lvm train sentence_vae' (whose defaults are this showcase); "
             "add --remedy none to see the posterior collapse.")
 HOMOTOPY_MAX_WORDS = 12  # default endpoints: the first two test sentences this short
+TOP_P = 0.5  # nucleus of the prior samples: the unreliable tail of a few minutes' decoder stays out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,38 +95,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     kl.add_argument("--free-bits", type=float, default=0.25,
                     help="lambda in nats per dimension (--remedy free-bits): z_dim * lambda nats are free")
     kl.add_argument("--anneal-steps", type=int, default=400,
-                    help="KL annealing length in steps (--remedy anneal; the default reaches weight 1 halfway through "
-                         "the default run of 6 epochs, 792 steps)")
+                    help="KL annealing length in steps (--remedy anneal; the default reaches weight 1 three quarters "
+                         "through the default run of 4 epochs, 528 steps)")
     kl.add_argument("--anneal-start", type=float, default=0.1, help="KL weight at step 0 (--remedy anneal)")
     kl.add_argument("--aggressive-steps", type=int, default=5,
                     help="most encoder-only steps per joint step (--remedy aggressive; He et al. use 100)")
     train = p.add_argument_group("training")
     train.add_argument("--models", nargs="+", default=list(KINDS), choices=KINDS, help="which models to train")
-    train.add_argument("--epochs", type=int, default=6)
+    train.add_argument("--epochs", type=int, default=4)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--clip-norm", type=float, default=5.0)
     train.add_argument("--patience", type=int, default=None, help="early stopping on the validation loss")
-    train.add_argument("--samples", type=int, default=20,
+    train.add_argument("--samples", type=int, default=10,
                        help="importance samples K per sentence for the test NLL (He et al. use 500)")
     train.add_argument("--test-sentences", type=int, default=None,
                        help="evaluate on the first N test sentences (default: all)")
     dec = p.add_argument_group("decoding (prior samples and homotopies)")
     dec.add_argument("--decode", default="beam", choices=sorted(decoding.DECODERS),
-                     help="beam (default; length-normalised, n-gram blocking), greedy (Bowman et al.'s; loops when the "
-                          "decoder is small) or sample (with --top-p for nucleus sampling)")
-    dec.add_argument("--beam-size", type=int, default=5)
+                     help="how homotopy points are decoded: beam (default; the most probable sentence of each code, "
+                          "length-normalised, n-gram blocking), greedy (Bowman et al.'s; loops when the decoder is "
+                          "small) or sample (nucleus sampling, --top-p)")
+    dec.add_argument("--prior-decode", default="sample", choices=sorted(decoding.DECODERS),
+                     help="how the prior samples (VAE and LM) are decoded: sample (default: a sentence drawn from "
+                          "p(x | z), nucleus --top-p, as a sample of the model should be; the most probable sentence "
+                          "of different codes is often the same common one), beam or greedy")
+    dec.add_argument("--beam-size", type=int, default=10)
     dec.add_argument("--length-penalty", type=float, default=1.0,
                      help="beam score = log p / length ** this (0: plain log p, which prefers short sentences)")
     dec.add_argument("--block-ngram", type=int, default=2, help="never repeat an n-gram of this size (0 = off)")
-    dec.add_argument("--top-p", type=float, default=1.0, help="nucleus mass for --decode sample (1 = all words)")
-    dec.add_argument("--temperature", type=float, default=1.0, help="for --decode sample")
+    dec.add_argument("--top-p", type=float, default=TOP_P,
+                     help="nucleus mass when sampling (1 = all words; Holtzman et al.'s tail cut)")
+    dec.add_argument("--temperature", type=float, default=1.0, help="softmax temperature when sampling")
     dec.add_argument("--steps", type=int, default=7, help="points on each homotopy, both ends included (>= 2)")
     dec.add_argument("--sentences", nargs=2, default=None, metavar=("A", "B"),
                      help=f"homotopy endpoints (default: the first two test sentences of at most "
                           f"{HOMOTOPY_MAX_WORDS} words)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (one is enough: the models are small, more threads mostly spin, "
+                        "and on a shared machine they cost several times the CPU time)")
     runs.add_run_arguments(p, resume=True)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="a progress bar per phase on stderr (also when it is not a terminal)")
@@ -143,10 +156,15 @@ def check_arguments(args: argparse.Namespace) -> None:
     steps = getattr(args, "steps", 7)
     if not isinstance(steps, int) or steps < 2:
         raise ValueError(f"--steps must be >= 2 (a homotopy has both ends), got {steps!r}")
-    for name in ("epochs", "samples", "batch_size", "beam_size"):
+    for name in ("epochs", "samples", "batch_size", "beam_size", "threads"):
         v = getattr(args, name, 1)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {v!r}")
+    top_p, temperature = getattr(args, "top_p", 1.0), getattr(args, "temperature", 1.0)
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {top_p!r}")
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature!r}")
     sentences = getattr(args, "sentences", None)
     if sentences is not None and (len(sentences) != 2 or not all(tokenize_text(s) for s in sentences)):
         raise ValueError(f"--sentences needs two sentences with words in them, got {sentences!r}")
@@ -358,6 +376,7 @@ def sentence_nll(model, vocab: Vocabulary, sentences: Sequence[str]) -> dict[str
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     check_arguments(args)
+    torch.set_num_threads(getattr(args, "threads", 1))
     started = time.perf_counter(), time.process_time(), _load()
     out = Path(args.out)
     corpus, vocab, data = prepare_data(args)
@@ -370,7 +389,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     _check_resumed_vocab(args, out, vocab)
     config = {"task": "sentence_vae", "corpus": args.corpus, "subset": args.subset, "eval_subset": args.eval_subset,
               "max_len": args.max_len, "seed": args.seed, "remedy": args.remedy, "example_sentences": endpoints,
-              "decode": decode_settings(args),
+              "decode": decode_settings(args), "prior_decode": decode_settings(args, args.prior_decode),
               "models": {kind: build(kind, args, len(vocab)).config() for kind in args.models},  # checks the sizes
               "options": {k: v for k, v in vars(args).items() if k in TASK_OPTIONS}}
     parse_remedy(args.remedy)
@@ -431,24 +450,27 @@ def _load() -> list[float] | None:
         return None
 
 
-def decode_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"method": ..., **keyword arguments}`` of the decoder the task uses."""
+def decode_settings(args: argparse.Namespace, method: str | None = None) -> dict[str, Any]:
+    """``{"method": ..., **keyword arguments}`` of a decoder of the task: ``method`` (default
+    ``args.decode``, the homotopies') with the run's beam or sampling options."""
+    method = args.decode if method is None else method
     kw: dict[str, Any] = {"block_ngram": args.block_ngram}
-    if args.decode == "beam":
+    if method == "beam":
         kw.update(beam_size=args.beam_size, length_penalty=args.length_penalty)
-    elif args.decode == "sample":
+    elif method == "sample":
         kw.update(temperature=args.temperature, top_p=args.top_p)
-    return {"method": args.decode, **kw}
+    return {"method": method, **kw}
 
 
 def generate_text(models: dict, vocab: Vocabulary, endpoints: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Five prior samples of the VAE and the LM, and the VAE's and AE's homotopies."""
-    settings = decode_settings(args)
-    text: dict[str, Any] = {"decode": settings, "endpoints": list(endpoints)}
+    """Five prior samples of the VAE and the LM (decoded by ``args.prior_decode``), and the
+    VAE's and AE's homotopies (``args.decode``)."""
+    settings, prior = decode_settings(args), decode_settings(args, args.prior_decode)
+    text: dict[str, Any] = {"decode": settings, "prior_decode": prior, "endpoints": list(endpoints)}
     for kind in ("vae", "lm"):
         if kind in models:
             set_seed(args.seed)
-            text[f"{kind}_samples"] = decoding.to_text(vocab, decoding.sample_prior(models[kind], 5, **settings))
+            text[f"{kind}_samples"] = decoding.to_text(vocab, decoding.sample_prior(models[kind], 5, **prior))
     text["homotopy"] = {}
     for kind in ("vae", "ae"):
         if kind in models:
@@ -480,15 +502,20 @@ def format_homotopy(rows: dict[str, list[str]], endpoints: Sequence[str]) -> str
     return "\n".join(lines) + "\n"
 
 
+def _decoder_text(settings: dict[str, Any]) -> str:
+    """``beam (beam size 5, ...)``: a decoder's settings in words."""
+    return f"{settings['method']} (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in settings.items()
+                                            if k != "method") + ")"
+
+
 def report(metrics: dict[str, Any]) -> str:
     """What the showcase prints: prior samples, the homotopies side by side, KL/AU/NLL against the LM."""
     text, models, data = metrics["text"], metrics["models"], metrics["data"]
     endpoints = text["endpoints"]
-    d = text["decode"]
-    how = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.items() if k != "method")
     lines = [f"Corpus {data['name']}: {data['train']:,} / {data['valid']:,} / {data['test']:,} sentences, "
-             f"vocabulary {data['vocab_size']:,}, <unk> {100 * data['unk_rate']['test']:.1f}% of test words. "
-             f"Decoding: {d['method']} ({how}).", ""]
+             f"vocabulary {data['vocab_size']:,}, <unk> {100 * data['unk_rate']['test']:.1f}% of test words.",
+             f"Decoding: prior samples by {_decoder_text(text.get('prior_decode', text['decode']))}; "
+             f"homotopies by {_decoder_text(text['decode'])}.", ""]
     for kind in ("vae", "lm"):
         if f"{kind}_samples" in text:
             title = "Five sentences from the VAE's prior (z ~ N(0, I), decoded)" if kind == "vae" else \
@@ -545,9 +572,10 @@ def load_run(run: str | Path, kind: str = "vae"):
     return model, vocab, config
 
 
-def _run_decoder(config: dict) -> dict[str, Any]:
-    """The run's decoder settings (runs written before they were saved: greedy)."""
-    return dict(config.get("decode") or {"method": "greedy"})
+def _run_decoder(config: dict, use: str = "decode") -> dict[str, Any]:
+    """The run's decoder settings for the homotopies (``use="decode"``) or the prior samples
+    (``"prior_decode"``; runs written before it was saved: the homotopies'; before either: greedy)."""
+    return dict(config.get(use) or config.get("decode") or {"method": "greedy"})
 
 
 def interpolate(args: argparse.Namespace) -> dict[str, Any]:
@@ -570,10 +598,11 @@ def interpolate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sample(args: argparse.Namespace) -> dict[str, Any]:
-    """Decodings (with the run's decoder) of ``args.num`` codes drawn from the VAE's prior."""
+    """Decodings (with the run's prior-sample decoder) of ``args.num`` codes drawn from the VAE's prior."""
     vae, vocab, config = load_run(args.run, "vae")
     set_seed(args.seed)
-    return {"samples": decoding.to_text(vocab, decoding.sample_prior(vae, args.num, **_run_decoder(config)))}
+    settings = _run_decoder(config, "prior_decode")
+    return {"samples": decoding.to_text(vocab, decoding.sample_prior(vae, args.num, **settings))}
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
