@@ -2,7 +2,7 @@
 
     python examples/gumbel_vae.py                               # digits, offline, ~1 minute
     python examples/gumbel_vae.py --estimator score-function    # or straight-through, gumbel-concrete, ...
-    python examples/gumbel_vae.py --dataset binarized-mnist --data-path ../shared/data/binarized_mnist \
+    python examples/gumbel_vae.py --dataset binarized-mnist --data-path DATA/binarized_mnist \
         --hidden 512 256 --anneal-rate 1.5e-4 --epochs 16
 
 Writes metrics.json, checkpoints and figures under --out. Same code as `pyro-lvm train gumbel_vae`.

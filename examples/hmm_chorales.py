@@ -2,7 +2,7 @@
 
     python examples/hmm_chorales.py                          # music21's chorales (offline; first parse ~1 min, then cached)
     python examples/hmm_chorales.py --limit 12 --iterations 3  # seconds
-    python examples/hmm_chorales.py --data-path ../shared/data/jsb_chorales.pickle --protocol used-keys
+    python examples/hmm_chorales.py --data-path DATA/jsb_chorales.pickle --protocol used-keys
     python examples/hmm_chorales.py --emission autoregressive             # arHMM, Baum-Welch
     python examples/hmm_chorales.py --chain fhmm --sizes 4 4 --iterations 100 --lr 0.05   # factorial HMM, Adam
     python examples/hmm_chorales.py --chain pfhmm --sizes 4 4 --iterations 100 --lr 0.05  # partially factorial

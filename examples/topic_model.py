@@ -2,7 +2,7 @@
 
     python examples/topic_model.py                       # ProdLDA on gensim's Lee news corpus, offline
     python examples/topic_model.py --model lda --assignments enumerated --epochs 50
-    python examples/topic_model.py --dataset 20ng --data-path ../shared/data/20ng.zip --topics 50
+    python examples/topic_model.py --dataset 20ng --data-path DATA/20ng.zip --topics 50
 
 Prints the top words per topic; writes metrics.json (held-out perplexity, NPMI, diversity),
 topics.txt, theta_summary.csv (az.summary of document-topic proportions) and figures

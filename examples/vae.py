@@ -1,7 +1,7 @@
 """Gaussian VAE and a deterministic autoencoder with the same networks, side by side.
 
     python examples/vae.py                      # scikit-learn digits, offline, ~1 minute
-    python examples/vae.py --dataset binarized-mnist --data-path ../shared/data/binarized_mnist \
+    python examples/vae.py --dataset binarized-mnist --data-path DATA/binarized_mnist \
         --z-dim 20 --hidden 400 --batch-size 128 --lr 1e-3 --epochs 50
 
 Writes metrics.json, checkpoints and figures (reconstructions, prior samples, VAE-vs-AE
