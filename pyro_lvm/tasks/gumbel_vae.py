@@ -67,11 +67,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                           estimator=args.estimator, temperature=args.temperature)
     config = {"task": "gumbel_vae", **{k: v for k, v in vars(args).items() if k not in ("func",)}}
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    anneal = TemperatureAnnealing(args.anneal_rate, args.min_temperature, tau0=args.temperature)
+    objective = pair.objective()
+    # annealed: the relaxations' temperature (REBAR/RELAX learn theirs; the others have none)
+    anneal = ([TemperatureAnnealing(args.anneal_rate, args.min_temperature, tau0=args.temperature)]
+              if ESTIMATORS[args.estimator].temperature and not objective.learns_temperature else [])
     start = time.perf_counter()
-    history = fit(pair, data.train, data.valid, elbo=pair.objective(), epochs=args.epochs,
+    history = fit(pair, data.train, data.valid, elbo=objective, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                  callbacks=[anneal], checkpoint_dir=out, progress=args.progress,
+                  callbacks=anneal, checkpoint_dir=out, progress=args.progress,
                   metrics={"valid_neg_elbo": lambda p, x: _neg_elbo(p, x, 1)})
     seconds = time.perf_counter() - start
     pair.to("cpu").eval()
