@@ -542,7 +542,8 @@ class DiscreteELBO:
         if not self._checked:
             self._check_sites(model, guide, args, kwargs)
             self._checked = True
-        model, guide = self.wrap(model, guide)
+        if self.estimator != "score-function":  # the plain score function rewrites nothing
+            model, guide = self.wrap(model, guide)
         if self.estimator == "enumerate" and not torch.is_grad_enabled():
             # TraceEnum_ELBO refuses to build a loss that does not require grad (evaluation).
             return torch.as_tensor(self.inner.loss(model, guide, *args, **kwargs))
