@@ -64,7 +64,7 @@ def run_jsb(data: Path, quick: bool) -> dict:
     for protocol in ("used-keys", "full"):
         for name, argv in configs.items():
             args = task_args(hmm_chorales, [*argv, "--data-path", str(data / "jsb_chorales.pickle"),
-                                            "--protocol", protocol, "--no-figures",
+                                            "--protocol", protocol, "--no-figures", "--overwrite",
                                             "--out", f"/tmp/hmm_quality/{protocol}/{name}"])
             t0, c0 = time.perf_counter(), time.process_time()
             metrics = hmm_chorales.main(args)
@@ -176,7 +176,7 @@ def run_pos(data: Path, quick: bool, iterations: int, seeds: list[int], configs:
         for seed in seeds[:1] if name == "words" else seeds:
             argv = ["--data-path", str(data / "masc_tagged.zip"), "--states", "45", "--iterations",
                     "2" if quick else str(iterations), "--eval-every", "1" if quick else "50", "--no-figures",
-                    "--seed", str(seed), "--out", f"/tmp/hmm_quality/pos/{name}_{seed}", *extra]
+                    "--overwrite", "--seed", str(seed), "--out", f"/tmp/hmm_quality/pos/{name}_{seed}", *extra]
             if quick:
                 argv += ["--max-sentences", "500"]
             t0 = time.perf_counter()

@@ -34,15 +34,11 @@ class ModelGuidePair(Protocol):
 
 
 def check_pair(pair: Any) -> ModelGuidePair:
-    """Return ``pair`` unchanged, or raise ``TypeError`` saying what is missing."""
-    missing = [name for name in ("model", "guide") if not callable(getattr(pair, name, None))]
-    if missing:
-        raise TypeError(
-            f"{type(pair).__name__} is not a model/guide pair: it has no callable "
-            f"{' or '.join(repr(m) for m in missing)} method. Define model(batch) and guide(batch) "
-            "in plain Pyro (see docs/write_your_own.md)."
-        )
-    return pair
+    """Return ``pair`` unchanged, or raise :class:`~pyro_lvm.validation.InvalidArgumentError`
+    (a ``TypeError``) saying what is missing."""
+    from .validation import pair as check
+
+    return check(pair)
 
 
 def batch_call(fn: Callable[..., Any], batch: Any) -> Any:

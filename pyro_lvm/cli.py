@@ -1,55 +1,126 @@
 """The ``pyro-lvm`` command.
 
     pyro-lvm demo                         train the VAE and autoencoder on the bundled digits
+    pyro-lvm demo sentence                the sentence VAE showcase: samples, homotopies (minutes, offline)
     pyro-lvm train MODEL [options]        MODEL is a task name (pyro-lvm train --help lists them)
     pyro-lvm evaluate RUN                 log-likelihood, ELBO, KL of a trained run folder
     pyro-lvm sample RUN                   draw from the prior of a trained run
     pyro-lvm interpolate RUN              decode points between two inputs' latent codes
     pyro-lvm inspect MODEL                table of a model's variables (observed/latent, ...)
+    pyro-lvm upgrade RUN                  rewrite a run's format-1 checkpoints in the current format
+    pyro-lvm compare RUN [RUN ...]        configurations, final metrics and learning curves of runs
+    pyro-lvm reproduce NAME               re-run a published figure pyro_lvm tracks (--list)
 
 ``train MODEL`` runs the same code as ``examples/MODEL.py`` (see :mod:`pyro_lvm.tasks`).
-The verbs that act on a run folder read ``RUN/config.json`` to find the task that wrote it.
+The verbs that act on a run folder read ``RUN/config.json`` to find the task that wrote it;
+a task that has no such verb says in ``NOT_APPLICABLE`` why it does not apply.
 Extra verbs come from tasks that define ``add_<verb>_arguments`` and ``cli_<verb>``.
+
+The error contract: every failure prints one ``pyro-lvm: error: ...`` line on stderr (no
+traceback; set ``PYRO_LVM_TRACEBACK=1`` to see one) and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
+from . import tracking
 from .tasks import TASKS, load_task
 
 RUN_VERBS = ("evaluate", "sample", "interpolate")
 # Verbs provided by task modules: verb -> task name.
 EXTRA_VERBS = {"compare-estimators": "compare_estimators"}
+PROG = "pyro-lvm"
+# Verbs of their own modules (add_arguments(parser), run(args) -> the text to print): verb -> module.
+TOOL_VERBS = {"compare": "pyro_lvm.compare", "reproduce": "pyro_lvm.reproduce"}
 
 
-def _run_task(run: str) -> Any:
-    config = Path(run) / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{config} not found: RUN must be a folder written by 'pyro-lvm train'")
-    return load_task(json.loads(config.read_text())["task"])
+class CommandError(Exception):
+    """A refusal of the command line itself (printed as ``pyro-lvm: error: ...``)."""
 
 
-def _summary(module: Any) -> str:
-    """A task module's one-line summary: its docstring's first sentence, without "Task ``name``:"."""
+def _default_help(args: tuple, kwargs: dict) -> dict:
+    """An option's keywords with a help text: ArgumentDefaultsHelpFormatter shows the default
+    only of options that have one."""
+    if args and str(args[0]).startswith("-") and not kwargs.get("help") and kwargs.get("help") != argparse.SUPPRESS:
+        kwargs = {**kwargs, "help": "(default: %(default)s)"}
+    return kwargs
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` with the project's conventions: defaults shown in ``--help`` for every
+    option, and usage errors in the ``pyro-lvm: error: ...`` form (exit status 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any):
+        return super().add_argument(*args, **_default_help(args, kwargs))
+
+    def add_argument_group(self, *args: Any, **kwargs: Any):
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+        group.add_argument = lambda *a, **kw: add(*a, **_default_help(a, kw))  # type: ignore[method-assign]
+        return group
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        where = self.prog[len(PROG):].strip()
+        self.exit(2, f"{PROG}: error: {where + ': ' if where else ''}{message}\n")
+
+
+class _DescribedDefaults(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in ``--help`` and the description printed as written (the tool verbs' docstrings)."""
+
+
+def summary(module: Any, name: str | None = None) -> str:
+    """A task module's one-line summary: the first sentence of its docstring, without the
+    ``Task ``name``:`` prefix and reStructuredText markup."""
     doc = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
-    return re.sub(r"^Task ``[\w-]+``:\s*", "", doc).split(". ")[0]
+    doc = re.sub(r"^Tasks? ``[\w-]+``(?: and ``[\w-]+``)?:\s*", "", doc)
+    doc = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc).replace("``", "")
+    # A sentence ends at ". " unless the dot closes an abbreviation such as "et al." or "e.g.".
+    match = re.search(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)\.(\s|$)", doc)
+    return (doc[:match.start()] if match else doc).strip()
+
+
+def _not_applicable(task: str, module: Any, verb: str) -> str:
+    reason = getattr(module, "NOT_APPLICABLE", {}).get(verb)
+    return f"'{verb}' does not apply to a {task} run" + (f": {reason}" if reason else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent-variable models in Pyro.")
-    verbs = parser.add_subparsers(dest="verb", required=True)
+    from . import validation
 
-    demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline)")
+    parser = Parser(prog=PROG, description="Latent-variable models in Pyro.")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
+
+    demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline); "
+                                         "'demo sentence': the sentence VAE showcase")
     load_task("vae").add_arguments(demo)
+    tracking.add_arguments(demo)
+    showcases = demo.add_subparsers(dest="showcase", metavar="{sentence}", parser_class=Parser)
+    try:
+        sentence_task = load_task("sentence_vae")
+    except ImportError as e:  # an optional dependency is missing: say so when it is used
+        showcases.add_parser("sentence", help=f"(unavailable: {e})")
+    else:
+        sentence = showcases.add_parser("sentence", help=summary(sentence_task),
+                                        description=sentence_task.SHOWCASE)
+        sentence_task.add_arguments(sentence)
+        tracking.add_arguments(sentence)
+        sentence.set_defaults(out="runs/demo_sentence")
 
     train = verbs.add_parser("train", help="train a model: pyro-lvm train MODEL --help")
-    models = train.add_subparsers(dest="task", required=True, metavar="MODEL")
+    models = train.add_subparsers(dest="task", required=True, metavar="MODEL", parser_class=Parser)
     for name in sorted(TASKS):
         aliases = [name.replace("_", "-")] if "_" in name else []  # train ss-vae == train ss_vae
         try:
@@ -57,24 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError as e:  # an optional dependency is missing: say so when it is used
             models.add_parser(name, aliases=aliases, help=f"(unavailable: {e})")
             continue
-        sub = models.add_parser(name, aliases=aliases, help=_summary(module))
+        sub = models.add_parser(name, aliases=aliases, help=summary(module), description=summary(module))
         module.add_arguments(sub)
+        tracking.add_arguments(sub)
 
     for verb in RUN_VERBS:
         sub = verbs.add_parser(verb, help=f"{verb} a trained run folder")
         sub.add_argument("run", help="run folder written by 'pyro-lvm train'")
-        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--seed", type=validation.seed_rule.cli, default=0, help="seed of every random draw")
         if verb == "evaluate":
-            sub.add_argument("--samples", type=int, default=1000, help="importance samples per datapoint")
+            sub.add_argument("--samples", type=validation.positive_int.cli, default=1000,
+                             help="importance samples per datapoint (the ELBO uses one draw; see elbo_samples)")
             sub.add_argument("--split", default="test", choices=["train", "valid", "test"])
         if verb == "sample":
-            sub.add_argument("-n", "--num", type=int, default=32)
-            sub.add_argument("--out", default=None, help="PNG path (default RUN/cli_samples.png)")
+            sub.add_argument("-n", "--num", type=validation.positive_int.cli, default=32)
+            sub.add_argument("--out", default=None, help="output path (default: a file in RUN)")
         if verb == "interpolate":
-            sub.add_argument("--a", type=int, default=0, help="index of the first test input")
-            sub.add_argument("--b", type=int, default=1, help="index of the second test input")
-            sub.add_argument("--sentences", nargs=2, default=None, help="two sentences (text models)")
-            sub.add_argument("--steps", type=int, default=8)
+            sub.add_argument("--a", type=validation.non_negative_int.cli, default=0, help="index of the first test input")
+            sub.add_argument("--b", type=validation.non_negative_int.cli, default=1, help="index of the second test input")
+            sub.add_argument("--sentences", nargs=2, default=None, help="two sentences (text models only)")
+            sub.add_argument("--steps", type=validation.Integer(2).cli, default=8)
             sub.add_argument("--out", default=None, help="PNG path (image models)")
 
     from .tasks import inspect_task
@@ -82,32 +155,117 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = verbs.add_parser("inspect", help="table of a model's variables (observed/latent, random/deterministic, guide)")
     inspect_task.add_inspect_arguments(inspect)
 
+    upgrade = verbs.add_parser("upgrade", help="rewrite a run folder's format-1 checkpoints in the current safe format")
+    upgrade.add_argument("run", help="run folder (every *.pt below it is checked)")
+
     for verb, task in EXTRA_VERBS.items():
         if task not in TASKS:
             continue
         module = load_task(task)
-        sub = verbs.add_parser(verb, help=(module.__doc__ or "").strip().splitlines()[0])
+        sub = verbs.add_parser(verb, help=summary(module))
         getattr(module, f"add_{verb.replace('-', '_')}_arguments")(sub)
+
+    for verb, path in TOOL_VERBS.items():
+        module = importlib.import_module(path)
+        module.add_arguments(verbs.add_parser(verb, help=re.sub(r"^``[^`]*``:\s*", "", summary(module)),
+                                              description=module.__doc__,
+                                              formatter_class=_DescribedDefaults))
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _run_verb(args: argparse.Namespace) -> Any:
+    from .checkpoint import set_seed
+    from .runs import read_config
+
+    config = read_config(args.run)
+    task = config["task"]
     try:
+        module = load_task(task)
+    except ValueError:
+        raise CommandError(f"{Path(args.run) / 'config.json'} names the task {task!r}, which this pyro-lvm does not "
+                           f"know (known: {', '.join(sorted(TASKS))})") from None
+    fn = getattr(module, args.verb, None)
+    if fn is None:
+        raise CommandError(_not_applicable(task, module, args.verb))
+    set_seed(args.seed)  # one place that honours --seed for every task's verb
+    return fn(args)
+
+
+def _upgrade(args: argparse.Namespace) -> dict[str, Any]:
+    from .checkpoint import upgrade_checkpoint
+    from .runs import locked
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run} is not a folder")
+    with locked(run):
+        upgraded = [str(p) for p in sorted(run.rglob("*.pt")) if upgrade_checkpoint(p)]
+    return {"upgraded": upgraded}
+
+
+def _message(e: BaseException) -> str:
+    """One line for an exception: its own words, the file where the OS names one."""
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:
+        return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, KeyError):
+        return f"missing key {e}"
+    text = str(e).strip() or type(e).__name__
+    if "Traceback (most recent call last)" in text:  # e.g. a ddp rank's failure: keep its own words only
+        text = text[:text.index("Traceback (most recent call last)")].strip() + " (set PYRO_LVM_TRACEBACK=1 for details)"
+    return text
+
+
+# Errors in what the user gave (files, options, data, a diverging run) rather than bugs.
+_EXPECTED = (ValueError, TypeError, OSError, ImportError, NotImplementedError, ArithmeticError, CommandError,
+             KeyError, RuntimeError)
+
+
+def _tracked(args: argparse.Namespace, name: str, run: Any) -> Any:
+    """``run(args)`` inside the ``--tensorboard``/``--mlflow`` session it asks for, if any."""
+    session = tracking.session_from_args(args, name)
+    if session is None:
+        return run(args)
+    with session:
+        return run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed)
+        return int(e.code or 0)
+    try:
+        if args.verb == "demo" and getattr(args, "showcase", None) == "sentence":
+            task = load_task("sentence_vae")
+            print(task.report(_tracked(args, "sentence_vae", task.main)), end="")  # a report, not JSON
+            return 0
         if args.verb == "demo":
-            result = load_task("vae").main(args)
+            result = _tracked(args, "demo", load_task("vae").main)
         elif args.verb == "train":
-            result = load_task(args.task).main(args)
+            result = _tracked(args, args.task.replace("-", "_"), load_task(args.task).main)
+        elif args.verb in TOOL_VERBS:
+            print(importlib.import_module(TOOL_VERBS[args.verb]).run(args))
+            return 0
         elif args.verb == "inspect":
             from .tasks import inspect_task
 
             result = inspect_task.cli_inspect(args)
+        elif args.verb == "upgrade":
+            result = _upgrade(args)
         elif args.verb in RUN_VERBS:
-            result = getattr(_run_task(args.run), args.verb)(args)
+            result = _run_verb(args)
         else:
             result = getattr(load_task(EXTRA_VERBS[args.verb]), f"cli_{args.verb.replace('-', '_')}")(args)
-    except (ValueError, FileNotFoundError, ImportError, NotImplementedError) as e:
-        print(f"pyro-lvm: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{PROG}: error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the contract: one line and status 2, never a traceback
+        if os.environ.get("PYRO_LVM_TRACEBACK"):
+            raise
+        line = _message(e)
+        if not isinstance(e, _EXPECTED):
+            line = f"{type(e).__name__}: {line} (unexpected; set PYRO_LVM_TRACEBACK=1 to see where it happened)"
+        print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))
     return 0

@@ -34,7 +34,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .checkpoint import atomic_text_save
+from .traces import restore_param_store
+from .checkpoint import atomic_text_save, atomic_torch_save, decode_param_store, encode_param_store, load_checkpoint
 from .scaling import ScaledELBO, ShardScale
 
 STRATEGIES = ("single", "ddp")
@@ -200,10 +201,10 @@ def _worker(rank: int, world_size: int, port: int, backend: str, fit_fn: Callabl
             pair = fit_args[0]
             state = {
                 "pair": pair.state_dict() if isinstance(pair, torch.nn.Module) else None,
-                "param_store": pyro.get_param_store().get_state(),
+                "param_store": encode_param_store(pyro.get_param_store().get_state()),
                 "history": history.epochs,
             }
-            torch.save(state, Path(folder) / "rank0.pt")
+            atomic_torch_save(state, Path(folder) / "rank0.pt")
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -249,8 +250,8 @@ def launch(fit_fn: Callable, pair: Any, fit_args: tuple, fit_kwargs: dict, num_p
         except mp.ProcessExitedException as e:
             raise WorkerFailedError(f"rank {e.error_index} of {num_processes} exited with code {e.exit_code}; "
                                     "the other ranks were stopped") from None
-        result = torch.load(Path(tmp) / "rank0.pt", map_location=device, weights_only=False)
+        result = load_checkpoint(Path(tmp) / "rank0.pt", map_location=device)
     if isinstance(pair, torch.nn.Module):
         pair.load_state_dict(result["pair"])
-    pyro.get_param_store().set_state(result["param_store"])
+    restore_param_store(decode_param_store(result["param_store"]))  # in place: pyro.module tensors see it
     return result["history"]

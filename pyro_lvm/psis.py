@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import validation
 from .base import batch_size as _batch_size
 from .metrics import log_weight_terms
 from .train import evaluation_batches
@@ -76,8 +77,8 @@ def psis_khat(pair: Any, data: Any, num_samples: int = 1000, batch_size: int = 1
     ``data`` is batched as in :func:`pyro_lvm.metrics.log_likelihood`; ``num_samples`` (K)
     draws per datapoint (Vehtari et al. recommend K >= 100; 1000 gives stable k-hats).
     """
-    if not isinstance(num_samples, int) or num_samples < 10:
-        raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
+    data = validation.inputs(pair, data, batch_size=batch_size, data_plate=data_plate)
+    validation.Integer(10)("num_samples", num_samples)  # a tail fit needs at least 10 weights
     out = []
     for batch in evaluation_batches(pair, data, batch_size):
         _batch_size(batch)  # refuses batches without a datapoint dimension

@@ -368,7 +368,7 @@ def test_hmm_chorales_example(tmp_path):
     metrics = example.main(args)
     assert metrics["iterations"] == 3 and metrics["test_nll_per_step"] > 0
     assert all(Path(f).stat().st_size > 1000 for f in metrics["figures"])
-    args.emission, args.iterations, args.no_figures = "neural", 1, True
+    args.emission, args.iterations, args.no_figures, args.overwrite = "neural", 1, True, True
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["emission"] == "bernoulli"
     assert example.main(args)["emission"] == "neural"
     # The Bayesian HMM: its transition rows summarised by ArviZ from guide draws.

@@ -49,6 +49,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .reading import reading
+
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
@@ -362,10 +364,13 @@ def _parse_feat(text: str, vocab_size: int, what: str) -> tuple[torch.Tensor, to
     counts = np.zeros((len(rows), vocab_size), dtype=np.float32)
     labels = np.zeros(len(rows), dtype=np.int64)
     for d, parts in enumerate(rows):
-        labels[d] = int(parts[0])
-        for item in parts[1:]:
-            i, c = item.split(":")
-            i, c = int(i), float(c)
+        try:
+            labels[d] = int(parts[0])
+            pairs = [item.split(":") for item in parts[1:]]
+            pairs = [(int(i), float(c)) for i, c in pairs]
+        except ValueError:
+            raise ValueError(f"{what}, line {d + 1}: expected 'label id:count ...', got {' '.join(parts)[:60]!r}") from None
+        for i, c in pairs:
             if not 1 <= i <= vocab_size:  # ids start at 1 in this format
                 raise ValueError(f"{what}, line {d + 1}: word id {i} outside 1..{vocab_size}")
             if c < 0:
@@ -381,11 +386,12 @@ def load_nvdm(path: str | os.PathLike, drop_empty: bool = True) -> tuple[BowCorp
     of each line is the label. Documents without words are dropped (count in ``dropped``).
     """
     path = Path(path)
-    files = _nvdm_members(path)
-    vocab = [line.split()[0] for line in files["vocab.new"].decode("utf-8").splitlines() if line.strip()]
-    out = []
-    for split in ("train", "test"):
-        counts, labels = _parse_feat(files[f"{split}.feat"].decode("utf-8"), len(vocab), f"{path}:{split}.feat")
-        corpus = BowCorpus(counts, list(vocab), labels, 0, f"{path.stem}/{split}")
-        out.append(drop_empty_documents(corpus, refuse=not drop_empty))
+    with reading(path, "an NVDM bag-of-words zip or folder (train.feat, test.feat, vocab.new)"):
+        files = _nvdm_members(path)
+        vocab = [line.split()[0] for line in files["vocab.new"].decode("utf-8").splitlines() if line.strip()]
+        out = []
+        for split in ("train", "test"):
+            counts, labels = _parse_feat(files[f"{split}.feat"].decode("utf-8"), len(vocab), f"{path}:{split}.feat")
+            corpus = BowCorpus(counts, list(vocab), labels, 0, f"{path.stem}/{split}")
+            out.append(drop_empty_documents(corpus, refuse=not drop_empty))
     return out[0], out[1]

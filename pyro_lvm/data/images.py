@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .reading import reading
+
 
 @dataclass
 class ImageData:
@@ -94,9 +96,10 @@ def _read_amat(path: Path) -> np.ndarray:
         from scipy.io import loadmat
 
         return np.asarray(loadmat(str(path))["X"])
-    except (ValueError, KeyError, TypeError, OSError):
+    except Exception:  # noqa: BLE001 - scipy raises its own MatReadError among others: not MATLAB, so text
         # The original files are whitespace-separated text, one image a line.
-        return np.loadtxt(path, dtype=np.float32)
+        with reading(path, "a binarized MNIST .amat file (whitespace-separated 0/1 text, or MATLAB v5)"):
+            return np.loadtxt(path, dtype=np.float32, ndmin=2)
 
 
 def load_binarized_mnist(folder: str | Path, test_from_valid: bool = False) -> ImageData:
@@ -132,7 +135,7 @@ def load_binarized_mnist(folder: str | Path, test_from_valid: bool = False) -> I
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
+    with reading(path, "an MNIST IDX file"), opener(path, "rb") as f:
         magic = f.read(4)
         if len(magic) != 4 or magic[:2] != b"\x00\x00":
             raise ValueError(f"{path} is not an IDX file (bad magic number {magic!r})")

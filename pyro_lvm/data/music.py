@@ -72,18 +72,65 @@ def pad_rolls(rolls: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.arange(x.shape[1]) < lengths.unsqueeze(1)
 
 
+class _Refused(pickle.UnpicklingError):
+    """The file asks for something beyond containers and numbers."""
+
+
+class _NotesUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, tuples, numbers and strings, and NumPy integer scalars (how the
+    JSB file stores pitches); any other class or function in the file is refused, so reading
+    it cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        import numpy as np
+
+        if (module, name) == ("numpy", "dtype"):
+            return np.dtype
+        if (module, name) == ("_codecs", "encode"):  # how protocol 2 stores bytes (the scalars' data)
+            def encode(text, encoding="latin1"):
+                if not isinstance(text, str) or encoding != "latin1":
+                    raise _Refused(f"refused _codecs.encode({type(text).__name__}, {encoding!r})")
+                return text.encode("latin1")
+            return encode
+        if name == "scalar" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            def scalar(dtype, data=None):
+                if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf":
+                    raise _Refused(f"refused a NumPy scalar of dtype {dtype!r} (only numbers are allowed)")
+                if isinstance(data, str):  # a Python 2 pickle stores the bytes as a latin-1 str
+                    data = data.encode("latin1")
+                return np.frombuffer(data, dtype=dtype, count=1)[0]
+            return scalar
+        raise _Refused(f"refused {module}.{name}: this file may only hold numbers and containers")
+
+
 def load_jsb_pickle(path: str | Path) -> MusicData:
-    """The JSB chorales pickle (keys ``train/valid/test``; lists of tuples of MIDI pitches)."""
+    """The JSB chorales pickle (keys ``train/valid/test``; lists of tuples of MIDI pitches).
+
+    Read with an unpickler that builds only containers and numbers: a pickle that asks for
+    anything else (a function to call, a class to build) is refused with ``ValueError``
+    naming the file, before anything in it runs.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "jsb_chorales.pickle"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass the path of jsb_chorales.pickle "
                                 "(the file Pyro's polyphonic_data_loader downloads)")
-    with open(path, "rb") as f:
-        raw = pickle.load(f)
-    return MusicData(*[[notes_to_roll(seq) for seq in raw[s]] for s in ("train", "valid", "test")],
-                     source=f"jsb:{path}")
+    try:
+        with open(path, "rb") as f:
+            raw = _NotesUnpickler(f).load()
+    except _Refused as e:
+        raise ValueError(f"{path} was refused: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            MemoryError) as e:
+        raise ValueError(f"{path} is not a readable pickle of the JSB chorales ({type(e).__name__}: {e})") from None
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(s), list) for s in ("train", "valid", "test")):
+        raise ValueError(f"{path} does not hold the JSB chorales: expected a dict with lists 'train', 'valid', 'test'")
+    try:
+        rolls = [[notes_to_roll(seq) for seq in raw[s]] for s in ("train", "valid", "test")]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    return MusicData(*rolls, source=f"jsb:{path}")
 
 
 def _music21():
@@ -125,7 +172,7 @@ def load_music21_chorales(limit: int | None = None, cache_dir: str | Path | None
             raise ValueError(f"limit must be at least 3 (one score per split), got {limit}")
         paths = paths[:limit]
     cache_file = Path(cache_dir or Path.home() / ".cache" / "pyro_lvm") / f"music21_bach_rolls_v{CACHE_VERSION}.pt"
-    cache = torch.load(cache_file) if cache_file.is_file() else {}
+    cache = _read_cache(cache_file)
     missing = [p for p in paths if p.name not in cache]
     for p in missing:
         cache[p.name] = parse_score(p).to(torch.uint8)
@@ -140,6 +187,18 @@ def load_music21_chorales(limit: int | None = None, cache_dir: str | Path | None
     split = [[rolls[i] for i in order[a:b]] for a, b in
              ((0, n_train), (n_train, n_train + n_valid), (n_train + n_valid, len(rolls)))]
     return MusicData(*split, source=f"music21 bach ({len(rolls)} scores)")
+
+
+def _read_cache(path: Path) -> dict:
+    """The parse cache (uint8 rolls by file name), or ``{}`` when it is missing or unreadable
+    (it is rebuilt); read with ``weights_only=True`` like every pyro_lvm file."""
+    if not path.is_file():
+        return {}
+    try:
+        cache = torch.load(path, weights_only=True)
+    except Exception:  # noqa: BLE001 - a broken cache is only a cache: parse again
+        return {}
+    return cache if isinstance(cache, dict) else {}
 
 
 def keep_used_keys(data: MusicData) -> tuple[MusicData, torch.Tensor]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .reading import reading
+
 UNK = "<unk>"
 
 
@@ -71,7 +73,7 @@ def read_masc_sentences(path: str | Path) -> list[list[tuple[str, str]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass the path of masc_tagged.zip (NLTK's MASC tagged corpus)")
     sentences = []
-    with zipfile.ZipFile(path) as z:
+    with reading(path, "a zip of word_TAG text files (NLTK's masc_tagged.zip)"), zipfile.ZipFile(path) as z:
         for name in sorted(n for n in z.namelist() if n.endswith(".txt") and "/categories" not in n):
             for line in z.read(name).decode("utf-8", errors="replace").splitlines():
                 tokens = [tok.rpartition("_") for tok in line.split()]

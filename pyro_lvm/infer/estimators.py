@@ -53,6 +53,7 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
+from .. import validation
 from ..base import batch_args, check_pair
 from .discrete import (CV_PREFIX, ESTIMATORS, TEMPERATURE, DiscreteELBO, guide_latents, check_estimator,
                        check_temperature, estimator_applicability, support_size)
@@ -574,13 +575,11 @@ def compare_estimators(
     The pair's parameters and the param store are restored after each estimator.
     """
     check_pair(pair)
+    validation.check(repeats=repeats, seed=seed)
     temperatures = [check_temperature(t) for t in temperatures]
-    if not isinstance(repeats, int) or repeats < 2:
-        raise ValueError(f"repeats must be an int >= 2, got {repeats!r}")
     if reference_repeats is None:
         reference_repeats = 4 * repeats
-    if not isinstance(reference_repeats, int) or reference_repeats < 2:
-        raise ValueError(f"reference_repeats must be an int >= 2, got {reference_repeats!r}")
+    validation.Integer(2)("reference_repeats", reference_repeats)
     args, kwargs = batch_args(batch)
     applicable = estimator_applicability(pair.model, pair.guide, *args, max_enum_size=max_enum_size, **kwargs)
     explicit = estimators is not None

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import validation
+
 COMPONENT_SCALE = 0.5   # standard deviation of each mixture component of the latent's prior
 
 
@@ -165,6 +167,8 @@ class SequenceVAE(nn.Module):
 
     def __init__(self, vocab: int = 50, z_dim: int = 1, emb: int = 16, hidden: int = 64):
         super().__init__()
+        vocab, z_dim, emb, hidden = (validation.positive_int(n, v) for n, v in
+                                     (("vocab", vocab), ("z_dim", z_dim), ("emb", emb), ("hidden", hidden)))
         self.vocab, self.z_dim = vocab, z_dim
         self.enc_emb = nn.Embedding(vocab, emb)
         self.enc_lstm = nn.LSTM(emb, hidden, batch_first=True)

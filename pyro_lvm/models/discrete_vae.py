@@ -25,6 +25,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from .. import validation
 from ..infer.discrete import (ESTIMATORS, DiscreteELBO, TemperatureAnnealing, check_estimator,
                               check_num_classes, check_temperature)
 from .networks import mlp
@@ -49,10 +50,8 @@ class CategoricalVAE(nn.Module):
                  hidden: Sequence[int] = (512, 256), estimator: str = "gumbel", temperature: float = 1.0,
                  max_enum_size: float = 1e5):
         super().__init__()
-        if not (isinstance(x_dim, int) and x_dim > 0):
-            raise ValueError(f"x_dim must be a positive int, got {x_dim!r}")
-        if not (isinstance(n_latents, int) and n_latents > 0):
-            raise ValueError(f"n_latents must be a positive int, got {n_latents!r}")
+        x_dim, n_latents = validation.positive_int("x_dim", x_dim), validation.positive_int("n_latents", n_latents)
+        hidden = validation.sizes("hidden", hidden)
         check_num_classes(n_classes, "n_classes")
         self.x_dim, self.n_latents, self.n_classes = x_dim, n_latents, n_classes
         self.max_enum_size = max_enum_size

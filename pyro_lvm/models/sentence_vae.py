@@ -117,7 +117,7 @@ class _SentenceModel(nn.Module):
     """Embedding, LSTM decoder and output layer shared by the three models; optional encoder."""
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, z_dim: int, encoder: str | None,
-                 conditioning: str, word_keep: float, max_len: int):
+                 conditioning: str, word_keep: float, max_len: int, dropout: float = 0.0):
         super().__init__()
         for name, v in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("hidden_dim", hidden_dim), ("max_len", max_len)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -132,8 +132,12 @@ class _SentenceModel(nn.Module):
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if not (isinstance(word_keep, (int, float)) and 0.0 <= word_keep <= 1.0):
             raise ValueError(f"word_keep must be in [0, 1], got {word_keep!r}")
+        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.vocab_size, self.embed_dim, self.hidden_dim, self.z_dim = vocab_size, embed_dim, hidden_dim, z_dim
         self.conditioning, self.word_keep, self.max_len = conditioning, float(word_keep), max_len
+        self.dropout = float(dropout)
+        self.drop = nn.Dropout(dropout)  # on embeddings and decoder outputs, in training only
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
         concat = z_dim > 0 and conditioning in ("concat", "both")
         self.decoder_rnn = nn.LSTM(embed_dim + (z_dim if concat else 0), hidden_dim, batch_first=True)
@@ -164,7 +168,7 @@ class _SentenceModel(nn.Module):
     def encode_dist(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``q(z | x)`` parameters ``loc, scale: (B, z_dim)`` from the encoder's last real state."""
         words = tokens[:, 1:]  # w_1 .. w_n <eos>: the encoder reads the sentence, not <bos>
-        out, _ = self.encoder_rnn(self.embedding(words))
+        out, _ = self.encoder_rnn(self.drop(self.embedding(words)))
         # The RNN is causal, so its output at the last real position is unaffected by any
         # padding after it: no packing needed, and extra padding changes nothing.
         last = ((words != PAD_ID).sum(1) - 1).clamp(min=0)
@@ -179,7 +183,7 @@ class _SentenceModel(nn.Module):
         return torch.tanh(h).unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()
 
     def _decoder_inputs(self, inputs: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        emb = self.embedding(inputs)
+        emb = self.drop(self.embedding(inputs))
         if z is not None and self.z_dim > 0 and self.conditioning in ("concat", "both"):
             emb = torch.cat([emb, z.unsqueeze(-2).expand(*emb.shape[:-1], z.shape[-1])], dim=-1)
         return emb
@@ -199,7 +203,7 @@ class _SentenceModel(nn.Module):
             zf = z.reshape(-1, z.shape[-1])
             x = inputs.expand(*lead, *inputs.shape).reshape(-1, inputs.shape[-1])
         out, _ = self.decoder_rnn(self._decoder_inputs(x, zf), self.init_state(zf))
-        logits = self.output(out)
+        logits = self.output(self.drop(out))
         return logits.reshape(*lead, *inputs.shape, self.vocab_size)
 
     def likelihood(self, tokens: torch.Tensor, z: torch.Tensor | None) -> dist.TorchDistribution:
@@ -240,13 +244,16 @@ class SentenceVAE(_SentenceModel):
         word_keep: word-dropout keep rate k (1 = no word dropout, 0 = the decoder sees only
             ``<unk>``: Bowman et al.'s "inputless" decoder).
         max_len: longest sentence the decoders generate (words, without ``<eos>``).
+        dropout: dropout rate on the word embeddings (encoder and decoder) and on the decoder's
+            LSTM outputs while training (0 = none); it regularises small corpora.
     """
 
     def __init__(self, vocab_size: int, embed_dim: int = 256, hidden_dim: int = 256, z_dim: int = 32,
-                 encoder: str = "lstm", conditioning: str = "init", word_keep: float = 1.0, max_len: int = 60):
+                 encoder: str = "lstm", conditioning: str = "init", word_keep: float = 1.0, max_len: int = 60,
+                 dropout: float = 0.0):
         if z_dim < 1:
             raise ValueError(f"z_dim must be >= 1 for a VAE, got {z_dim!r} (use LSTMLanguageModel for no z)")
-        super().__init__(vocab_size, embed_dim, hidden_dim, z_dim, encoder, conditioning, word_keep, max_len)
+        super().__init__(vocab_size, embed_dim, hidden_dim, z_dim, encoder, conditioning, word_keep, max_len, dropout)
         self.encoder_type = encoder
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
@@ -254,7 +261,7 @@ class SentenceVAE(_SentenceModel):
     def config(self) -> dict:
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
                 "z_dim": self.z_dim, "encoder": self.encoder_type, "conditioning": self.conditioning,
-                "word_keep": self.word_keep, "max_len": self.max_len}
+                "word_keep": self.word_keep, "max_len": self.max_len, "dropout": self.dropout}
 
     def prior(self) -> dist.TorchDistribution:
         return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
@@ -306,12 +313,12 @@ class LSTMLanguageModel(_SentenceModel):
     guide has no latent sites (so the ELBO is the exact log-likelihood)."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 256, hidden_dim: int = 256, word_keep: float = 1.0,
-                 max_len: int = 60):
-        super().__init__(vocab_size, embed_dim, hidden_dim, 0, None, "init", word_keep, max_len)
+                 max_len: int = 60, dropout: float = 0.0):
+        super().__init__(vocab_size, embed_dim, hidden_dim, 0, None, "init", word_keep, max_len, dropout)
 
     def config(self) -> dict:
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
-                "word_keep": self.word_keep, "max_len": self.max_len}
+                "word_keep": self.word_keep, "max_len": self.max_len, "dropout": self.dropout}
 
     def model(self, tokens: torch.Tensor) -> None:
         self._check(tokens)

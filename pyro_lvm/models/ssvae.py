@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
+from .. import validation
 from ..infer.discrete import DiscreteELBO, check_estimator, check_num_classes
 from .networks import GaussianEncoder, mlp
 from .vae import check_images
@@ -57,8 +58,9 @@ class SSVAE(nn.Module):
                  y_estimator: str = "enumerate", temperature: float = 1.0, aux_weight: float = 0.0):
         super().__init__()
         check_num_classes(n_classes, "n_classes")
-        if not aux_weight >= 0:
-            raise ValueError(f"aux_weight must be >= 0, got {aux_weight!r}")
+        x_dim, z_dim = validation.positive_int("x_dim", x_dim), validation.positive_int("z_dim", z_dim)
+        hidden = validation.sizes("hidden", hidden)
+        aux_weight = validation.non_negative_number("aux_weight", aux_weight)
         self.x_dim, self.n_classes, self.z_dim = x_dim, n_classes, z_dim
         self.y_estimator = check_estimator(y_estimator)
         self.temperature, self.aux_weight = temperature, float(aux_weight)

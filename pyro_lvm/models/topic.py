@@ -38,6 +38,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch import nn
 
+from .. import validation
 from ..data.bow import check_counts
 
 _TINY = torch.finfo(torch.float32).tiny
@@ -168,6 +169,8 @@ class Encoder(nn.Module):
 
     def __init__(self, vocab_size: int, num_topics: int, hidden: int = 100, dropout: float = 0.2):
         super().__init__()
+        hidden = validation.positive_int("hidden", hidden)
+        dropout = validation.Number(0.0, strict=False, maximum=0.99)("dropout", dropout)
         self.fc1 = nn.Linear(vocab_size, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
         self.drop = nn.Dropout(dropout)

@@ -23,6 +23,7 @@ import torch
 from pyro.distributions import constraints
 from torch import nn
 
+from .. import validation
 from .networks import ConvDecoder, ConvEncoder, GaussianEncoder, MLPDecoder
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -57,8 +58,8 @@ class _ImageLatentModel(nn.Module):
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-        if not (isinstance(x_dim, int) and x_dim > 0 and isinstance(z_dim, int) and z_dim > 0):
-            raise ValueError(f"x_dim and z_dim must be positive ints, got x_dim={x_dim!r}, z_dim={z_dim!r}")
+        x_dim, z_dim = validation.positive_int("x_dim", x_dim), validation.positive_int("z_dim", z_dim)
+        hidden = validation.sizes("hidden", hidden)
         if architecture == "conv" and x_dim != 784:
             raise ValueError(f"the convolutional architecture is for 28x28 images (x_dim=784), got x_dim={x_dim}")
         self.x_dim, self.z_dim, self.likelihood = x_dim, z_dim, likelihood

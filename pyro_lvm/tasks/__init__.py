@@ -36,3 +36,11 @@ def load_task(name: str) -> ModuleType:
     if name not in TASKS:
         raise ValueError(f"unknown model/task {name!r}; known: {', '.join(sorted(TASKS))}")
     return importlib.import_module(TASKS[name])
+
+
+def run_options(args) -> dict:
+    """The options of a task's command line as JSON-ready ``config.json`` entries (without
+    the command's own bookkeeping: verb, output folder, resume/overwrite, progress)."""
+    skip = {"verb", "out", "resume", "overwrite", "progress", "func"}
+    return {k: (str(v) if not isinstance(v, (str, int, float, bool, list, type(None))) else v)
+            for k, v in vars(args).items() if k not in skip}

@@ -19,14 +19,19 @@ from typing import Any
 import pyro
 import torch
 
-from ..checkpoint import atomic_json_save, set_seed
+from .. import runs, validation as V
+from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
 from ..diagnostics import CollapseDiagnostics, active_units, kl_per_site, mutual_information, plot_collapse
 from ..infer import AggressiveTraining, FreeBitsELBO, KLAnnealing
 from ..metrics import elbo_terms, log_likelihood
 from ..models.collapse_toy import SequenceVAE, toy_splits
 from ..train import fit
 
+from . import run_options
+
 METHODS = ("vae", "anneal", "sigmoid", "cyclical", "beta", "free-bits", "aggressive")
+NOT_APPLICABLE = {"sample": "the run compares KL remedies on synthetic sequences; evaluate re-scores each of them",
+                  "interpolate": "the run compares KL remedies on synthetic sequences (a 1-d code, no inputs to show)"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,22 +39,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="vae: plain ELBO; anneal: linear KL warm-up 0.1 -> 1 (He et al.); sigmoid (Bowman et al.); "
                         "cyclical (Fu et al.); beta: constant KL weight --beta; free-bits: lambda per dimension; "
                         "aggressive: He et al.'s encoder inner loop")
-    p.add_argument("--n-train", type=int, default=2000)
-    p.add_argument("--n-valid", type=int, default=500)
-    p.add_argument("--n-test", type=int, default=500)
-    p.add_argument("--vocab", type=int, default=50)
-    p.add_argument("--length", type=int, default=10)
-    p.add_argument("--hidden", type=int, default=64, help="LSTM size of the VAE")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-epochs", type=float, default=10, help="length of the anneal/sigmoid warm-up")
-    p.add_argument("--cycles", type=int, default=4, help="cycles of the cyclical schedule over training")
-    p.add_argument("--beta", type=float, default=0.5, help="KL weight of the 'beta' method")
-    p.add_argument("--free-bits", type=float, default=0.5, help="lambda, nats per latent dimension")
-    p.add_argument("--samples", type=int, default=200, help="importance samples for the test NLL")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data (the LSTM) and of training")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--n-train", type=V.Integer(2).cli, default=2000)
+    p.add_argument("--n-valid", type=V.Integer(2).cli, default=500)
+    p.add_argument("--n-test", type=V.Integer(2).cli, default=500)
+    p.add_argument("--vocab", type=V.Integer(2).cli, default=50)
+    p.add_argument("--length", type=V.positive_int.cli, default=10)
+    p.add_argument("--hidden", type=V.positive_int.cli, default=64, help="LSTM size of the VAE")
+    p.add_argument("--epochs", type=V.non_negative_int.cli, default=30)
+    p.add_argument("--batch-size", type=V.positive_int.cli, default=50)
+    p.add_argument("--lr", type=V.positive_number.cli, default=1e-3)
+    p.add_argument("--warmup-epochs", type=V.positive_number.cli, default=10, help="length of the anneal/sigmoid warm-up")
+    p.add_argument("--cycles", type=V.positive_int.cli, default=4, help="cycles of the cyclical schedule over training")
+    p.add_argument("--beta", type=V.non_negative_number.cli, default=0.5, help="KL weight of the 'beta' method")
+    p.add_argument("--free-bits", type=V.non_negative_number.cli, default=0.5, help="lambda, nats per latent dimension")
+    p.add_argument("--samples", type=V.positive_int.cli, default=200, help="importance samples for the test NLL")
+    p.add_argument("--seed", type=V.seed_rule.cli, default=0, help="seed of the data (the LSTM) and of training")
+    p.add_argument("--device", default="cpu", type=V.device_rule.cli, help="cpu, cuda or cuda:N")
+    runs.add_run_arguments(p, resume=False)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--out", default="runs/collapse")
 
@@ -77,7 +83,7 @@ def remedy(method: str, args: argparse.Namespace, steps_per_epoch: int, data: di
 
 
 @torch.no_grad()
-def evaluate(pair: SequenceVAE, x: torch.Tensor, samples: int) -> dict[str, float]:
+def evaluate_pair(pair: SequenceVAE, x: torch.Tensor, samples: int) -> dict[str, float]:
     """Test metrics, nats per sequence: ELBO, NLL (IWAE, ``samples``), KL, MI, active units."""
     pair.eval()
     terms = elbo_terms(pair, x, batch_size=250)
@@ -87,9 +93,20 @@ def evaluate(pair: SequenceVAE, x: torch.Tensor, samples: int) -> dict[str, floa
             "active_units": int(active_units(pair, x)), "units": pair.z_dim}
 
 
+def _data(config: dict) -> dict:
+    return toy_splits(config["n_train"], config["n_valid"], config["n_test"], seed=config["seed"],
+                      vocab=config["vocab"], length=config["length"])
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    out = Path(args.out)
-    data = toy_splits(args.n_train, args.n_valid, args.n_test, seed=args.seed, vocab=args.vocab, length=args.length)
+    config = {**run_options(args), "task": "collapse"}
+    data = _data(config)
+    SequenceVAE(vocab=args.vocab, z_dim=1, hidden=args.hidden)  # refuses bad sizes before anything is written
+    with runs.start_run(args.out, config, overwrite=getattr(args, "overwrite", False)) as out:
+        return _train(args, out, data)
+
+
+def _train(args: argparse.Namespace, out: Path, data: dict) -> dict[str, Any]:
     steps_per_epoch = -(-args.n_train // args.batch_size)
     metrics: dict[str, Any] = {"task": "collapse", "seed": args.seed, "epochs": args.epochs,
                                "data": {"train": args.n_train, "valid": args.n_valid, "test": args.n_test,
@@ -109,7 +126,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                       callbacks=[*callbacks, CollapseDiagnostics(data["valid"], batch_size=500, per_dimension=False)])
         seconds = time.perf_counter() - t0
         histories[method] = history
-        result = evaluate(pair, data["test"], args.samples)
+        result = evaluate_pair(pair, data["test"], args.samples)
         result["train_seconds"] = round(seconds, 1)
         if method == "aggressive":
             result["aggressive_epochs"] = int(sum(history["aggressive"]))
@@ -120,3 +137,24 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                               title="validation KL, MI, active units; KL weight"))
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
+
+
+# ----------------------------------------------------------------------------- CLI verbs on a run folder
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Each trained method's metrics (:func:`evaluate` of the pair) on ``--split``, data rebuilt from ``config.json``."""
+    run = Path(args.run)
+    config = runs.read_config(run)
+    data = _data(config)
+    x = data[args.split]
+    report: dict[str, Any] = {"split": args.split, "samples": args.samples, "seed": args.seed, "methods": {}}
+    for method in config["methods"]:
+        if not (run / method).is_dir():
+            continue
+        pair = SequenceVAE(vocab=config["vocab"], z_dim=1, hidden=config["hidden"])
+        ckpt, path = load_best_or_last(run / method)
+        load_module_state(pair, ckpt, path)
+        report["methods"][method] = evaluate_pair(pair, x, args.samples)
+    if not report["methods"]:
+        raise FileNotFoundError(f"{run} holds no trained method folder (expected one of {config['methods']})")
+    return report

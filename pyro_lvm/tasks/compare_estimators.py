@@ -13,7 +13,6 @@ and plots (variance and bias against temperature, ELBO against time) under ``--o
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -21,57 +20,46 @@ import pyro
 import torch
 
 from ..base import batch_to
+from .. import runs, validation as V
 from ..checkpoint import atomic_json_save, set_seed
 from ..infer.discrete import ESTIMATORS
 from ..infer.estimators import compare_estimators
 from ..train import resolve_device
+from .user_pair import SPEC_HELP, load_user_pair
+
+from . import run_options
 
 MODELS = ("mixture", "categorical-vae")
+_RESULTS = "it measures gradient estimators and trains no model to reuse; its results are table.md and comparison.json"
+NOT_APPLICABLE = {"evaluate": _RESULTS, "sample": _RESULTS, "interpolate": _RESULTS}
 
 
 def add_compare_estimators_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="mixture", choices=MODELS, help="built-in pair to compare on")
     p.add_argument("--pair", default=None, metavar="FILE.py:FUNCTION",
-                   help="your own pair: FUNCTION() in FILE.py returns (pair, batch); overrides --model")
+                   help=f"{SPEC_HELP}; overrides --model")
     p.add_argument("--estimators", nargs="+", default=None, choices=list(ESTIMATORS),
                    help="default: every estimator that applies to the pair (the others are listed with the reason)")
-    p.add_argument("--num-particles", type=int, default=None,
+    p.add_argument("--num-particles", type=V.Integer(1, optional=True).cli, default=None,
                    help="particles per estimate for every estimator (default: each estimator's own)")
-    p.add_argument("--reference-repeats", type=int, default=None,
+    p.add_argument("--reference-repeats", type=V.Integer(2, optional=True).cli, default=None,
                    help="draws behind a sampled bias reference (mixed or large latent spaces; default 4 x repeats)")
-    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.5, 0.1])
-    p.add_argument("--repeats", type=int, default=200, help="gradient draws per estimator")
-    p.add_argument("--classes", type=int, default=10, help="K: mixture components or classes per VAE latent")
-    p.add_argument("--latents", type=int, default=2, help="N categorical latents of the VAE")
-    p.add_argument("--n", type=int, default=100, help="datapoints in the batch")
-    p.add_argument("--max-enum-size", type=float, default=1e5)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (memory is then CUDA peak allocation)")
-    p.add_argument("--curve-steps", type=int, default=0, help="also train each estimator this many steps (ELBO vs time)")
-    p.add_argument("--curve-lr", type=float, default=1e-2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperatures", type=V.positive_number.cli, nargs="+", default=[1.0, 0.5, 0.1])
+    p.add_argument("--repeats", type=V.Integer(2).cli, default=200, help="gradient draws per estimator")
+    p.add_argument("--classes", type=V.Integer(2).cli, default=10, help="K: mixture components or classes per VAE latent")
+    p.add_argument("--latents", type=V.positive_int.cli, default=2, help="N categorical latents of the VAE")
+    p.add_argument("--n", type=V.positive_int.cli, default=100, help="datapoints in the batch")
+    p.add_argument("--max-enum-size", type=V.positive_number.cli, default=1e5)
+    p.add_argument("--device", default="cpu", type=V.device_rule.cli, help="cpu, cuda or cuda:N (memory is then CUDA peak allocation)")
+    p.add_argument("--curve-steps", type=V.non_negative_int.cli, default=0, help="also train each estimator this many steps (ELBO vs time)")
+    p.add_argument("--curve-lr", type=V.positive_number.cli, default=1e-2)
+    p.add_argument("--seed", type=V.seed_rule.cli, default=0)
+    runs.add_run_arguments(p, resume=False)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--out", default="runs/compare_estimators")
 
 
 add_arguments = add_compare_estimators_arguments
-
-
-def load_user_pair(spec: str) -> tuple[Any, Any]:
-    """Call ``FUNCTION()`` from ``FILE.py`` given as ``"FILE.py:FUNCTION"``; it returns ``(pair, batch)``."""
-    path, sep, name = spec.rpartition(":")
-    if not sep or not path or not name:
-        raise ValueError(f"--pair must look like FILE.py:FUNCTION, got {spec!r}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--pair file not found: {path}")
-    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
-    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
-    if not callable(getattr(module, name, None)):
-        raise ValueError(f"{path} defines no function {name!r}")
-    result = getattr(module, name)()
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise ValueError(f"{spec}() must return (pair, batch), got {type(result).__name__}")
-    return result
 
 
 def build(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -96,10 +84,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     set_seed(args.seed)
     pyro.clear_param_store()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     pair, batch, what = build(args)
+    with runs.start_run(args.out, {**run_options(args), "task": "compare_estimators"},
+                        overwrite=getattr(args, "overwrite", False)) as out:
+        return _compare(args, out, pair, batch, what, device)
+
+
+def _compare(args: argparse.Namespace, out: Path, pair: Any, batch: Any, what: str, device: torch.device
+             ) -> dict[str, Any]:
     if isinstance(pair, torch.nn.Module):
         pair.to(device)
     batch = batch_to(batch, device)

@@ -12,7 +12,6 @@ PNG figures (reconstructions, prior samples, training curves).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,16 @@ from typing import Any
 import pyro
 import torch
 
-from .. import plots
-from ..checkpoint import atomic_json_save, set_seed
+from .. import plots, runs, validation as V
+from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
 from ..data import load_images
 from ..infer.discrete import ESTIMATORS, TemperatureAnnealing
 from ..metrics import log_likelihood
 from ..models.discrete_vae import CategoricalVAE
 from ..train import fit
+from . import run_options
+
+NOT_APPLICABLE = {"interpolate": "its codes are discrete (N x K categorical), with no line between two of them"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,19 +36,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="digits ships with scikit-learn (offline); the others need --data-path")
     p.add_argument("--data-path", default=None, help="folder with the data files for binarized-mnist/mnist")
     p.add_argument("--estimator", default="gumbel", choices=list(ESTIMATORS))
-    p.add_argument("--latents", type=int, default=20, help="N categorical latents")
-    p.add_argument("--classes", type=int, default=10, help="K classes per latent")
-    p.add_argument("--hidden", type=int, nargs="+", default=[256, 128], help="encoder widths (Jang et al.: 512 256)")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=1.0, help="initial temperature tau0")
-    p.add_argument("--anneal-rate", type=float, default=1e-3, help="tau = max(min, tau0 exp(-rate * step))")
-    p.add_argument("--min-temperature", type=float, default=0.5)
-    p.add_argument("--eval-samples", type=int, default=10, help="one-hot samples per -ELBO evaluation")
-    p.add_argument("--samples", type=int, default=100, help="importance samples for the test log-likelihood (0: skip)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--latents", type=V.positive_int.cli, default=20, help="N categorical latents")
+    p.add_argument("--classes", type=V.Integer(2).cli, default=10, help="K classes per latent")
+    p.add_argument("--hidden", type=V.positive_int.cli, nargs="+", default=[256, 128],
+                   help="encoder widths (Jang et al.: 512 256)")
+    p.add_argument("--epochs", type=V.non_negative_int.cli, default=40)
+    p.add_argument("--batch-size", type=V.positive_int.cli, default=100)
+    p.add_argument("--lr", type=V.positive_number.cli, default=1e-3)
+    p.add_argument("--temperature", type=V.positive_number.cli, default=1.0, help="initial temperature tau0")
+    p.add_argument("--anneal-rate", type=V.non_negative_number.cli, default=1e-3,
+                   help="tau = max(min, tau0 exp(-rate * step))")
+    p.add_argument("--min-temperature", type=V.positive_number.cli, default=0.5)
+    p.add_argument("--eval-samples", type=V.positive_int.cli, default=10, help="one-hot samples per -ELBO evaluation")
+    p.add_argument("--samples", type=V.non_negative_int.cli, default=100,
+                   help="importance samples for the test log-likelihood (0: skip)")
+    p.add_argument("--seed", type=V.seed_rule.cli, default=0)
+    p.add_argument("--device", default="cpu", type=V.device_rule.cli)
+    runs.add_run_arguments(p, resume=False)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out", default="runs/gumbel_vae")
@@ -56,21 +62,28 @@ def _neg_elbo(pair: CategoricalVAE, x: torch.Tensor, samples: int) -> float:
     return float(torch.cat([pair.negative_elbo(b, samples) for b in x.split(1000)]).mean())
 
 
+def _build(config: dict, x_dim: int) -> CategoricalVAE:
+    return CategoricalVAE(x_dim, config["latents"], config["classes"], hidden=tuple(config["hidden"]),
+                          estimator=config["estimator"], temperature=config["temperature"])
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     set_seed(args.seed)
     pyro.clear_param_store()
     data = load_images(args.dataset, args.data_path, binarize=True, seed=args.seed)
-    pair = CategoricalVAE(data.x_dim, args.latents, args.classes, hidden=tuple(args.hidden),
-                          estimator=args.estimator, temperature=args.temperature)
-    config = {"task": "gumbel_vae", **{k: v for k, v in vars(args).items() if k not in ("func",)}}
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    config = {**run_options(args), "task": "gumbel_vae"}
+    pair = _build(config, data.x_dim)
     objective = pair.objective()
     # annealed: the relaxations' temperature (REBAR/RELAX learn theirs; the others have none)
     anneal = ([TemperatureAnnealing(args.anneal_rate, args.min_temperature, tau0=args.temperature)]
               if ESTIMATORS[args.estimator].temperature and not objective.learns_temperature else [])
+    with runs.start_run(args.out, config, overwrite=args.overwrite) as out:
+        return _train(args, out, data, pair, objective, anneal)
+
+
+def _train(args: argparse.Namespace, out: Path, data, pair: CategoricalVAE, objective: Any,
+           anneal: list) -> dict[str, Any]:
     start = time.perf_counter()
     history = fit(pair, data.train, data.valid, elbo=objective, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
@@ -99,3 +112,32 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         )]
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
+
+
+# ----------------------------------------------------------------------------- CLI verbs on a run folder
+
+def load_run(run: str | Path) -> tuple[CategoricalVAE, Any, dict]:
+    """``(pair, data, config)`` of a run folder written by :func:`main`."""
+    config = runs.read_config(run)
+    data = load_images(config["dataset"], config["data_path"], binarize=True, seed=config["seed"])
+    pair = _build(config, data.x_dim)
+    ckpt, path = load_best_or_last(run)
+    load_module_state(pair, ckpt, path)
+    return pair.eval(), data, config
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """-ELBO (``--samples`` one-hot draws per datapoint) and IS log-likelihood on ``--split``."""
+    pair, data, _ = load_run(args.run)
+    x = getattr(data, args.split)
+    return {"split": args.split, "neg_elbo": _neg_elbo(pair, x, args.samples), "elbo_samples": args.samples,
+            "log_likelihood": float(log_likelihood(pair, x, num_samples=args.samples).mean()),
+            "log_likelihood_samples": args.samples, "seed": args.seed}
+
+
+def sample(args: argparse.Namespace) -> dict[str, Any]:
+    """A PNG grid of ``--num`` images decoded from codes drawn from the prior."""
+    pair, data, _ = load_run(args.run)
+    path = plots.image_grid(pair.sample(args.num), data.image_shape, args.out or Path(args.run) / "cli_samples.png",
+                            title="samples from the prior")
+    return {"figure": str(path), "num": args.num}

@@ -23,31 +23,37 @@ from typing import Any
 import torch
 
 from ..base import batch_to, pair_device
-from ..checkpoint import atomic_json_save, set_seed
+from .. import runs, validation as V
+from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
 from ..data.music import MusicData, keep_used_keys, load_jsb_pickle, load_music21_chorales, pad_rolls
 from ..models.hmm import HMM, BernoulliEmission, NeuralBernoulliEmission
 from ..train import fit, resolve_device
+from . import run_options
+
+MODEL_FILE = "model.pt"  # the trained HMM's weights (EM trains without fit's checkpoints)
+NOT_APPLICABLE = {"interpolate": "an HMM's states are discrete, with no code to interpolate between"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-path", default=None, help="jsb_chorales.pickle; omitted: music21's Bach chorales")
-    p.add_argument("--limit", type=int, default=None, help="music21: parse only the first N scores")
+    p.add_argument("--limit", type=V.Integer(3, optional=True).cli, default=None, help="music21: parse only the first N scores")
     p.add_argument("--cache-dir", default=None, help="music21 parse cache (default ~/.cache/pyro_lvm)")
     p.add_argument("--protocol", default="full", choices=["full", "used-keys"])
-    p.add_argument("--states", type=int, default=16)
+    p.add_argument("--states", type=V.positive_int.cli, default=16)
     p.add_argument("--emission", default="bernoulli", choices=["bernoulli", "neural"])
-    p.add_argument("--hidden", type=int, default=16, help="neural emission width")
+    p.add_argument("--hidden", type=V.positive_int.cli, default=16, help="neural emission width")
     p.add_argument("--parameters", default="map", choices=["map", "bayes"],
                    help="bayes: Dirichlet priors on the initial and transition rows and a variational posterior "
                         "over them (trained by Adam), summarised with ArviZ in transition_summary.csv")
     p.add_argument("--trainer", default="auto", choices=["auto", "em", "adam"],
                    help="auto: EM for the plain HMM, Adam for the neural one")
     p.add_argument("--inference", default="fast", choices=["fast", "markov"], help="adam only")
-    p.add_argument("--iterations", type=int, default=50, help="EM iterations or Adam epochs")
-    p.add_argument("--lr", type=float, default=0.03)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--iterations", type=V.non_negative_int.cli, default=50, help="EM iterations or Adam epochs")
+    p.add_argument("--lr", type=V.positive_number.cli, default=0.03)
+    p.add_argument("--batch-size", type=V.positive_int.cli, default=32)
+    p.add_argument("--seed", type=V.seed_rule.cli, default=0)
+    p.add_argument("--device", default="cpu", type=V.device_rule.cli, help="cpu, cuda or cuda:N")
+    runs.add_run_arguments(p, resume=False)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--out", default="runs/hmm_chorales")
 
@@ -76,14 +82,20 @@ def nll_per_step(hmm: HMM, rolls: list[torch.Tensor]) -> float:
     return float(-hmm.log_likelihood(x, mask).sum() / mask.sum())
 
 
-def train(hmm: HMM, data: MusicData, args: argparse.Namespace) -> list[float]:
-    """Fit ``hmm`` on ``data.train``; returns the training NLL per step after each iteration/epoch."""
-    x, mask = batch_to(pad_rolls(data.train), pair_device(hmm))
+def resolve_trainer(args: argparse.Namespace) -> str:
+    """``"em"`` or ``"adam"`` for ``--trainer`` (``auto``: EM for the plain HMM, Adam otherwise)."""
     trainer = args.trainer
     if trainer == "auto":
         trainer = "adam" if args.emission == "neural" or args.parameters == "bayes" else "em"
     if trainer == "em" and args.parameters == "bayes":
         raise ValueError("--trainer em updates point estimates; with --parameters bayes use --trainer adam")
+    return trainer
+
+
+def train(hmm: HMM, data: MusicData, args: argparse.Namespace) -> list[float]:
+    """Fit ``hmm`` on ``data.train``; returns the training NLL per step after each iteration/epoch."""
+    x, mask = batch_to(pad_rolls(data.train), pair_device(hmm))
+    trainer = resolve_trainer(args)
     frames = float(mask.sum())
     if trainer == "em":
         return [-ll / frames for ll in hmm.em_fit([(x, mask)], args.iterations)]
@@ -94,12 +106,18 @@ def train(hmm: HMM, data: MusicData, args: argparse.Namespace) -> list[float]:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
-    out = Path(args.out)
     resolve_device(args.device)  # a clear error before any work when CUDA is missing
+    resolve_trainer(args)
     set_seed(args.seed)
     data, key_info = load_data(args)
     dim = data.train[0].shape[1]
     hmm = build_model(args, dim, len(data.train)).to(args.device)
+    with runs.start_run(args.out, {**run_options(args), "task": "hmm_chorales"},
+                        overwrite=getattr(args, "overwrite", False)) as out:
+        return _train(args, out, data, key_info, hmm)
+
+
+def _train(args: argparse.Namespace, out: Path, data: MusicData, key_info: dict, hmm: HMM) -> dict[str, Any]:
     t0 = time.perf_counter()
     history = train(hmm, data, args)
     seconds = time.perf_counter() - t0
@@ -110,6 +128,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         **{f"{s}_nll_per_step": nll_per_step(hmm, getattr(data, s)) for s in ("train", "valid", "test")}}
     if args.parameters == "bayes":
         metrics["posterior_summary"] = str(summarise_transitions(hmm, data, out / "transition_summary.csv"))
+    atomic_torch_save({"format": "pyro_lvm.hmm_run/1", "pair": hmm.cpu().state_dict()}, out / MODEL_FILE)
     if not args.no_figures:
         metrics["figures"] = [str(plot_roll_with_states(hmm, data.test[0], out / "viterbi_roll.png")),
                               str(plot_transition_matrix(hmm, out / "transition_matrix.png"))]
@@ -166,3 +185,32 @@ def plot_roll_with_states(hmm: HMM, roll: torch.Tensor, path: Path) -> Path:
     bottom.set_ylabel("state")
     bottom.set_xlabel("quarter-note frame")
     return plots._save(fig, path)
+
+
+# ----------------------------------------------------------------------------- CLI verbs on a run folder
+
+def load_run(run: str | Path) -> tuple[HMM, MusicData, dict]:
+    """``(hmm, data, key info)`` of a run folder written by :func:`main` (data rebuilt from ``config.json``)."""
+    run = Path(run)
+    options = argparse.Namespace(**runs.read_config(run))
+    data, key_info = load_data(options)
+    hmm = build_model(options, data.train[0].shape[1], len(data.train))
+    load_module_state(hmm, load_checkpoint(run / MODEL_FILE), run / MODEL_FILE)
+    return hmm.eval(), data, key_info
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Exact negative log-likelihood per time step on ``--split`` (no sampling involved)."""
+    hmm, data, _ = load_run(args.run)
+    return {"split": args.split, "nll_per_step": nll_per_step(hmm, getattr(data, args.split)),
+            "num_sequences": len(getattr(data, args.split))}
+
+
+def sample(args: argparse.Namespace) -> dict[str, Any]:
+    """``--num`` piano rolls of 16 frames from the model, as MIDI pitches sounding per frame."""
+    hmm, _, key_info = load_run(args.run)
+    keys = key_info.get("key_indices")
+    _, x = hmm.sample(args.num, 16)
+    index = torch.tensor(keys) if keys else torch.arange(x.shape[-1])
+    return {"num": args.num, "frames": 16,
+            "rolls": [[[21 + int(index[k]) for k in frame.nonzero().flatten()] for frame in roll] for roll in x]}

@@ -22,34 +22,40 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_json_save, set_seed
+from .. import runs, validation as V
+from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
 from ..data.tagged_text import TaggedCorpus, load_masc_tagged, word_features
 from ..models.hmm import HMM, CategoricalEmission, FeatureCategoricalEmission
 from ..train import resolve_device
+from . import run_options
+from .hmm_chorales import MODEL_FILE
+
+NOT_APPLICABLE = {"interpolate": "an HMM's states are discrete, with no code to interpolate between"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-path", default=None, help="masc_tagged.zip; omitted: a synthetic toy corpus (offline)")
-    p.add_argument("--max-sentences", type=int, default=None, help="use only the first N sentences")
-    p.add_argument("--toy-sentences", type=int, default=400, help="size of the synthetic corpus")
-    p.add_argument("--states", type=int, default=45)
+    p.add_argument("--max-sentences", type=V.Integer(1, optional=True).cli, default=None, help="use only the first N sentences")
+    p.add_argument("--toy-sentences", type=V.positive_int.cli, default=400, help="size of the synthetic corpus")
+    p.add_argument("--states", type=V.positive_int.cli, default=45)
     p.add_argument("--emission", default="categorical", choices=["categorical", "features"],
                    help="features: log-linear emissions over word identity, suffixes, capital, digit, hyphen "
                         "(Berg-Kirkpatrick et al. 2010); EM runs L-BFGS in the M-step")
-    p.add_argument("--l2", type=float, default=1.0, help="features: L2 penalty on the emission weights")
+    p.add_argument("--l2", type=V.non_negative_number.cli, default=1.0, help="features: L2 penalty on the emission weights")
     p.add_argument("--trainer", default="em", choices=["em", "adam"])
-    p.add_argument("--iterations", type=int, default=50, help="EM iterations, or epochs for adam")
-    p.add_argument("--lr", type=float, default=0.05, help="adam only")
-    p.add_argument("--batch-tokens", type=int, default=20000, help="padded tokens per length-sorted batch")
-    p.add_argument("--concentration", type=float, default=1.0, help="Dirichlet prior on transitions (1 = none)")
-    p.add_argument("--emission-pseudocount", type=float, default=1e-3)
+    p.add_argument("--iterations", type=V.non_negative_int.cli, default=50, help="EM iterations, or epochs for adam")
+    p.add_argument("--lr", type=V.positive_number.cli, default=0.05, help="adam only")
+    p.add_argument("--batch-tokens", type=V.positive_int.cli, default=20000, help="padded tokens per length-sorted batch")
+    p.add_argument("--concentration", type=V.positive_number.cli, default=1.0, help="Dirichlet prior on transitions (1 = none)")
+    p.add_argument("--emission-pseudocount", type=V.non_negative_number.cli, default=1e-3)
     p.add_argument("--lowercase", action="store_true")
-    p.add_argument("--min-count", type=int, default=1, help="rarer words become <unk> or a spelling class")
+    p.add_argument("--min-count", type=V.positive_int.cli, default=1, help="rarer words become <unk> or a spelling class")
     p.add_argument("--rare", default="unk", choices=["unk", "shape"],
                    help="what words below --min-count become: one <unk>, or a spelling class (suffix, capital, digits)")
-    p.add_argument("--eval-every", type=int, default=0, help="score the Viterbi tags every N iterations (0: only at the end)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--eval-every", type=V.non_negative_int.cli, default=0, help="score the Viterbi tags every N iterations (0: only at the end)")
+    p.add_argument("--seed", type=V.seed_rule.cli, default=0)
+    p.add_argument("--device", default="cpu", type=V.device_rule.cli, help="cpu, cuda or cuda:N")
+    runs.add_run_arguments(p, resume=False)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--out", default="runs/pos_induction")
 
@@ -166,19 +172,28 @@ def decode(hmm: HMM, batches: list) -> tuple[np.ndarray, np.ndarray]:
     return torch.cat(preds).numpy(), torch.cat(golds).numpy()
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    resolve_device(args.device)  # a clear error before any work when CUDA is missing
-    set_seed(args.seed)
-    corpus = load_corpus(args)
-    batches = [(x.to(args.device), m.to(args.device), tags) for x, m, tags in corpus.batches(args.batch_tokens)]
+def build_model(args: argparse.Namespace, corpus: TaggedCorpus) -> HMM:
     if args.emission == "features":
         emission = FeatureCategoricalEmission(args.states, word_features(corpus.vocab)[0], l2=args.l2)
     else:
         emission = CategoricalEmission(args.states, len(corpus.vocab))
     # num_sequences: with --trainer adam the prior term is split over the batches, not counted per batch.
-    hmm = HMM(emission, concentration=args.concentration, num_sequences=len(corpus.words)).to(args.device)
+    return HMM(emission, concentration=args.concentration, num_sequences=len(corpus.words))
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    resolve_device(args.device)  # a clear error before any work when CUDA is missing
+    set_seed(args.seed)
+    corpus = load_corpus(args)
+    batches = [(x.to(args.device), m.to(args.device), tags) for x, m, tags in corpus.batches(args.batch_tokens)]
+    hmm = build_model(args, corpus).to(args.device)
+    with runs.start_run(args.out, {**run_options(args), "task": "pos_induction"},
+                        overwrite=getattr(args, "overwrite", False)) as out:
+        return _train(args, out, corpus, batches, hmm)
+
+
+def _train(args: argparse.Namespace, out: Path, corpus: TaggedCorpus, batches: list, hmm: HMM) -> dict[str, Any]:
     t0 = time.perf_counter()
     progress: list[dict] = []
     history = train(hmm, batches, args, len(corpus.tagset), progress)
@@ -190,10 +205,40 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "trainer": args.trainer,
         "iterations": len(history), "train_seconds": round(train_seconds, 1),
         "log_lik_per_token": history[-1] if history else None, "history": history, "progress": progress, **scores}
+    atomic_torch_save({"format": "pyro_lvm.hmm_run/1", "pair": hmm.state_dict()}, out / MODEL_FILE)
     if not args.no_figures:
         metrics["figures"] = [str(p) for p in draw_figures(hmm, pred, gold, corpus, out)]
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
+
+
+# ----------------------------------------------------------------------------- CLI verbs on a run folder
+
+def load_run(run: str | Path) -> tuple[HMM, TaggedCorpus]:
+    """``(hmm, corpus)`` of a run folder written by :func:`main` (the corpus rebuilt from ``config.json``)."""
+    run = Path(run)
+    options = argparse.Namespace(**runs.read_config(run))
+    corpus = load_corpus(options)
+    hmm = build_model(options, corpus)
+    load_module_state(hmm, load_checkpoint(run / MODEL_FILE), run / MODEL_FILE)
+    return hmm.eval(), corpus
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Viterbi tagging scores against the gold tags (the corpus has no separate splits: all of it)."""
+    hmm, corpus = load_run(args.run)
+    batches = corpus.batches(10_000)
+    pred, gold = decode(hmm, batches)
+    ll = sum(float(hmm.log_likelihood(x, m).sum()) for x, m, _ in batches) / sum(int(m.sum()) for _, m, _ in batches)
+    return {"split": "all", "log_lik_per_token": ll, **tagging_scores(pred, gold, hmm.num_states, len(corpus.tagset))}
+
+
+def sample(args: argparse.Namespace) -> dict[str, Any]:
+    """``--num`` sentences of 12 words drawn from the HMM, with their hidden states."""
+    hmm, corpus = load_run(args.run)
+    states, words = hmm.sample(args.num, 12)
+    return {"num": args.num, "sentences": [" ".join(corpus.vocab[int(w)] for w in row) for row in words],
+            "states": states.tolist()}
 
 
 def draw_figures(hmm: HMM, pred: np.ndarray, gold: np.ndarray, corpus: TaggedCorpus, out: Path) -> list[Path]:

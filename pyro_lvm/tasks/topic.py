@@ -22,13 +22,18 @@ from typing import Any
 import pyro
 import torch
 
-from ..checkpoint import atomic_json_save, set_seed
+from .. import runs, validation as V
+from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
 from ..data.bow import BowCorpus, english_stop_words, load_lee_background, load_nvdm, read_texts, split_texts
 from ..models.topic import LDA, ProdLDA
 from ..topic_metrics import format_topics, heldout_log_likelihood, perplexity, topic_report
 from ..train import fit
 
+from . import run_options
+
 MODELS = ("prodlda", "lda")
+NOT_APPLICABLE = {"sample": "a topic model's draws are bags of words; its topics (top words) are in topics.txt",
+                  "interpolate": "documents have no code to interpolate between"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,26 +44,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-path", default=None, help="20ng.zip (or its folder), or your documents")
     p.add_argument("--keep-stop-words", action="store_true",
                    help="20ng: keep the stop words in the NVDM vocabulary (dropped by default)")
-    p.add_argument("--min-df", type=int, default=3, help="raw text: keep words in at least this many documents")
-    p.add_argument("--max-df", type=float, default=0.3, help="raw text: ... and in at most this share of them")
-    p.add_argument("--max-vocab", type=int, default=2000)
-    p.add_argument("--topics", type=int, default=10, help="number of topics K")
+    p.add_argument("--min-df", type=V.positive_int.cli, default=3, help="raw text: keep words in at least this many documents")
+    p.add_argument("--max-df", type=V.Number(0.0, maximum=1.0).cli, default=0.3, help="raw text: ... and in at most this share of them")
+    p.add_argument("--max-vocab", type=V.positive_int.cli, default=2000)
+    p.add_argument("--topics", type=V.Integer(2).cli, default=10, help="number of topics K")
     p.add_argument("--posterior", default="logistic-normal", choices=list(ProdLDA.POSTERIORS),
                    help="prodlda: Laplace-approximated prior with a Normal posterior, or a Dirichlet posterior")
     p.add_argument("--assignments", default="collapsed", choices=list(LDA.ASSIGNMENTS),
                    help="lda: sum the word-topic assignments by enumeration or analytically")
-    p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet prior on document proportions")
-    p.add_argument("--eta", type=float, default=0.1, help="lda: Dirichlet prior on topic-word distributions")
-    p.add_argument("--hidden", type=int, default=100)
-    p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--samples", type=int, default=100, help="importance samples per test document (perplexity)")
-    p.add_argument("--draws", type=int, default=200, help="posterior draws for the ArviZ summary")
-    p.add_argument("--top-n", type=int, default=10, help="top words per topic (printed, and NPMI over them)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="train on cpu, cuda or cuda:N (evaluation runs on the CPU)")
+    p.add_argument("--alpha", type=V.positive_number.cli, default=1.0, help="Dirichlet prior on document proportions")
+    p.add_argument("--eta", type=V.positive_number.cli, default=0.1, help="lda: Dirichlet prior on topic-word distributions")
+    p.add_argument("--hidden", type=V.positive_int.cli, default=100)
+    p.add_argument("--dropout", type=V.Number(0.0, strict=False, maximum=0.99).cli, default=0.2)
+    p.add_argument("--epochs", type=V.non_negative_int.cli, default=100)
+    p.add_argument("--batch-size", type=V.positive_int.cli, default=64)
+    p.add_argument("--lr", type=V.positive_number.cli, default=2e-3)
+    p.add_argument("--samples", type=V.positive_int.cli, default=100, help="importance samples per test document (perplexity)")
+    p.add_argument("--draws", type=V.positive_int.cli, default=200, help="posterior draws for the ArviZ summary")
+    p.add_argument("--top-n", type=V.Integer(2).cli, default=10, help="top words per topic (printed, and NPMI over them)")
+    p.add_argument("--seed", type=V.seed_rule.cli, default=0)
+    p.add_argument("--device", default="cpu", type=V.device_rule.cli, help="train on cpu, cuda or cuda:N (evaluation runs on the CPU)")
+    runs.add_run_arguments(p, resume=False)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--quiet", action="store_true", help="do not print the top words")
     p.add_argument("--progress", action="store_true")
@@ -102,13 +108,16 @@ def _model_name(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     name = _model_name(args)
-    out = Path(args.out or f"runs/{name}")
     train, test = load_corpus(args)
-    config = {"task": name, **{k: v for k, v in vars(args).items() if k not in ("func",)}}
-    atomic_json_save(config, out / "config.json")
-
+    config = {**run_options(args), "task": name}
     set_seed(args.seed)
     pair, elbo = build_model(name, args, len(train.vocab), len(train))
+    with runs.start_run(args.out or f"runs/{name}", config, overwrite=getattr(args, "overwrite", False)) as out:
+        return _train(args, name, out, train, test, pair, elbo)
+
+
+def _train(args: argparse.Namespace, name: str, out: Path, train: BowCorpus, test: BowCorpus, pair: Any, elbo: Any
+           ) -> dict[str, Any]:
     t0 = time.perf_counter()
     history = fit(pair, train.counts, elbo=elbo, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   seed=args.seed, device=args.device, checkpoint_dir=out / "model", progress=args.progress)
@@ -186,3 +195,31 @@ def draw_figures(history, report: dict, idata, out: Path, name: str) -> list[Pat
     paths.append(plots._save(fig, out / "theta_forest.png"))
     paths.append(plots.training_curves({name: history}, out / "training_curves.png", keys=("train_loss",)))
     return paths
+
+
+# ----------------------------------------------------------------------------- CLI verbs on a run folder
+
+def load_run(run: str | Path) -> tuple[Any, BowCorpus, BowCorpus, dict]:
+    """``(pair, train corpus, test corpus, config)`` of a run folder written by :func:`main`."""
+    run = Path(run)
+    config = runs.read_config(run)
+    options = argparse.Namespace(**config)
+    train, test = load_corpus(options)
+    pair, _ = build_model(config["task"], options, len(train.vocab), len(train))
+    ckpt, path = load_best_or_last(run / "model")
+    load_module_state(pair, ckpt, path)
+    return pair.eval(), train, test, config
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Held-out ELBO and perplexities (``--samples`` importance samples per document) on the
+    test documents (``--split test``) or the training ones (``--split train``)."""
+    if args.split == "valid":
+        raise ValueError("topic-model runs have train and test documents only: use --split test or --split train")
+    pair, train, test, config = load_run(args.run)
+    corpus = test if args.split == "test" else train
+    held = heldout_log_likelihood(pair, corpus.counts, num_samples=args.samples)
+    return {"model": config["task"], "split": args.split, "elbo_per_doc": float(held["elbo"].mean()),
+            "perplexity_elbo": perplexity(held["elbo"], held["words"]),
+            "perplexity_is": perplexity(held["log_lik"], held["words"]), "importance_samples": args.samples,
+            "elbo_samples": args.samples, "seed": args.seed}

@@ -9,7 +9,6 @@ folders (``last.pt``, ``best.pt``, ``history.json``) and PNG figures.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ from typing import Any
 import pyro
 import torch
 
-from ..checkpoint import atomic_json_save, load_checkpoint, set_seed
+from .. import runs, validation as V
+from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
 from ..data import ImageData, load_images
 from ..distributed import is_main_process
 from ..metrics import elbo_terms, evaluation_report
@@ -29,24 +29,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", choices=["digits", "binarized-mnist", "mnist"],
                    help="digits ships with scikit-learn (offline); the others need --data-path")
     p.add_argument("--data-path", default=None, help="folder with the data files for binarized-mnist/mnist")
-    p.add_argument("--z-dim", type=int, default=8)
-    p.add_argument("--hidden", type=int, nargs="+", default=[128], help="hidden layer widths")
+    p.add_argument("--z-dim", type=V.positive_int.cli, default=8)
+    p.add_argument("--hidden", type=V.positive_int.cli, nargs="+", default=[128], help="hidden layer widths")
     p.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])
     p.add_argument("--architecture", default="mlp", choices=["mlp", "conv"])
     p.add_argument("--elbo", default="trace", choices=["trace", "meanfield"],
                    help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (closed-form KL)")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--patience", type=int, default=None, help="early stopping on the validation loss")
-    p.add_argument("--samples", type=int, default=1000, help="importance samples for the test log-likelihood")
+    p.add_argument("--epochs", type=V.non_negative_int.cli, default=60)
+    p.add_argument("--batch-size", type=V.positive_int.cli, default=64)
+    p.add_argument("--lr", type=V.positive_number.cli, default=3e-3)
+    p.add_argument("--patience", type=V.positive_int.cli, default=None, help="early stopping on the validation loss")
+    p.add_argument("--samples", type=V.positive_int.cli, default=1000, help="importance samples for the test log-likelihood")
     p.add_argument("--no-autoencoder", action="store_true", help="skip the autoencoder baseline")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=V.seed_rule.cli, default=0)
+    p.add_argument("--device", default="cpu", type=V.device_rule.cli)
     p.add_argument("--strategy", default="single", choices=["single", "ddp"],
                    help="ddp: data-parallel over --num-processes local processes, or the processes torchrun started")
-    p.add_argument("--num-processes", type=int, default=1)
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    p.add_argument("--num-processes", type=V.positive_int.cli, default=1)
+    runs.add_run_arguments(p, resume=True)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--progress", action="store_true", help="show a progress bar per epoch")
     p.add_argument("--out", default="runs/vae")
@@ -66,17 +66,21 @@ def _elbo(name: str):
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    out = Path(args.out)
+    # Everything is checked and read before the first write (runs.start_run).
     data = _data(args)
     config = {"task": "vae", "dataset": args.dataset, "data_path": args.data_path, "seed": args.seed,
               "elbo": args.elbo, "model": _model_config(args, data)}
-    atomic_json_save(config, out / "config.json")
+    set_seed(args.seed)
+    vae = VAE(**config["model"])
+    with runs.start_run(args.out, config, resume=args.resume, overwrite=getattr(args, "overwrite", False),
+                        main_process=is_main_process()) as out:
+        return _train(args, out, data, config, vae)
+
+
+def _train(args: argparse.Namespace, out: Path, data: ImageData, config: dict, vae: VAE) -> dict[str, Any]:
     train_kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                     patience=args.patience, restore_best=True, resume=args.resume, progress=args.progress,
                     strategy=args.strategy, num_processes=args.num_processes)
-
-    set_seed(args.seed)
-    vae = VAE(**config["model"])
     t0 = time.perf_counter()
     vae_history = fit(vae, data.train, data.valid, elbo=_elbo(args.elbo), checkpoint_dir=out / "vae", **train_kw)
     vae_seconds = time.perf_counter() - t0
@@ -146,16 +150,17 @@ def _distinct_pair(data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
 # ----------------------------------------------------------------------------- CLI verbs on a run folder
 
 def load_run(run: str | Path, which: str = "vae") -> tuple[VAE | Autoencoder, ImageData, dict]:
-    """Rebuild a trained model from a run folder written by :func:`main`."""
+    """Rebuild a trained model from a run folder written by :func:`main` (its ``best.pt``, or
+    ``last.pt`` with a warning when best.pt is broken)."""
     run = Path(run)
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: is {run} a run folder written by 'pyro-lvm train vae'?")
-    config = json.loads(config_path.read_text())
+    config = runs.read_config(run)
     cls = {"vae": VAE, "ae": Autoencoder}[which]
-    model = cls(**config["model"])
-    ckpt = load_checkpoint(run / which / "best.pt" if (run / which / "best.pt").is_file() else run / which / "last.pt")
-    model.load_state_dict(ckpt["pair"])
+    try:
+        model = cls(**config["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{run / 'config.json'} does not describe a VAE run ({e})") from None
+    ckpt, path = load_best_or_last(run / which)
+    load_module_state(model, ckpt, path)
     model.eval()
     args = argparse.Namespace(dataset=config["dataset"], data_path=config["data_path"], seed=config["seed"],
                               likelihood=config["model"]["likelihood"])
@@ -167,6 +172,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     x = getattr(data, args.split)
     report = evaluation_report(model, x, num_samples=args.samples)
     report["split"] = args.split
+    report["seed"] = args.seed
     report["kl_analytic"] = bool(elbo_terms(model, x[:2])["kl_analytic"])
     return report
 
@@ -183,6 +189,9 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
 def interpolate(args: argparse.Namespace) -> dict[str, Any]:
     from .. import plots
 
+    if getattr(args, "sentences", None):
+        raise ValueError(f"--sentences is for text runs; {args.run} is a vae run (images): "
+                         "choose two test images with --a and --b instead")
     vae, data, _ = load_run(args.run)
     n = len(data.test)
     for i in (args.a, args.b):
