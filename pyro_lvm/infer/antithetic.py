@@ -31,9 +31,10 @@ from typing import Any, Callable
 
 import torch
 
+from ..traces import unwrap_independent
 from .particles import (ParticleEstimator, ParticleSampler, ParticleTraces, Structure, StructureChanged, as_loss,
                         event_view,
-                        logit_event_dims, regroup, share, ungroup, unwrap)
+                        logit_event_dims, regroup, share, ungroup)
 
 
 def stick_breaking_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +96,7 @@ class AntitheticSampler(ParticleSampler):
 
     def _antithetic(self, name: str, fn: Any, value: torch.Tensor | None, axis: int, j: int) -> torch.Tensor:
         family = self.structure.families[name]
-        base, _ = unwrap(fn)
+        base, _ = unwrap_independent(fn)
         mine = slice(j * self.pairs, (j + 1) * self.pairs)
         logits = regroup(base.logits, axis, self.groups)[mine, 0]        # (pairs, *site shape[, K])
         if family == "bernoulli":

@@ -36,14 +36,14 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from .. import validation
+from ..traces import is_subsample, pair_plate_nesting, unwrap_independent
 from ..train import Callback
 from .antithetic import Antithetic
 from .multisample import RLOO, VIMCO
-from .particles import (Structure, StructureChanged, guess_max_plate_nesting, latent_sites, side_trace, site_family,
-                        unwrap)
+from .particles import Structure, StructureChanged, latent_sites, side_trace, site_family
 from .rebar import CV_PREFIX, Rebar
 from .relaxed import (ConcreteBernoulli, ConcreteCategorical, GumbelSoftmaxBernoulli, GumbelSoftmaxCategorical,
                       SoftBernoulli, SoftOneHotCategorical, check_rao_samples, check_temperature,
@@ -51,7 +51,7 @@ from .relaxed import (ConcreteBernoulli, ConcreteCategorical, GumbelSoftmaxBerno
 
 __all__ = ["ESTIMATORS", "Estimator", "DiscreteELBO", "DiscreteSites", "TemperatureAnnealing", "GraphELBO",
            "CartesianIndependent", "estimator_applicability", "applicable_estimators", "check_estimator",
-           "check_temperature", "check_num_classes", "is_discrete", "support_size", "unwrap", "site_family",
+           "check_temperature", "check_num_classes", "is_discrete", "support_size", "site_family",
            "ConcreteBernoulli", "ConcreteCategorical", "GumbelSoftmaxBernoulli", "GumbelSoftmaxCategorical",
            "SoftBernoulli", "SoftOneHotCategorical", "gumbel_softmax_log", "CV_PREFIX"]
 
@@ -152,7 +152,7 @@ def site_refusal(estimator: str, name: str, fn: Any) -> str:
     family = site_family(fn)
     if family is None or family in ESTIMATORS[estimator].families:
         return ""
-    dist_name = type(unwrap(fn)[0]).__name__
+    dist_name = type(unwrap_independent(fn)[0]).__name__
     if family == "categorical" and ESTIMATORS[estimator].families == RELAXABLE:
         why = f"it is a Categorical (integer index) site: {INDEX_ADVICE}"
     elif estimator in ("arm", "disarm"):
@@ -174,7 +174,7 @@ def support_size(fn: Any) -> float:
     ``K`` is the base distribution's support size, ``m`` the number of variables folded into
     the event by ``Independent``. Returned as a float so that sizes like ``10 ** 20`` print.
     """
-    base, ndims = unwrap(fn)
+    base, ndims = unwrap_independent(fn)
     k = int(base.enumerate_support(expand=False).shape[0])
     m = int(torch.Size(base.batch_shape[len(base.batch_shape) - ndims:]).numel()) if ndims else 1
     return float(k) ** m
@@ -291,7 +291,7 @@ class DiscreteSites(Messenger):
         self.enum_size = 1.0
 
     def _pyro_sample(self, msg: dict) -> None:
-        if msg["is_observed"] or site_is_subsample(msg):
+        if msg["is_observed"] or is_subsample(msg):
             return
         named = self.sites is not None and msg["name"] in self.sites
         if self.sites is not None and not named:
@@ -300,7 +300,7 @@ class DiscreteSites(Messenger):
         if not is_discrete(fn):
             if named and self.role == "guide":
                 raise ValueError(
-                    f"site {msg['name']!r} is not discrete ({type(unwrap(fn)[0]).__name__}): the "
+                    f"site {msg['name']!r} is not discrete ({type(unwrap_independent(fn)[0]).__name__}): the "
                     f"{self.estimator!r} estimator applies to discrete (enumerable) sites only")
             return
         if self.estimator in RELAXED:
@@ -314,7 +314,7 @@ class DiscreteSites(Messenger):
         refusal = site_refusal(self.estimator, name, fn)
         if refusal:
             raise ValueError(refusal)
-        base, ndims = unwrap(fn)
+        base, ndims = unwrap_independent(fn)
         bernoulli = site_family(fn) == "bernoulli"
         logits, tau = base.logits, self.temperature
         if self.estimator == "gumbel-concrete":
@@ -335,7 +335,7 @@ class DiscreteSites(Messenger):
                 f"enumeration refused: the guide's discrete sites up to {msg['name']!r} have "
                 f"{self.enum_size:.3g} joint values per datapoint (limit max_enum_size="
                 f"{self.max_enum_size:.3g}); use a sampling or relaxed estimator instead")
-        base, ndims = unwrap(msg["fn"])
+        base, ndims = unwrap_independent(msg["fn"])
         if ndims:
             msg["fn"] = CartesianIndependent(base, ndims)
         msg["infer"] = {**msg["infer"], "enumerate": "parallel"}
@@ -417,9 +417,7 @@ class DiscreteELBO:
         self.temperature = temperature
         if num_particles is None:
             num_particles = self.info.default_particles
-        if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
-            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
-        self.num_particles = num_particles
+        self.num_particles = validation.positive_int("num_particles", num_particles)
         if max_plate_nesting is not None and (not isinstance(max_plate_nesting, int) or max_plate_nesting < 0):
             raise ValueError(f"max_plate_nesting must be an int >= 0 or None, got {max_plate_nesting!r}")
         self.max_plate_nesting = max_plate_nesting
@@ -516,7 +514,8 @@ class DiscreteELBO:
             families = {n: site_family(discrete[n]) for n in sites}
             depth = self.max_plate_nesting
             if depth is None:
-                depth = guess_max_plate_nesting(model, guide, args, kwargs)
+                with side_trace():
+                    depth = pair_plate_nesting(model, guide, args, kwargs)
             self._structure = Structure(depth, sites, families, self._handles)
         return self._structure
 

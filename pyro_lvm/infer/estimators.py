@@ -37,7 +37,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -49,15 +48,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import pyro
-import pyro.poutine as poutine
 import torch
-from torch import nn
 
 from .. import validation
 from ..base import batch_args, check_pair
+from ..traces import discover_parameters, pair_plate_nesting, restore, snapshot
 from .discrete import (CV_PREFIX, ESTIMATORS, TEMPERATURE, DiscreteELBO, guide_latents, check_estimator,
                        check_temperature, estimator_applicability, support_size)
-from .particles import guess_max_plate_nesting
+from .particles import side_trace
 
 
 def default_estimators(pair: Any, batch: Any, max_enum_size: float = 1e5) -> list[str]:
@@ -94,65 +92,6 @@ def check_enumerable(pair: Any, batch: Any, max_enum_size: float = 1e5) -> float
         raise ValueError(f"cannot enumerate: the guide's discrete latents have {size:.3g} joint values "
                          f"per datapoint, more than max_enum_size={max_enum_size:.3g}")
     return size
-
-
-# ----------------------------------------------------------------------------- parameters
-
-def _parameters(pair: Any, batch: Any, objective: Any) -> dict[str, torch.Tensor]:
-    """Named trainable parameters: the module's, then any ``pyro.param`` sites (run once to create them)."""
-    args, kwargs = batch_args(batch)
-    with poutine.trace(param_only=True) as capture:
-        objective.differentiable_loss(pair.model, pair.guide, *args, **kwargs)
-    named: dict[str, torch.Tensor] = {}
-    if isinstance(pair, nn.Module):
-        named.update({n: p for n, p in pair.named_parameters() if p.requires_grad})
-    for site in capture.trace.nodes.values():
-        if site["name"].startswith("__baseline"):
-            continue  # the running-average baseline is estimator state, not a model parameter
-        p = site["value"].unconstrained()
-        if p.requires_grad and all(p is not q for q in named.values()):
-            named[site["name"]] = p
-    return named
-
-
-def default_groups(names: Iterable[str]) -> dict[str, list[str]]:
-    """Group parameters by the first component of their name (``encoder.0.weight`` -> ``encoder``)."""
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        groups.setdefault(n.split(".")[0], []).append(n)
-    return groups
-
-
-def _is_estimator_state(name: str) -> bool:
-    """Parameters an estimator trains for itself (baselines, control variates): not measured."""
-    return "baseline" in name or name.startswith(CV_PREFIX)
-
-
-def _flat_grad(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-
-
-class _SavedBytes:
-    """Counts the bytes of distinct tensors autograd saves for backward (CPU memory per step)."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self._seen: set[int] = set()
-
-    def pack(self, t: torch.Tensor) -> torch.Tensor:
-        try:
-            key = t.untyped_storage().data_ptr()
-            if key not in self._seen:
-                self._seen.add(key)
-                self.bytes += t.untyped_storage().nbytes()
-        except (RuntimeError, NotImplementedError):
-            pass
-        return t
-
-    @staticmethod
-    def unpack(t: torch.Tensor) -> torch.Tensor:
-        return t
 
 
 # ----------------------------------------------------------------------------- results
@@ -356,23 +295,44 @@ class Comparison:
 
 # ----------------------------------------------------------------------------- the harness
 
-def _snapshot(pair: Any) -> tuple[Any, dict[str, torch.Tensor]]:
-    state = copy.deepcopy(pair.state_dict()) if isinstance(pair, nn.Module) else None
-    store = {n: t.detach().clone() for n, t in pyro.get_param_store().get_state()["params"].items()}
-    return state, store
+def default_groups(names: Iterable[str]) -> dict[str, list[str]]:
+    """Group parameters by the first component of their name (``encoder.0.weight`` -> ``encoder``)."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(n.split(".")[0], []).append(n)
+    return groups
 
 
-def _restore(pair: Any, snap: tuple[Any, dict[str, torch.Tensor]]) -> None:
-    """Copy saved values back *in place*, so tensors held elsewhere (the gradient list) stay valid."""
-    if isinstance(pair, nn.Module):
-        pair.load_state_dict(snap[0])
-    store = pyro.get_param_store()
-    for name, tensor in list(store.get_state()["params"].items()):
-        if name in snap[1]:
-            with torch.no_grad():
-                tensor.copy_(snap[1][name])
-        else:
-            del store[name]  # state an estimator created (running-average baselines, control variates)
+def _is_estimator_state(name: str) -> bool:
+    """Parameters an estimator trains for itself (baselines, control variates): not measured."""
+    return "baseline" in name or name.startswith(CV_PREFIX)
+
+
+def _flat_grad(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+
+class _SavedBytes:
+    """Counts the bytes of distinct tensors autograd saves for backward (CPU memory per step)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._seen: set[int] = set()
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        try:
+            key = t.untyped_storage().data_ptr()
+            if key not in self._seen:
+                self._seen.add(key)
+                self.bytes += t.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+
+    @staticmethod
+    def unpack(t: torch.Tensor) -> torch.Tensor:
+        return t
 
 
 def bias_interval(grads: torch.Tensor, exact: torch.Tensor, z: float = 1.96,
@@ -598,17 +558,19 @@ def compare_estimators(
     size, continuous = enumeration_size(pair, batch)
     kind, reason = _choose_reference(pair, batch, exact, size, continuous, max_enum_size, applicable)
 
-    start = _snapshot(pair)
+    start = snapshot(pair)
     if max_plate_nesting is None:
-        max_plate_nesting = guess_max_plate_nesting(pair.model, pair.guide, args, kwargs)
+        with side_trace():
+            max_plate_nesting = pair_plate_nesting(pair.model, pair.guide, args, kwargs)
     kw = {"max_plate_nesting": max_plate_nesting, "max_enum_size": max_enum_size}
 
     def make(name: str, tau: float, **extra: Any) -> DiscreteELBO:
         n = num_particles.get(name) if isinstance(num_particles, dict) else num_particles
         return DiscreteELBO(name, tau, num_particles=n, **kw, **extra)
 
-    named = _parameters(pair, batch, DiscreteELBO("score-function", **kw))
-    _restore(pair, start)
+    probe = DiscreteELBO("score-function", **kw)  # one run creates every pyro.param site
+    named, _ = discover_parameters(pair, lambda: probe.differentiable_loss(pair.model, pair.guide, *args, **kwargs))
+    restore(pair, start)
     measured = {n: p for n, p in named.items() if not _is_estimator_state(n)}
     names, params = list(measured), list(measured.values())
     groups = groups if groups is not None else default_groups(names)
@@ -631,12 +593,12 @@ def compare_estimators(
             make(name, tau).differentiable_loss(pair.model, pair.guide, *args, **kwargs)
         except ValueError as e:
             if explicit:
-                _restore(pair, start)
+                restore(pair, start)
                 raise ValueError(f"{name!r} cannot run on this pair: {e}") from e
             skipped[name] = str(e)
             plan = [(n, t) for n, t in plan if n != name]
         finally:
-            _restore(pair, start)
+            restore(pair, start)
     if not plan:
         raise ValueError("no estimator can run on this pair: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
@@ -651,7 +613,7 @@ def compare_estimators(
         ref_objective = make(kind, 1.0)
         reference_draws, values, _, _, _ = _draw(pair, ref_objective, params, batch, reference_repeats)
         pyro.enable_validation(was_validating)
-        _restore(pair, start)
+        restore(pair, start)
         reference = reference_draws.mean(0)
         reference_elbo = statistics.fmean(values)
         described = (f"the mean of {reference_repeats} draws of {kind!r} ("
@@ -687,11 +649,11 @@ def compare_estimators(
                 pyro.set_rng_seed(seed)
                 row.curve = _train_curve(pair, batch, objective, evaluate, curve_steps, curve_every, curve_lr,
                                          list(named.values()))
-            _restore(pair, start)
+            restore(pair, start)
             rows.append(row)
     finally:
         pyro.enable_validation(was_validating)
-        _restore(pair, start)
+        restore(pair, start)
     return Comparison(rows=rows, repeats=repeats, latent_size=size, exact_available=kind == "exact",
                       exact_grad_norm=float(reference.norm()) if kind == "exact" else math.nan,
                       exact_elbo=exact_elbo, groups=groups, reason_no_exact=reason, reference=described,

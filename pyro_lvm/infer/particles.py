@@ -28,21 +28,14 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import site_is_subsample
+
+from .. import validation
+from ..traces import is_random, is_subsample, unwrap_independent
 
 PARTICLES = "estimator_particles"
 
 
 # ----------------------------------------------------------------------------- sites
-
-def unwrap(fn: Any) -> tuple[Any, int]:
-    """``(base distribution, number of batch dims reinterpreted as event)`` through ``Independent``."""
-    ndims = 0
-    while isinstance(fn, torch.distributions.Independent):
-        ndims += fn.reinterpreted_batch_ndims
-        fn = fn.base_dist
-    return fn, ndims
-
 
 def site_family(fn: Any) -> str | None:
     """Kind of discrete distribution of a sample site, or ``None`` for a site no discrete
@@ -51,7 +44,7 @@ def site_family(fn: Any) -> str | None:
     ``"bernoulli"``, ``"one-hot"`` (``OneHotCategorical``), ``"categorical"`` (integer index
     ``Categorical``) or ``"discrete"`` (another enumerable distribution, e.g. ``Binomial``).
     """
-    base, _ = unwrap(fn)
+    base, _ = unwrap_independent(fn)
     if getattr(base, "has_rsample", False) or not getattr(base, "has_enumerate_support", False):
         return None
     if isinstance(base, torch.distributions.Bernoulli):
@@ -66,13 +59,8 @@ def site_family(fn: Any) -> str | None:
 def latent_sites(trace: Any) -> Iterator[tuple[str, dict]]:
     """``(name, site)`` of the unobserved sample sites of a trace (plate subsample sites left out)."""
     for name, site in trace.nodes.items():
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
+        if is_random(site) and not site["is_observed"]:
             yield name, site
-
-
-def _plate_depth(trace: Any) -> int:
-    return max((-f.dim for site in trace.nodes.values() if site["type"] == "sample"
-                for f in site["cond_indep_stack"] if f.vectorized), default=0)
 
 
 def side_trace() -> contextlib.ExitStack:
@@ -84,18 +72,6 @@ def side_trace() -> contextlib.ExitStack:
     stack.enter_context(torch.no_grad())
     stack.enter_context(poutine.block())
     return stack
-
-
-def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
-    """The leftmost plate dimension any site of the pair uses (as a positive number).
-
-    Traces the guide and replays the model once (see :func:`side_trace`). A plate given an
-    explicit ``dim=-3`` counts 3 even if fewer plates enclose it: the particle plate goes left of it.
-    """
-    with side_trace():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    return max(_plate_depth(guide_trace), _plate_depth(model_trace))
 
 
 # ----------------------------------------------------------------------------- groups of particles
@@ -137,7 +113,7 @@ class ParticleSampler(Messenger):
         self.max_plate_nesting = max_plate_nesting
 
     def _pyro_sample(self, msg: dict) -> None:
-        if msg["is_observed"] or msg["value"] is not None or site_is_subsample(msg):
+        if msg["is_observed"] or msg["value"] is not None or is_subsample(msg):
             return
         fn = msg["fn"]
         axis = len(fn.batch_shape) - (self.max_plate_nesting + 1)
@@ -154,7 +130,7 @@ class ParticleSampler(Messenger):
         time of ``torch.bernoulli`` on CPU, the same distribution)."""
         if fn.has_rsample:
             return fn.rsample()
-        base, _ = unwrap(fn)
+        base, _ = unwrap_independent(fn)
         if type(base) in (torch.distributions.Bernoulli, pyro.distributions.Bernoulli):
             shape = fn.batch_shape + fn.event_shape
             probs = base.probs.expand(shape)
@@ -197,7 +173,7 @@ class ParticleTraces:
                              "the 'enumerate' estimator)")
         for trace in (self.guide_trace, self.model_trace):
             for site in trace.nodes.values():
-                if site["type"] == "sample" and not site_is_subsample(site):
+                if is_random(site):
                     unscaled = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
                     site["unscaled_log_prob"] = unscaled
                     site["log_prob"] = scale_and_mask(unscaled, site["scale"], site["mask"])
@@ -234,7 +210,7 @@ class ParticleTraces:
             out = []
             for sign, trace in ((1.0, self.model_trace), (-1.0, self.guide_trace)):
                 for site in trace.nodes.values():
-                    if site["type"] == "sample" and not site_is_subsample(site):
+                    if is_random(site):
                         out.append((site["log_prob"] if sign > 0 else -site["log_prob"], self.frames(site)))
             self._terms = out
         return self._terms
@@ -299,9 +275,7 @@ class ParticleEstimator:
     name = ""
 
     def __init__(self, num_particles: int):
-        if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
-            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
-        self.num_particles = num_particles
+        self.num_particles = validation.positive_int("num_particles", num_particles)
 
     @property
     def model_evaluations(self) -> int:
@@ -383,5 +357,5 @@ def event_view(t: torch.Tensor, extra_dims: int) -> torch.Tensor:
 
 def logit_event_dims(fn: Any, family: str) -> int:
     """Dims of a site's logits right of its batch dims: the ``Independent`` ones, plus the class dim."""
-    _, ndims = unwrap(fn)
+    _, ndims = unwrap_independent(fn)
     return ndims + (0 if family == "bernoulli" else 1)

@@ -41,8 +41,9 @@ import torch
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
+from ..traces import unwrap_independent
 from .particles import (ParticleEstimator, ParticleSampler, ParticleTraces, Structure, StructureChanged, as_loss, delivers,
-                        event_view, logit_event_dims, regroup, share, ungroup, unwrap)
+                        event_view, logit_event_dims, regroup, share, ungroup)
 from .relaxed import (SoftBernoulli, SoftOneHotCategorical, check_temperature, conditional_gumbel,
                       conditional_logistic, gumbel_noise, logistic_noise)
 
@@ -51,7 +52,7 @@ CV_PREFIX = "__cv__"
 
 def soft_version(fn: Any, family: str) -> Any:
     """The same distribution with a ``log_prob`` defined at relaxed values."""
-    base, ndims = unwrap(fn)
+    base, ndims = unwrap_independent(fn)
     soft = SoftBernoulli(base.logits) if family == "bernoulli" else SoftOneHotCategorical(base.logits)
     return soft.to_event(ndims) if ndims else soft
 
@@ -90,7 +91,7 @@ class RebarSampler(ParticleSampler):
             return
         self.seen += 1
         family = self.structure.families[name]
-        base, _ = unwrap(fn)
+        base, _ = unwrap_independent(fn)
         grouped = regroup(base.logits, axis, self.groups)
         if not (torch.equal(grouped[:, 0], grouped[:, 1]) and torch.equal(grouped[:, 0], grouped[:, 2])):
             earlier = [n for n in self.structure.sites[:j]] or ["a latent sampled before it"]
@@ -168,7 +169,7 @@ class Rebar(ParticleEstimator):
             prefix = f"{CV_PREFIX}{self.name}."
             if key.startswith(prefix) and key.endswith((".eta", ".log_temperature")):
                 site, what = key[len(prefix):].rsplit(".", 1)
-                value = float(store[key])
+                value = float(store[key].detach())
                 out.setdefault(site, {})["eta" if what == "eta" else "temperature"] = (
                     value if what == "eta" else math.exp(value))
         return out

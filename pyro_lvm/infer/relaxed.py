@@ -35,6 +35,8 @@ from torch.distributions import constraints
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 from torch.nn import functional as F
 
+from .. import validation
+
 # float32 has no positive number below this; log() of the clamped value stays finite (-87.3).
 _TINY = torch.finfo(torch.float32).tiny
 # log(z) (categorical) or logit(z) (Bernoulli) of Concrete samples, keyed by the sample tensor
@@ -55,20 +57,16 @@ def _recall_log(value: torch.Tensor) -> torch.Tensor | None:
 
 
 def check_temperature(tau: Any) -> float:
-    """Return ``float(tau)`` if it is a positive finite number, else raise ``ValueError``."""
-    try:
-        value = float(tau)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a positive number, got {tau!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"temperature must be positive and finite, got {tau!r}")
-    return value
+    """Return ``float(tau)`` if it is a positive finite number (a one-element tensor counts), else
+    raise :class:`~pyro_lvm.validation.InvalidArgumentError`."""
+    if isinstance(tau, torch.Tensor) and tau.numel() == 1:
+        tau = tau.item()
+    return validation.positive_number("temperature", tau)
 
 
 def check_rao_samples(k: Any) -> int:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise ValueError(f"rao_samples must be an int >= 0 (0: plain straight-through), got {k!r}")
-    return k
+    """Relaxed samples per discrete one for Gumbel-Rao (0: plain straight-through)."""
+    return validation.non_negative_int("rao_samples", k)
 
 
 # ----------------------------------------------------------------------------- noise
