@@ -458,6 +458,28 @@ def test_bad_inputs_are_refused_in_our_own_words():
         fit(pair, X, epochs=1, elbo=DiscreteELBO("rebar"), callbacks=[TemperatureAnnealing()])
 
 
+def make_index_pair():
+    """For ``--pair``: a user's pair with a Categorical *index* site, and its batch."""
+    return CategoricalPair(3, [0.1, -0.2, 0.3], [0.5, 0.0, -0.5], one_hot=False), X
+
+
+def test_cli_compare_estimators_refuses_bad_input_in_its_own_words(tmp_path, capsys):
+    from pyro_lvm.cli import main as cli_main
+
+    assert cli_main(["compare-estimators", "--estimators", "reinforce", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "pyro-lvm: error:" in err and "'reinforce'" in err and "disarm" in err and "gumbel-rao" in err
+    assert cli_main(["compare-estimators", "--temperatures", "0", "--out", str(tmp_path / "b")]) == 2
+    assert "pyro-lvm: error:" in capsys.readouterr().err
+    pyro.clear_param_store()
+    spec = f"{__file__}:make_index_pair"
+    assert cli_main(["compare-estimators", "--pair", spec, "--estimators", "gumbel", "--repeats", "2",
+                     "--out", str(tmp_path / "c")]) == 2
+    line = [x for x in capsys.readouterr().err.splitlines() if x.strip()][-1]
+    assert line.startswith("pyro-lvm: error: ") and "site 'z'" in line and "OneHotCategorical" in line
+    assert "Estimators that apply to 'z': enumerate, score-function" in line and "disarm" in line
+
+
 def test_rebar_refuses_sites_that_depend_on_each_other():
     def model(x):
         with pyro.plate("data", len(x)):
