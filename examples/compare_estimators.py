@@ -2,8 +2,10 @@
 
     python examples/compare_estimators.py --classes 10 --repeats 200
     python examples/compare_estimators.py --pair my_pair.py:make    # your own pair
+    python examples/compare_estimators.py --pair my_pair.py:make --estimators rloo disarm gumbel-rao
 
-Writes table.md/csv, comparison.json and plots under --out. Same code as
+By default every estimator that applies to the pair is measured (the others are listed with
+the reason). Writes table.md/csv, comparison.json and plots under --out. Same code as
 `pyro-lvm compare-estimators`.
 """
 

@@ -765,14 +765,6 @@ ADVICE = re.compile(r"\b(use|pass|give|put|draw|train|select|hinge|mark|remove|w
                     re.I)
 
 
-def known_gaps() -> dict[str, str]:
-    """Capabilities whose refusals do not say what to do yet, and why they are left so here."""
-    from pyro_lvm.infer.discrete import RELAXED
-
-    owner = "issue 14 items 3-4 (pyro_lvm/infer/discrete.py, estimators.py)"
-    return {"compare_estimators": owner, **{f"estimator `{e}`": owner for e in RELAXED}}
-
-
 @pytest.mark.parametrize("capability", list(CAPABILITIES))
 @pytest.mark.parametrize("name", list(CASES))
 def test_cell(name, capability, tmp_path):
@@ -784,8 +776,6 @@ def test_cell(name, capability, tmp_path):
     if status == "refused":
         # A refusal says what is wrong and what to do, in the library's words.
         says_what_to_do = bool(ADVICE.search(message)) and bool(re.search(r"'[\w.$]+'|site|guide|estimator", message))
-        if not says_what_to_do and capability in known_gaps():
-            pytest.xfail(f"this refusal gives no way out yet: {known_gaps()[capability]}")
         assert says_what_to_do, f"the refusal names no site or gives no way out: {message}"
 
 

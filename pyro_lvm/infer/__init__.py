@@ -1,11 +1,13 @@
 """Inference tools that work on any model/guide pair: KL control (scaling handler, schedules,
 annealing callback), free bits, aggressive encoder training; discrete-latent estimators by
-name and the harness that compares them."""
+name (one registry, ``discrete.ESTIMATORS``), the harness that compares them, and a callback
+logging the gradient's variance during training."""
 
 from .aggressive import AggressiveTraining, split_parameters
 from .annealing import KLAnnealing
-from .discrete import DiscreteELBO, TemperatureAnnealing
+from .discrete import ESTIMATORS, DiscreteELBO, TemperatureAnnealing, applicable_estimators, estimator_applicability
 from .estimators import compare_estimators
+from .gradient_variance import GradientVariance
 from .handlers import KLScaledELBO, KLScaleMessenger, kl_scale
 from .objectives import FreeBitsELBO
 from .schedules import Constant, Cyclical, Linear, Schedule, Sigmoid, make_schedule
@@ -13,7 +15,8 @@ from .schedules import Constant, Cyclical, Linear, Schedule, Sigmoid, make_sched
 __all__ = [
     "AggressiveTraining", "split_parameters",
     "KLAnnealing",
-    "DiscreteELBO", "TemperatureAnnealing", "compare_estimators",
+    "ESTIMATORS", "DiscreteELBO", "TemperatureAnnealing", "applicable_estimators", "estimator_applicability",
+    "compare_estimators", "GradientVariance",
     "KLScaledELBO", "KLScaleMessenger", "kl_scale",
     "FreeBitsELBO",
     "Constant", "Cyclical", "Linear", "Schedule", "Sigmoid", "make_schedule",

@@ -1,81 +1,131 @@
 """Gradient estimators for discrete latent sites, applied to any model/guide pair by name.
 
-A pair is written once, in plain discrete Pyro (``OneHotCategorical`` or ``Categorical``
-sample sites). :class:`DiscreteELBO` turns it into one of these objectives:
+A pair is written once, in plain discrete Pyro (``Bernoulli``, ``OneHotCategorical`` or
+``Categorical`` sample sites). :class:`DiscreteELBO` turns it into the objective of one of
+the estimators in :data:`ESTIMATORS`, the one registry of names that the objective, the
+comparison harness (:func:`~pyro_lvm.infer.estimators.compare_estimators`) and the
+``pyro-lvm`` command use. :func:`estimator_applicability` says which of them apply to a
+pair's guide sites, and why not for the rest.
 
-==========================  ====================================================================
-``"enumerate"``             sum over the guide's discrete values exactly (``TraceEnum_ELBO``);
-                            Independent one-hot sites are enumerated as a cartesian product
-``"score-function"``        sample the discrete value, REINFORCE gradient (``Trace_ELBO``)
-``"score-function-baseline"``  the same with Rao-Blackwellisation and a decaying-average baseline
-                            (``TraceGraph_ELBO``); a ``nn_baseline`` the guide declares is kept
-``"gumbel"``                Jang et al. (2017): a Gumbel-softmax (relaxed) sample goes into the
-                            likelihood; the KL is the *exact* categorical KL(q || p)
-``"gumbel-concrete"``       Maddison et al. (2017): relaxed (Concrete) densities in both model
-                            and guide; the KL term is the Concrete density ratio at the sample
-``"straight-through"``      exactly one-hot forward values, the relaxed sample's gradient
-                            backward (Bengio et al. 2013; Jang et al.), exact categorical KL
-==========================  ====================================================================
+Two kinds of machinery carry them out:
+
+* the enumerated, score-function and relaxed estimators rewrite the pair's discrete sites
+  with a poutine handler (:class:`DiscreteSites`) and call Pyro's own ELBOs
+  (``TraceEnum_ELBO``, ``Trace_ELBO``, ``TraceGraph_ELBO``, ``TraceMeanField_ELBO``);
+* RLOO, VIMCO, ARM/DisARM and REBAR/RELAX need several correlated evaluations of each
+  datapoint: they run the pair once over a plate of particles
+  (:mod:`pyro_lvm.infer.particles`; :mod:`~pyro_lvm.infer.multisample`,
+  :mod:`~pyro_lvm.infer.antithetic`, :mod:`~pyro_lvm.infer.rebar`).
 
 Why "gumbel" is the default relaxation: the Concrete density ratio's gradient is biased
-by an amount that does not shrink as the temperature falls (``/work/shared/BASELINES.md``;
-``benchmarks/estimator_variance.py`` measures it), while with the exact categorical KL only the
-likelihood term is relaxed and its bias vanishes as ``tau -> 0``.
-
-Numerical care (both failures are real with stock Pyro in float32):
-
-* Relaxed samples are drawn in log space (``log_softmax``) and the Concrete density is
-  evaluated from the clamped log of the value, so the loss stays finite at ``tau = 0.1``
-  where ``RelaxedOneHotCategorical``'s values underflow and its ``log_prob`` returns NaN.
-* The straight-through value is exactly one-hot and its ``log_prob`` needs nothing but the
-  value, unlike ``RelaxedOneHotCategoricalStraightThrough`` whose ``log_prob`` reads an
-  attribute that a cloned value loses (NaN).
+by an amount that does not shrink as the temperature falls (``benchmarks/estimator_variance.py``
+measures it), while with the exact KL only the likelihood term is relaxed and its bias
+vanishes as ``tau -> 0``. Relaxed samples are drawn in log space (:mod:`~pyro_lvm.infer.relaxed`),
+so losses stay finite at ``tau = 0.1`` where torch's relaxed distributions return NaN.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
-from torch.distributions import constraints
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+from torch import nn
 
+from .. import validation
 from ..callbacks import Callback
+from ..traces import is_subsample, pair_plate_nesting, unwrap_independent
+from .antithetic import Antithetic
+from .multisample import RLOO, VIMCO
+from .particles import Structure, StructureChanged, latent_sites, side_trace, site_family
+from .rebar import CV_PREFIX, Rebar
+from .relaxed import (ConcreteBernoulli, ConcreteCategorical, GumbelSoftmaxBernoulli, GumbelSoftmaxCategorical,
+                      SoftBernoulli, SoftOneHotCategorical, check_rao_samples, check_temperature,
+                      gumbel_softmax_log)
 
-ESTIMATORS: dict[str, str] = {
-    "enumerate": "exact sum over the guide's discrete values (TraceEnum_ELBO)",
-    "score-function": "sampled discrete values, score-function (REINFORCE) gradient (Trace_ELBO)",
-    "score-function-baseline": "score function with Rao-Blackwellisation and baselines (TraceGraph_ELBO)",
-    "gumbel": "Gumbel-softmax sample in the likelihood, exact categorical KL (Jang et al. 2017)",
-    "gumbel-concrete": "relaxed Concrete densities in model and guide (Maddison et al. 2017)",
-    "straight-through": "one-hot forward, Gumbel-softmax gradient backward, exact categorical KL",
+__all__ = ["ESTIMATORS", "Estimator", "DiscreteELBO", "DiscreteSites", "TemperatureAnnealing", "GraphELBO",
+           "CartesianIndependent", "estimator_applicability", "applicable_estimators", "check_estimator",
+           "check_temperature", "check_num_classes", "is_discrete", "support_size", "site_family",
+           "ConcreteBernoulli", "ConcreteCategorical", "GumbelSoftmaxBernoulli", "GumbelSoftmaxCategorical",
+           "SoftBernoulli", "SoftOneHotCategorical", "gumbel_softmax_log", "CV_PREFIX"]
+
+# ----------------------------------------------------------------------------- the registry
+
+ANY_DISCRETE = frozenset({"bernoulli", "one-hot", "categorical", "discrete"})
+BINARY_OR_CATEGORICAL = frozenset({"bernoulli", "one-hot", "categorical"})
+RELAXABLE = frozenset({"bernoulli", "one-hot"})
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """What one estimator name stands for.
+
+    Attributes:
+        summary: one line.
+        reference: the paper.
+        families: the :func:`~pyro_lvm.infer.particles.site_family` kinds of guide site it applies to.
+        unbiased_for: ``"ELBO"``, ``"S-sample bound"``, ``"exact"`` or ``""`` (biased).
+        temperature: it uses a relaxation temperature (measured per temperature in comparisons).
+        particles: what ``num_particles`` counts for it.
+        default_particles: its default ``num_particles``.
+    """
+
+    summary: str
+    reference: str
+    families: frozenset
+    unbiased_for: str
+    temperature: bool = False
+    particles: str = "samples per datapoint"
+    default_particles: int = 1
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "enumerate": Estimator("exact sum over the guide's discrete values (TraceEnum_ELBO)",
+                           "Pyro's parallel enumeration", ANY_DISCRETE, "exact"),
+    "score-function": Estimator("sampled discrete values, score-function (REINFORCE) gradient (Trace_ELBO)",
+                                "Williams 1992", ANY_DISCRETE, "ELBO"),
+    "score-function-baseline": Estimator(
+        "score function with Rao-Blackwellisation and baselines (TraceGraph_ELBO)",
+        "Mnih & Gregor 2014", ANY_DISCRETE, "ELBO"),
+    "rloo": Estimator("REINFORCE with the leave-one-out baseline over S samples",
+                      "Kool, van Hoof & Welling 2019", ANY_DISCRETE, "ELBO", default_particles=2),
+    "vimco": Estimator("the S-sample (IWAE) bound with leave-one-out control variates",
+                       "Mnih & Rezende 2016", ANY_DISCRETE, "S-sample bound", default_particles=2),
+    "arm": Estimator("Augment-REINFORCE-Merge: antithetic pairs of uniforms (stick-breaking for categoricals)",
+                     "Yin & Zhou 2019", BINARY_OR_CATEGORICAL, "ELBO", particles="antithetic pairs"),
+    "disarm": Estimator("ARM with the augmenting uniform integrated out (stick-breaking for categoricals)",
+                        "Dong, Mnih & Tucker 2020; 2021", BINARY_OR_CATEGORICAL, "ELBO",
+                        particles="antithetic pairs"),
+    "gumbel": Estimator("Gumbel-softmax sample in the likelihood, exact discrete KL",
+                        "Jang, Gu & Poole 2017", RELAXABLE, "", temperature=True),
+    "gumbel-concrete": Estimator("relaxed (Concrete) densities in model and guide",
+                                 "Maddison, Mnih & Teh 2017", RELAXABLE, "", temperature=True),
+    "straight-through": Estimator("exact discrete forward, relaxed sample's gradient backward, exact KL",
+                                  "Bengio et al. 2013; Jang et al. 2017", RELAXABLE, "", temperature=True),
+    "gumbel-rao": Estimator("straight-through with the gradient averaged over relaxed samples given the "
+                            "discrete one", "Paulus, Maddison & Krause 2021", RELAXABLE, "", temperature=True),
+    "rebar": Estimator("score function with the relaxation as control variate; scale and temperature learned",
+                       "Tucker et al. 2017", RELAXABLE, "ELBO", temperature=True,
+                       particles="independent estimates (3 evaluations each)"),
+    "relax": Estimator("REBAR plus a learned surrogate network in the control variate",
+                       "Grathwohl et al. 2018", RELAXABLE, "ELBO", temperature=True,
+                       particles="independent estimates (3 evaluations each)"),
 }
-RELAXED = ("gumbel", "gumbel-concrete", "straight-through")
+# estimators carried out by rewriting sites for a Pyro ELBO (the others run a particle plate)
+RELAXED = ("gumbel", "gumbel-concrete", "straight-through", "gumbel-rao")
+PARTICLE_ESTIMATORS = ("rloo", "vimco", "arm", "disarm", "rebar", "relax")
+TEMPERATURE = tuple(name for name, e in ESTIMATORS.items() if e.temperature)
 
-# float32 has no positive number below this; log() of the clamped value stays finite (-87.3).
-_TINY = torch.finfo(torch.float32).tiny
-# log(z) of Concrete samples, keyed by the sample tensor itself (weakly: entries vanish with
-# the sample). At low temperature components of z underflow (log z ~ -1000 is not
-# representable as z in float32): recomputing log(z) from z would be wrong there, and its
-# gradient 1/z overflows to inf in the backward pass. A value not found here (a copy) falls
-# back to log(max(z, tiny)).
-_LOG_VALUES: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
-
-
-def _remember_log(value: torch.Tensor, log_value: torch.Tensor) -> None:
-    key = id(value)
-    _LOG_VALUES[key] = (weakref.ref(value, lambda _: _LOG_VALUES.pop(key, None)), log_value)
-
-
-def _recall_log(value: torch.Tensor) -> torch.Tensor | None:
-    entry = _LOG_VALUES.get(id(value))
-    return entry[1] if entry is not None and entry[0]() is value else None
+INDEX_ADVICE = (
+    "a relaxed value is a point on the simplex, which a model that indexes with an integer cannot take. "
+    "Write the site as OneHotCategorical: pyro.sample(name, dist.OneHotCategorical(logits=...)) and use the "
+    "one-hot vector arithmetically (value @ table instead of table[value])")
 
 
 def check_estimator(name: str) -> str:
@@ -85,17 +135,6 @@ def check_estimator(name: str) -> str:
     return name
 
 
-def check_temperature(tau: float) -> float:
-    """Return ``float(tau)`` if it is a positive finite number, else raise ``ValueError``."""
-    try:
-        value = float(tau)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a positive number, got {tau!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"temperature must be positive and finite, got {tau!r}")
-    return value
-
-
 def check_num_classes(k: int, what: str = "number of classes K") -> int:
     """A categorical needs at least two classes; raise ``ValueError`` otherwise."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 2:
@@ -103,121 +142,89 @@ def check_num_classes(k: int, what: str = "number of classes K") -> int:
     return k
 
 
-# ----------------------------------------------------------------------------- distributions
+def estimators_for(family: str) -> list[str]:
+    """The estimators that apply to a guide site of this :func:`site_family`."""
+    return [name for name, e in ESTIMATORS.items() if family in e.families]
 
-def gumbel_softmax_log(logits: torch.Tensor, tau: float, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-    """Log of a Gumbel-softmax sample: ``log_softmax((logits + G) / tau)``, shape ``sample_shape + logits.shape``.
 
-    Computed in log space so that no component underflows to ``log 0``.
+def site_refusal(estimator: str, name: str, fn: Any) -> str:
+    """Why ``estimator`` cannot handle guide site ``name`` (distribution ``fn``); ``""`` if it can."""
+    family = site_family(fn)
+    if family is None or family in ESTIMATORS[estimator].families:
+        return ""
+    dist_name = type(unwrap_independent(fn)[0]).__name__
+    if family == "categorical" and ESTIMATORS[estimator].families == RELAXABLE:
+        why = f"it is a Categorical (integer index) site: {INDEX_ADVICE}"
+    elif estimator in ("arm", "disarm"):
+        why = f"it is {dist_name}: ARM/DisARM need Bernoulli or categorical sites (a binary representation)"
+    else:
+        why = f"no relaxation of {dist_name} is implemented (Bernoulli and OneHotCategorical have one)"
+    return (f"the {estimator!r} estimator does not apply to site {name!r}: {why}. Estimators that apply to "
+            f"{name!r}: {', '.join(estimators_for(family))}")
+
+
+def is_discrete(fn: Any) -> bool:
+    """True for sites a discrete estimator applies to: enumerable, not reparameterisable."""
+    return site_family(fn) is not None
+
+
+def support_size(fn: Any) -> float:
+    """Number of joint values of one datapoint's draw from a discrete site (``K ** m``).
+
+    ``K`` is the base distribution's support size, ``m`` the number of variables folded into
+    the event by ``Independent``. Returned as a float so that sizes like ``10 ** 20`` print.
     """
-    shape = torch.Size(sample_shape) + logits.shape
-    u = torch.rand(shape, dtype=logits.dtype, device=logits.device)
-    eps = torch.finfo(logits.dtype).eps
-    gumbel = -torch.log(-torch.log(u.clamp(eps, 1 - eps)))
-    return torch.log_softmax((logits + gumbel) / tau, dim=-1)
+    base, ndims = unwrap_independent(fn)
+    k = int(base.enumerate_support(expand=False).shape[0])
+    m = int(torch.Size(base.batch_shape[len(base.batch_shape) - ndims:]).numel()) if ndims else 1
+    return float(k) ** m
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the exact one-hot vector of the argmax. Backward: the identity."""
+def guide_latents(guide: Callable, args: tuple, kwargs: dict) -> tuple[dict[str, Any], list[str]]:
+    """``({discrete site: fn} in guide order, [continuous latent sites])`` from one guide run."""
+    with side_trace():
+        trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    discrete, continuous = {}, []
+    for name, site in latent_sites(trace):
+        if site_family(site["fn"]) is not None:
+            discrete[name] = site["fn"]
+        else:
+            continuous.append(name)
+    return discrete, continuous
 
-    @staticmethod
-    def forward(ctx, soft: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        index = soft.argmax(-1, keepdim=True)
-        return torch.zeros_like(soft).scatter_(-1, index, 1.0)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return grad
+def estimator_applicability(model: Callable, guide: Callable, *args: Any, max_enum_size: float = 1e5,
+                            estimators: Iterable[str] | None = None, **kwargs: Any) -> dict[str, str]:
+    """``{estimator: ""}`` for the estimators that apply to this pair, ``{estimator: reason}`` for the rest.
 
-
-class SoftOneHotCategorical(dist.OneHotCategorical):
-    """``OneHotCategorical`` whose ``log_prob`` is ``sum_k value_k log p_k`` for any value.
-
-    Equal to the categorical log-probability for one-hot values; finite (a cross-entropy)
-    for relaxed values. Used for the model's prior under the "gumbel" estimator, where the
-    ELBO takes the exact KL instead and this ``log_prob`` only keeps traces well defined.
+    Traces the guide once (no gradients) and checks every discrete site against every
+    estimator's site families; ``"enumerate"`` also against ``max_enum_size`` joint values per
+    datapoint. What only running the pair can tell (a model that cannot take a relaxed value,
+    REBAR on sites whose distributions depend on each other) is found by the estimator's
+    first evaluation, which refuses with the same kind of message.
     """
-
-    arg_constraints = {"logits": constraints.real_vector}
-
-    def __init__(self, logits: torch.Tensor, validate_args: bool | None = None):
-        super().__init__(logits=logits, validate_args=False)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return (value * self.logits).sum(-1)
-
-    def expand(self, batch_shape, _instance=None):
-        return type(self)(self.logits.expand(torch.Size(batch_shape) + self.event_shape))
-
-
-class GumbelSoftmaxCategorical(SoftOneHotCategorical):
-    """The categorical ``q(z) = Cat(softmax(logits))``, sampled through its relaxation.
-
-    ``rsample`` returns a Gumbel-softmax sample at ``temperature`` (on the simplex), or with
-    ``hard=True`` its exactly one-hot argmax with the relaxed sample's gradient
-    (straight-through). Being a ``OneHotCategorical``, its KL to a ``OneHotCategorical``
-    prior is the exact categorical KL (torch's registered ``kl_divergence``).
-
-    Shapes: ``logits (..., K)``; samples ``sample_shape + (..., K)``.
-    """
-
-    has_rsample = True
-
-    def __init__(self, logits: torch.Tensor, temperature: float, hard: bool = False, validate_args: bool | None = None):
-        super().__init__(logits)
-        self.temperature = check_temperature(temperature)
-        self.hard = hard
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        soft = gumbel_softmax_log(self.logits, self.temperature, sample_shape).exp()
-        return _StraightThrough.apply(soft) if self.hard else soft
-
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape)
-
-    def expand(self, batch_shape, _instance=None):
-        logits = self.logits.expand(torch.Size(batch_shape) + self.event_shape)
-        return type(self)(logits, self.temperature, self.hard)
+    names = list(ESTIMATORS) if estimators is None else [check_estimator(e) for e in estimators]
+    discrete, continuous = guide_latents(guide, args, kwargs)
+    if not discrete:
+        why = ("the guide has no discrete latent site" + (f" (its latent sites {continuous} are continuous)"
+                                                          if continuous else " (it has no latent site at all)")
+               + ": there is nothing for a discrete-latent estimator to do; train it with Trace_ELBO")
+        return {name: why for name in names}
+    out = {}
+    for name in names:
+        reason = next((r for r in (site_refusal(name, site, fn) for site, fn in discrete.items()) if r), "")
+        if not reason and name == "enumerate":
+            size = math.prod(support_size(fn) for fn in discrete.values())
+            if size > max_enum_size:
+                reason = (f"enumeration: the guide's discrete sites have {size:.3g} joint values per datapoint "
+                          f"(limit max_enum_size={max_enum_size:.3g}); use a sampling or relaxed estimator")
+        out[name] = reason
+    return out
 
 
-class ConcreteCategorical(dist.TorchDistribution):
-    """Concrete / Gumbel-softmax density on the simplex (Maddison et al. 2017; Jang et al. 2017).
-
-    Like ``RelaxedOneHotCategorical`` but NaN-free in float32: samples are drawn in log space
-    and ``log_prob`` evaluates the ExpConcrete density at the sample's exact log (remembered
-    from ``rsample``; ``log(max(value, tiny))`` for other values) minus the log-Jacobian of
-    ``exp``: the same density as ``RelaxedOneHotCategorical``, without its ``log(0)``.
-    ``logits (..., K)``; values ``(..., K)`` on the simplex.
-    """
-
-    arg_constraints = {"logits": constraints.real_vector}
-    support = constraints.simplex
-    has_rsample = True
-
-    def __init__(self, logits: torch.Tensor, temperature: float, validate_args: bool | None = None):
-        self.logits = logits - logits.logsumexp(-1, keepdim=True)
-        self.temperature = check_temperature(temperature)
-        super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=False)
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        log_value = gumbel_softmax_log(self.logits, self.temperature, sample_shape)
-        value = log_value.exp()
-        _remember_log(value, log_value)
-        return value
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        log_value = _recall_log(value)
-        if log_value is None:
-            log_value = value.clamp_min(_TINY).log()
-        exp_concrete = ExpRelaxedCategorical(
-            torch.tensor(self.temperature, dtype=self.logits.dtype, device=self.logits.device),
-            logits=self.logits, validate_args=False)
-        return exp_concrete.log_prob(log_value) - log_value.sum(-1)
-
-    def expand(self, batch_shape, _instance=None):
-        logits = self.logits.expand(torch.Size(batch_shape) + self.event_shape)
-        return type(self)(logits, self.temperature)
+def applicable_estimators(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> list[str]:
+    """The names in :data:`ESTIMATORS` that apply to this pair (see :func:`estimator_applicability`)."""
+    return [name for name, why in estimator_applicability(model, guide, *args, **kwargs).items() if not why]
 
 
 class CartesianIndependent(dist.Independent):
@@ -249,57 +256,30 @@ class CartesianIndependent(dist.Independent):
         return joint
 
 
-# ----------------------------------------------------------------------------- site inspection
-
-def unwrap(fn: Any) -> tuple[Any, int]:
-    """``(base distribution, number of batch dims reinterpreted as event)`` through ``Independent``."""
-    ndims = 0
-    while isinstance(fn, torch.distributions.Independent):
-        ndims += fn.reinterpreted_batch_ndims
-        fn = fn.base_dist
-    return fn, ndims
-
-
-def is_discrete(fn: Any) -> bool:
-    """True for sites a discrete estimator applies to: enumerable, not reparameterisable."""
-    base, _ = unwrap(fn)
-    return bool(getattr(base, "has_enumerate_support", False)) and not getattr(base, "has_rsample", False)
-
-
-def support_size(fn: Any) -> float:
-    """Number of joint values of one datapoint's draw from a discrete site (``K ** m``).
-
-    ``K`` is the base distribution's support size, ``m`` the number of variables folded into
-    the event by ``Independent``. Returned as a float so that sizes like ``10 ** 20`` print.
-    """
-    base, ndims = unwrap(fn)
-    k = int(base.enumerate_support(expand=False).shape[0])
-    m = int(torch.Size(base.batch_shape[len(base.batch_shape) - ndims:]).numel()) if ndims else 1
-    return float(k) ** m
-
-
-def _is_one_hot(base: Any) -> bool:
-    return isinstance(base, torch.distributions.OneHotCategorical)
-
-
 # ----------------------------------------------------------------------------- the handler
 
 class DiscreteSites(Messenger):
-    """Rewrites the discrete sample sites of a model or guide for one estimator.
+    """Rewrites the discrete sample sites of a model or guide for one of the estimators that
+    run on a Pyro ELBO (``enumerate``, the score-function ones and the relaxations).
 
     Args:
-        estimator: a name from :data:`ESTIMATORS`.
+        estimator: a name from :data:`ESTIMATORS` (not one of :data:`PARTICLE_ESTIMATORS`).
         temperature: relaxation temperature (relaxed estimators).
         role: ``"model"`` or ``"guide"``.
         sites: names of the sites to treat (default: every unobserved discrete site).
         max_enum_size: refuse enumeration when the joint number of values exceeds this.
         baseline_beta: decay of the average baseline (``"score-function-baseline"``).
+        rao_samples: relaxed samples per discrete one for ``"gumbel-rao"``.
     """
 
     def __init__(self, estimator: str, temperature: float = 1.0, role: str = "guide",
-                 sites: Iterable[str] | None = None, max_enum_size: float = 1e5, baseline_beta: float = 0.9):
+                 sites: Iterable[str] | None = None, max_enum_size: float = 1e5, baseline_beta: float = 0.9,
+                 rao_samples: int = 10):
         super().__init__()
         self.estimator = check_estimator(estimator)
+        if estimator in PARTICLE_ESTIMATORS:
+            raise ValueError(f"{estimator!r} runs over a plate of particles, not by rewriting sites: use "
+                             f"DiscreteELBO({estimator!r})")
         self.temperature = check_temperature(temperature)
         if role not in ("model", "guide"):
             raise ValueError(f"role must be 'model' or 'guide', got {role!r}")
@@ -307,10 +287,11 @@ class DiscreteSites(Messenger):
         self.sites = set(sites) if sites is not None else None
         self.max_enum_size = max_enum_size
         self.baseline_beta = baseline_beta
+        self.rao_samples = check_rao_samples(rao_samples)
         self.enum_size = 1.0
 
     def _pyro_sample(self, msg: dict) -> None:
-        if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
+        if msg["is_observed"] or is_subsample(msg):
             return
         named = self.sites is not None and msg["name"] in self.sites
         if self.sites is not None and not named:
@@ -319,7 +300,7 @@ class DiscreteSites(Messenger):
         if not is_discrete(fn):
             if named and self.role == "guide":
                 raise ValueError(
-                    f"site {msg['name']!r} is not discrete ({type(unwrap(fn)[0]).__name__}): the "
+                    f"site {msg['name']!r} is not discrete ({type(unwrap_independent(fn)[0]).__name__}): the "
                     f"{self.estimator!r} estimator applies to discrete (enumerable) sites only")
             return
         if self.estimator in RELAXED:
@@ -330,18 +311,21 @@ class DiscreteSites(Messenger):
             self._baseline(msg)
 
     def _relaxed(self, name: str, fn: Any) -> Any:
-        base, ndims = unwrap(fn)
-        if not _is_one_hot(base):
-            raise ValueError(
-                f"site {name!r} is {type(base).__name__}: the {self.estimator!r} estimator needs "
-                "OneHotCategorical sites (a relaxed sample is a point on the simplex, not an index)")
-        logits = base.logits
+        refusal = site_refusal(self.estimator, name, fn)
+        if refusal:
+            raise ValueError(refusal)
+        base, ndims = unwrap_independent(fn)
+        bernoulli = site_family(fn) == "bernoulli"
+        logits, tau = base.logits, self.temperature
         if self.estimator == "gumbel-concrete":
-            new: Any = ConcreteCategorical(logits, self.temperature)
+            new: Any = ConcreteBernoulli(logits, tau) if bernoulli else ConcreteCategorical(logits, tau)
         elif self.role == "model":
-            new = SoftOneHotCategorical(logits)
+            new = SoftBernoulli(logits) if bernoulli else SoftOneHotCategorical(logits)
         else:
-            new = GumbelSoftmaxCategorical(logits, self.temperature, hard=self.estimator == "straight-through")
+            hard = self.estimator != "gumbel"
+            rao = self.rao_samples if self.estimator == "gumbel-rao" else 0
+            relaxed = GumbelSoftmaxBernoulli if bernoulli else GumbelSoftmaxCategorical
+            new = relaxed(logits, tau, hard=hard, rao_samples=rao)
         return new.to_event(ndims) if ndims else new
 
     def _enumerate(self, msg: dict) -> None:
@@ -351,7 +335,7 @@ class DiscreteSites(Messenger):
                 f"enumeration refused: the guide's discrete sites up to {msg['name']!r} have "
                 f"{self.enum_size:.3g} joint values per datapoint (limit max_enum_size="
                 f"{self.max_enum_size:.3g}); use a sampling or relaxed estimator instead")
-        base, ndims = unwrap(msg["fn"])
+        base, ndims = unwrap_independent(msg["fn"])
         if ndims:
             msg["fn"] = CartesianIndependent(base, ndims)
         msg["infer"] = {**msg["infer"], "enumerate": "parallel"}
@@ -402,31 +386,52 @@ class DiscreteELBO:
 
     Has ``differentiable_loss(model, guide, *args)`` and ``loss(...)`` like Pyro's ELBOs, so
     it plugs into :func:`pyro_lvm.fit`; ``temperature`` may be changed between steps (see
-    :class:`TemperatureAnnealing`).
+    :class:`TemperatureAnnealing`). At its first call it checks the guide's discrete sites
+    against the estimator and refuses, naming the site, the reason and the estimators that
+    do apply to it, before any gradient is computed.
 
     Args:
         estimator: a name from :data:`ESTIMATORS`.
-        temperature: Gumbel-softmax temperature (used by the relaxed estimators).
-        num_particles: samples per loss evaluation.
-        max_plate_nesting: passed to the Pyro ELBO (enumeration needs it; guessed if None).
+        temperature: relaxation temperature (the initial one for ``rebar``/``relax``, which learn it).
+        num_particles: samples per loss evaluation; what they are depends on the estimator
+            (``ESTIMATORS[name].particles``: ``S >= 2`` samples for ``rloo``/``vimco``, antithetic
+            pairs for ``arm``/``disarm``). Default: ``ESTIMATORS[name].default_particles``.
+        max_plate_nesting: plate dimensions the pair uses (guessed from one trace if None).
         max_enum_size: enumeration refuses latent spaces larger than this (per datapoint).
-        sites: restrict the estimator to these guide site names (default: all discrete sites).
-        baseline_beta: decay of the running-average baseline.
+        sites: restrict the estimator to these guide site names (default: all discrete sites);
+            other non-reparameterised sites get the plain score-function gradient.
+        baseline_beta: decay of the running-average baseline (``score-function-baseline``).
+        rao_samples: relaxed samples per discrete sample (``gumbel-rao``).
+        control_variate: RELAX's surrogate network (see :class:`~pyro_lvm.infer.rebar.Rebar`).
+
+    After each call, ``last_stats`` holds what the particle estimators measured on the way
+    (``elbo``; ``bound`` for ``vimco``).
     """
 
-    def __init__(self, estimator: str = "gumbel", temperature: float = 1.0, num_particles: int = 1,
+    def __init__(self, estimator: str = "gumbel", temperature: float = 1.0, num_particles: int | None = None,
                  max_plate_nesting: int | None = None, max_enum_size: float = 1e5,
-                 sites: Iterable[str] | None = None, baseline_beta: float = 0.9):
+                 sites: Iterable[str] | None = None, baseline_beta: float = 0.9, rao_samples: int = 10,
+                 control_variate: nn.Module | dict[str, nn.Module] | None = None):
         self.estimator = check_estimator(estimator)
+        self.info = ESTIMATORS[estimator]
         self.temperature = temperature
-        if not isinstance(num_particles, int) or num_particles < 1:
-            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
-        self.num_particles = num_particles
+        if num_particles is None:
+            num_particles = self.info.default_particles
+        self.num_particles = validation.positive_int("num_particles", num_particles)
+        if max_plate_nesting is not None and (not isinstance(max_plate_nesting, int) or max_plate_nesting < 0):
+            raise ValueError(f"max_plate_nesting must be an int >= 0 or None, got {max_plate_nesting!r}")
         self.max_plate_nesting = max_plate_nesting
         self.max_enum_size = max_enum_size
         self.sites = list(sites) if sites is not None else None
         self.baseline_beta = baseline_beta
+        self.rao_samples = check_rao_samples(rao_samples)
+        if control_variate is not None and estimator != "relax":
+            raise ValueError(f"control_variate= is the surrogate network of 'relax'; {estimator!r} takes none")
+        self.control_variate = control_variate
         self.inner = self._make_inner()
+        self._structure: Structure | None = None
+        self._checked = False
+        self.last_stats: dict[str, float] = {}
 
     @property
     def temperature(self) -> float:
@@ -435,8 +440,32 @@ class DiscreteELBO:
     @temperature.setter
     def temperature(self, value: float) -> None:
         self._temperature = check_temperature(value)
+        if isinstance(getattr(self, "inner", None), Rebar):
+            self.inner.initial_temperature = self._temperature
+
+    @property
+    def learns_temperature(self) -> bool:
+        return self.estimator in ("rebar", "relax")
+
+    @property
+    def model_evaluations(self) -> int:
+        """Model evaluations per datapoint in one loss evaluation."""
+        if self.estimator == "gumbel-rao":
+            return self.num_particles
+        return getattr(self.inner, "model_evaluations", self.num_particles)
+
+    @property
+    def objective_name(self) -> str:
+        """What ``loss`` estimates: ``"ELBO"``, or the ``S``-sample bound for ``vimco``."""
+        return f"{self.num_particles}-sample bound" if self.estimator == "vimco" else "ELBO"
 
     def _make_inner(self) -> Any:
+        if self.estimator in ("rloo", "vimco"):
+            return (RLOO if self.estimator == "rloo" else VIMCO)(self.num_particles)
+        if self.estimator in ("arm", "disarm"):
+            return Antithetic(self.estimator == "disarm", self.num_particles)
+        if self.estimator in ("rebar", "relax"):
+            return Rebar(self.estimator == "relax", self.temperature, self.num_particles, self.control_variate)
         kw: dict[str, Any] = {"num_particles": self.num_particles}
         if self.max_plate_nesting is not None:
             kw["max_plate_nesting"] = self.max_plate_nesting
@@ -444,32 +473,89 @@ class DiscreteELBO:
             return TraceEnum_ELBO(**kw)
         if self.estimator == "score-function-baseline":
             return GraphELBO(**kw)
-        if self.estimator in ("gumbel", "straight-through"):
-            # analytic KL between guide and prior sites (exact for categorical pairs)
+        if self.estimator in ("gumbel", "straight-through", "gumbel-rao"):
+            # analytic KL between guide and prior sites (exact for Bernoulli and categorical pairs)
             return TraceMeanField_ELBO(**kw)
         return Trace_ELBO(**kw)
 
+    def _handles(self, name: str, fn: Any) -> bool:
+        return (self.sites is None or name in self.sites) and site_family(fn) in self.info.families
+
+    def _check_sites(self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+                     ) -> tuple[list[str], dict[str, Any]]:
+        """``(the guide's discrete sites this estimator handles, in order, {discrete site: fn})``;
+        refuses the sites it cannot handle."""
+        discrete, continuous = guide_latents(guide, args, kwargs)
+        for name in self.sites or []:
+            if name in continuous:
+                raise ValueError(f"site {name!r} is not discrete: the {self.estimator!r} estimator applies to "
+                                 f"discrete (enumerable) sites only; the guide's discrete sites are {list(discrete)}")
+            if name not in discrete:
+                raise ValueError(f"sites= names {name!r}, which is not a latent site of the guide; its discrete "
+                                 f"sites are {list(discrete)}")
+        handled = []
+        for name, fn in discrete.items():
+            if self.sites is not None and name not in self.sites:
+                continue
+            refusal = site_refusal(self.estimator, name, fn)
+            if refusal:
+                raise ValueError(refusal)
+            handled.append(name)
+        if not discrete:
+            raise ValueError(next(iter(estimator_applicability(model, guide, *args, estimators=[self.estimator],
+                                                               **kwargs).values())))
+        return handled, discrete
+
+    def structure(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, refresh: bool = False
+                  ) -> Structure:
+        """What a particle estimator needs (handled sites, plate nesting), found at the first call."""
+        if self._structure is None or refresh:
+            sites, discrete = self._check_sites(model, guide, args, kwargs)
+            families = {n: site_family(discrete[n]) for n in sites}
+            depth = self.max_plate_nesting
+            if depth is None:
+                with side_trace():
+                    depth = pair_plate_nesting(model, guide, args, kwargs)
+            self._structure = Structure(depth, sites, families, self._handles)
+        return self._structure
+
     def wrap(self, model: Callable, guide: Callable) -> tuple[Callable, Callable]:
-        """``(model, guide)`` with their discrete sites rewritten for this estimator."""
+        """``(model, guide)`` with their discrete sites rewritten for this estimator (site-rewriting estimators)."""
         common = {"estimator": self.estimator, "temperature": self.temperature, "sites": self.sites,
-                  "max_enum_size": self.max_enum_size, "baseline_beta": self.baseline_beta}
+                  "max_enum_size": self.max_enum_size, "baseline_beta": self.baseline_beta,
+                  "rao_samples": self.rao_samples}
         return with_estimator(model, {**common, "role": "model"}), with_estimator(guide, {**common, "role": "guide"})
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Differentiable negative ELBO (or its estimator's surrogate), summed over the batch."""
-        model, guide = self.wrap(model, guide)
+        """Differentiable negative objective (or its estimator's surrogate), summed over the batch."""
+        if self.estimator in PARTICLE_ESTIMATORS:
+            for attempt in range(2):
+                structure = self.structure(model, guide, args, kwargs, refresh=attempt > 0)
+                try:
+                    loss, self.last_stats = self.inner.loss(model, guide, args, kwargs, structure)
+                    return loss
+                except StructureChanged as e:
+                    if attempt:
+                        raise ValueError(f"the guide's discrete sites change from one call to the next (site {e}); "
+                                         f"{self.estimator!r} needs the same discrete sites in every run") from None
+        if not self._checked:
+            self._check_sites(model, guide, args, kwargs)
+            self._checked = True
+        if self.estimator != "score-function":  # the plain score function rewrites nothing
+            model, guide = self.wrap(model, guide)
         if self.estimator == "enumerate" and not torch.is_grad_enabled():
             # TraceEnum_ELBO refuses to build a loss that does not require grad (evaluation).
             return torch.as_tensor(self.inner.loss(model, guide, *args, **kwargs))
         return self.inner.differentiable_loss(model, guide, *args, **kwargs)
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        """Negative ELBO estimate as a float."""
+        """Negative objective estimate (the ELBO's; the ``S``-sample bound's for ``vimco``) as a float."""
         with torch.no_grad():
             return float(self.differentiable_loss(model, guide, *args, **kwargs))
 
     def __repr__(self) -> str:
-        return f"DiscreteELBO({self.estimator!r}, temperature={self.temperature:g})"
+        return (f"DiscreteELBO({self.estimator!r}, temperature={self.temperature:g}, "
+                f"num_particles={self.num_particles})")
 
 
 class TemperatureAnnealing(Callback):
@@ -493,6 +579,9 @@ class TemperatureAnnealing(Callback):
     def on_step_begin(self, state: Any, batch: Any) -> None:
         if not hasattr(state.elbo, "temperature"):
             raise TypeError(f"TemperatureAnnealing needs an objective with a temperature (DiscreteELBO), got {type(state.elbo).__name__}")
+        if getattr(state.elbo, "learns_temperature", False):
+            raise ValueError(f"{state.elbo!r} learns its temperature (to minimise the gradient's variance); "
+                             "TemperatureAnnealing does not apply to it")
         state.elbo.temperature = self.temperature(state.step)
 
     def on_epoch_end(self, state: Any) -> None:

@@ -1,23 +1,29 @@
 """Compare gradient estimators for discrete latents on any model/guide pair.
 
-:func:`compare_estimators` takes a pair (plain Pyro, discrete sites written as
-``OneHotCategorical``/``Categorical``), one batch of data and a list of estimator names
-(:data:`~pyro_lvm.infer.discrete.ESTIMATORS`), and measures at the pair's current
-parameters, for each estimator (and each temperature of the relaxed ones):
+:func:`compare_estimators` takes a pair (plain Pyro, discrete sites written as ``Bernoulli``,
+``OneHotCategorical`` or ``Categorical``, continuous sites alongside allowed), one batch of
+data and a list of estimator names from :data:`~pyro_lvm.infer.discrete.ESTIMATORS` (by
+default every one that applies to the pair, checked before anything is measured), and
+measures at the pair's current parameters, for each estimator (and each temperature of
+those that have one):
 
-* the objective: mean ELBO estimate over ``repeats`` evaluations and its standard error;
+* the objective: mean ELBO estimate over ``repeats`` evaluations and its standard error
+  (and, for ``vimco``, its own S-sample bound);
 * the gradient over ``repeats`` draws: its mean, the trace of its covariance (total and per
   parameter group);
-* the bias of the mean gradient against the exact gradient from enumeration, when the
-  guide's latent space can be enumerated (:func:`enumeration_size`), with a 95%
-  interval on its norm and the largest per-coordinate z-score;
-* CPU and wall time per loss-and-gradient evaluation and memory per step (bytes saved for backward
-  on CPU; peak allocated memory on CUDA);
-* optionally, training curves (exact or Monte Carlo ELBO against wall time) from the same
-  starting parameters.
+* the bias of the mean gradient against a reference, with a 95% interval on its norm and
+  the largest per-coordinate z-score. The reference is the *exact* gradient by enumeration
+  when every guide latent is discrete and the joint support is small enough; for a guide
+  with continuous sites too, the mean of many draws of ``"enumerate"`` (discrete sites summed
+  exactly, continuous ones sampled); when the discrete part is too large, the mean of many
+  draws of ``"rloo"`` (unbiased). A sampled reference's own noise is removed from the bias
+  and widens its interval; the table says which reference was used;
+* CPU and wall time per loss-and-gradient evaluation and memory per step (bytes saved for
+  backward on CPU; peak allocated memory on CUDA);
+* optionally, training curves (ELBO against time) from the same starting parameters.
 
-The result (:class:`Comparison`) writes a markdown/CSV/JSON table and plots (variance and
-bias against temperature, ELBO against time).
+The result (:class:`Comparison`) writes a markdown/CSV/JSON table and plots (variance per
+estimator, variance and bias against temperature, ELBO against time).
 
 Example::
 
@@ -31,7 +37,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -43,24 +48,24 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import pyro
-import pyro.poutine as poutine
 import torch
-from torch import nn
 
 from .. import validation
 from ..base import batch_args, check_pair
-from .discrete import RELAXED, DiscreteELBO, check_estimator, check_temperature, is_discrete, support_size
+from ..traces import discover_parameters, pair_plate_nesting, restore, snapshot
+from .discrete import (CV_PREFIX, ESTIMATORS, TEMPERATURE, DiscreteELBO, guide_latents, check_estimator,
+                       check_temperature, estimator_applicability, support_size)
+from .particles import side_trace
 
-DEFAULT_ESTIMATORS = ("enumerate", "score-function", "score-function-baseline", "gumbel", "straight-through")
+
+def default_estimators(pair: Any, batch: Any, max_enum_size: float = 1e5) -> list[str]:
+    """The estimators that apply to ``pair``'s guide sites (see :func:`~pyro_lvm.infer.discrete.estimator_applicability`)."""
+    args, kwargs = batch_args(batch)
+    return [n for n, why in estimator_applicability(pair.model, pair.guide, *args, max_enum_size=max_enum_size,
+                                                    **kwargs).items() if not why]
 
 
 # ----------------------------------------------------------------------------- feasibility
-
-def _guide_trace(pair: Any, batch: Any) -> Any:
-    args, kwargs = batch_args(batch)
-    with torch.no_grad():
-        return poutine.trace(pair.guide).get_trace(*args, **kwargs)
-
 
 def enumeration_size(pair: Any, batch: Any) -> tuple[float, list[str]]:
     """``(joint number of discrete values per datapoint, names of continuous latent sites)``.
@@ -68,15 +73,9 @@ def enumeration_size(pair: Any, batch: Any) -> tuple[float, list[str]]:
     Traces the guide once and multiplies the support sizes of its unobserved discrete sites
     (``K ** m`` for ``m`` categorical variables folded into one site's event).
     """
-    size, continuous = 1.0, []
-    for name, site in _guide_trace(pair, batch).nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or type(site["fn"]).__name__ == "_Subsample":
-            continue
-        if is_discrete(site["fn"]):
-            size *= support_size(site["fn"])
-        else:
-            continuous.append(name)
-    return size, continuous
+    args, kwargs = batch_args(batch)
+    discrete, continuous = guide_latents(pair.guide, args, kwargs)
+    return math.prod(support_size(fn) for fn in discrete.values()) if discrete else 1.0, continuous
 
 
 def check_enumerable(pair: Any, batch: Any, max_enum_size: float = 1e5) -> float:
@@ -95,24 +94,206 @@ def check_enumerable(pair: Any, batch: Any, max_enum_size: float = 1e5) -> float
     return size
 
 
-# ----------------------------------------------------------------------------- parameters
+# ----------------------------------------------------------------------------- results
 
-def _parameters(pair: Any, batch: Any, objective: Any) -> dict[str, torch.Tensor]:
-    """Named trainable parameters: the module's, then any ``pyro.param`` sites (run once to create them)."""
-    args, kwargs = batch_args(batch)
-    with poutine.trace(param_only=True) as capture:
-        objective.differentiable_loss(pair.model, pair.guide, *args, **kwargs)
-    named: dict[str, torch.Tensor] = {}
-    if isinstance(pair, nn.Module):
-        named.update({n: p for n, p in pair.named_parameters() if p.requires_grad})
-    for site in capture.trace.nodes.values():
-        if site["name"].startswith("__baseline"):
-            continue  # the running-average baseline is estimator state, not a model parameter
-        p = site["value"].unconstrained()
-        if p.requires_grad and all(p is not q for q in named.values()):
-            named[site["name"]] = p
-    return named
+@dataclass
+class EstimatorResult:
+    """One row of a comparison; ``nan`` where a quantity does not apply."""
 
+    estimator: str
+    temperature: float
+    elbo: float
+    elbo_se: float
+    grad_norm: float
+    trace_cov: float
+    trace_cov_groups: dict[str, float]
+    bias_norm: float = math.nan       # debiased: |E g - g_ref| with the noise of the means removed
+    relative_bias: float = math.nan
+    bias_ci: tuple[float, float] = (math.nan, math.nan)
+    noise_floor: float = math.nan
+    max_abs_z: float = math.nan
+    ms_per_step: float = math.nan     # process CPU time per loss-and-gradient (median)
+    wall_ms_per_step: float = math.nan
+    memory_mb: float = math.nan
+    curve: list[dict[str, float]] = field(default_factory=list)
+    objective: float = math.nan       # the estimator's own objective (the S-sample bound for vimco)
+    objective_name: str = "ELBO"
+    model_evaluations: int = 1        # model evaluations per datapoint per step
+    learned: dict[str, dict[str, float]] = field(default_factory=dict)  # rebar/relax after warm-up
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    """Results of :func:`compare_estimators` plus what they were measured on.
+
+    ``reference`` says what the bias is measured against ("exact gradient by enumeration",
+    "mean of N draws of 'enumerate' ...", or "" for none); ``skipped`` maps the estimators
+    left out of a default list to the reason they do not apply.
+    """
+
+    rows: list[EstimatorResult]
+    repeats: int
+    latent_size: float
+    exact_available: bool
+    exact_grad_norm: float
+    exact_elbo: float
+    groups: dict[str, list[str]]
+    reason_no_exact: str = ""
+    reference: str = ""
+    reference_grad_norm: float = math.nan
+    reference_elbo: float = math.nan
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def row(self, estimator: str, temperature: float | None = None) -> EstimatorResult:
+        """The row of one estimator (and temperature, for those that have one)."""
+        for r in self.rows:
+            if r.estimator == estimator and (temperature is None or r.temperature == temperature):
+                return r
+        raise KeyError(f"no row for estimator {estimator!r} at temperature {temperature!r}")
+
+    def table(self) -> list[dict[str, Any]]:
+        """Flat rows for CSV/markdown (curves left out)."""
+        out = []
+        for r in self.rows:
+            d = {k: v for k, v in asdict(r).items() if k not in ("curve", "trace_cov_groups", "bias_ci", "learned")}
+            d["bias_ci_low"], d["bias_ci_high"] = r.bias_ci
+            for g, v in r.trace_cov_groups.items():
+                d[f"trace_cov[{g}]"] = v
+            for site, values in r.learned.items():
+                for k, v in values.items():
+                    d[f"learned[{site}].{k}"] = v
+            out.append(d)
+        return out
+
+    def to_markdown(self) -> str:
+        head = ("| estimator | tau | evals | ELBO ± SE | tr Cov | relative bias [95% CI] | max abs z | CPU ms/step "
+                "| memory MB |")
+        lines = [head, "|" + "---|" * 9]
+        notes = []
+        for r in self.rows:
+            tau = f"{r.temperature:g}" if r.estimator in TEMPERATURE else "–"
+            if r.learned:
+                tau += " → " + ", ".join(f"{v['temperature']:.3g}" for v in r.learned.values())
+            if self.reference and math.isfinite(r.relative_bias):
+                gn = self.reference_grad_norm or 1.0
+                bias = f"{r.relative_bias:.3f} [{r.bias_ci[0] / gn:.3f}, {r.bias_ci[1] / gn:.3f}]"
+                z = f"{r.max_abs_z:.1f}" if math.isfinite(r.max_abs_z) else "–"
+            else:
+                bias, z = "n/a", "n/a"
+            name = r.estimator + (f" ({len(notes) + 1})" if r.note else "")
+            if r.note:
+                notes.append(r.note)
+            elbo = f"{r.elbo:.3f} ± {r.elbo_se:.3f}"
+            if r.objective_name != "ELBO":
+                elbo += f" (bound {r.objective:.3f})"
+            lines.append(f"| {name} | {tau} | {r.model_evaluations} | {elbo} | {r.trace_cov:.4g} | {bias} | {z} "
+                         f"| {r.ms_per_step:.2f} | {r.memory_mb:.3g} |")
+        lines.append("")
+        if self.exact_available:
+            ref = (f"bias against the exact gradient by enumeration (exact ELBO {self.exact_elbo:.3f}, gradient "
+                   f"norm {self.exact_grad_norm:.4g})")
+        elif self.reference:
+            ref = f"bias against {self.reference} (its gradient norm {self.reference_grad_norm:.4g})"
+        else:
+            ref = f"no bias reference ({self.reason_no_exact})"
+        lines.append(f"{self.repeats} repeats; {ref}; latent space {self.latent_size:.3g} values per datapoint.")
+        for i, note in enumerate(notes, 1):
+            lines.append(f"({i}) {note}")
+        if self.skipped:
+            lines.append("Not applicable here: " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items()))
+        return "\n".join(lines)
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        rows = self.table()
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        if path is not None:
+            Path(path).write_text(buf.getvalue())
+        return buf.getvalue()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return json.loads(json.dumps(d, default=float))
+
+    def to_json(self, path: str | Path) -> None:
+        from ..checkpoint import atomic_json_save
+
+        atomic_json_save(self.to_dict(), path)
+
+    def plot(self, out_dir: str | Path) -> list[Path]:
+        """Save ``variance_by_estimator.png`` (every row, with the bias when there is a reference),
+        ``variance_vs_temperature.png`` (rows with a temperature) and ``elbo_vs_time.png`` (curves)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        saved = []
+        has_bias = bool(self.reference) and any(math.isfinite(r.relative_bias) for r in self.rows)
+        label = lambda r: r.estimator + (f" τ={r.temperature:g}" if r.estimator in TEMPERATURE else "")  # noqa: E731
+        fig, axes = plt.subplots(1, 2 if has_bias else 1, figsize=(11 if has_bias else 6, 0.8 + 0.32 * len(self.rows)),
+                                 squeeze=False)
+        names = [label(r) for r in self.rows]
+        axes[0, 0].barh(names, [max(r.trace_cov, 1e-30) for r in self.rows], color="tab:blue")
+        axes[0, 0].set(xscale="log", xlabel="trace of gradient covariance")
+        axes[0, 0].invert_yaxis()
+        if has_bias:
+            axes[0, 1].barh(names, [r.relative_bias if math.isfinite(r.relative_bias) else 0 for r in self.rows],
+                            xerr=[[max(r.relative_bias - r.bias_ci[0] / (self.reference_grad_norm or 1), 0)
+                                   if math.isfinite(r.relative_bias) else 0 for r in self.rows],
+                                  [max(r.bias_ci[1] / (self.reference_grad_norm or 1) - r.relative_bias, 0)
+                                   if math.isfinite(r.relative_bias) else 0 for r in self.rows]],
+                            color="tab:orange")
+            axes[0, 1].set(xlabel="relative bias |E g - g_ref| / |g_ref| (95% CI)")
+            axes[0, 1].invert_yaxis()
+        fig.tight_layout()
+        saved.append(out_dir / "variance_by_estimator.png")
+        fig.savefig(saved[-1], dpi=110)
+        plt.close(fig)
+        tempered = [r for r in self.rows if r.estimator in TEMPERATURE]
+        if tempered:
+            fig, axes = plt.subplots(1, 2 if has_bias else 1, figsize=(10 if has_bias else 5, 3.6), squeeze=False)
+            for name in dict.fromkeys(r.estimator for r in tempered):
+                rs = sorted((r for r in tempered if r.estimator == name), key=lambda r: r.temperature)
+                axes[0, 0].plot([r.temperature for r in rs], [r.trace_cov for r in rs], "o-", label=name)
+                if has_bias:
+                    axes[0, 1].plot([r.temperature for r in rs], [r.relative_bias for r in rs], "o-", label=name)
+            for r in self.rows:
+                if r.estimator not in TEMPERATURE and r.trace_cov > 0:
+                    axes[0, 0].axhline(r.trace_cov, ls="--", lw=1, color="gray")
+                    axes[0, 0].annotate(r.estimator, (axes[0, 0].get_xlim()[0], r.trace_cov), fontsize=7)
+            axes[0, 0].set(xlabel="temperature (initial, for rebar/relax)", ylabel="trace of gradient covariance",
+                           yscale="log")
+            axes[0, 0].legend(fontsize=8)
+            if has_bias:
+                axes[0, 1].set(xlabel="temperature", ylabel="relative bias |E g - g_ref| / |g_ref|")
+                axes[0, 1].legend(fontsize=8)
+            fig.tight_layout()
+            saved.append(out_dir / "variance_vs_temperature.png")
+            fig.savefig(saved[-1], dpi=110)
+            plt.close(fig)
+        curves = [r for r in self.rows if r.curve]
+        if curves:
+            fig, ax = plt.subplots(figsize=(7.5, 3.8))
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)  # many curves: 20 distinct colours
+            for r in curves:
+                ax.plot([c["time_s"] for c in r.curve], [c["elbo"] for c in r.curve], label=label(r))
+            ax.set(xlabel="training time (s)", ylabel="ELBO" + (" (exact)" if self.exact_available else " (MC)"))
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+            fig.tight_layout()
+            saved.append(out_dir / "elbo_vs_time.png")
+            fig.savefig(saved[-1], dpi=110)
+            plt.close(fig)
+        return saved
+
+
+# ----------------------------------------------------------------------------- the harness
 
 def default_groups(names: Iterable[str]) -> dict[str, list[str]]:
     """Group parameters by the first component of their name (``encoder.0.weight`` -> ``encoder``)."""
@@ -122,8 +303,9 @@ def default_groups(names: Iterable[str]) -> dict[str, list[str]]:
     return groups
 
 
-def _is_baseline_param(name: str) -> bool:
-    return "baseline" in name
+def _is_estimator_state(name: str) -> bool:
+    """Parameters an estimator trains for itself (baselines, control variates): not measured."""
+    return "baseline" in name or name.startswith(CV_PREFIX)
 
 
 def _flat_grad(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
@@ -153,199 +335,27 @@ class _SavedBytes:
         return t
 
 
-# ----------------------------------------------------------------------------- results
+def bias_interval(grads: torch.Tensor, exact: torch.Tensor, z: float = 1.96,
+                  reference_draws: torch.Tensor | None = None) -> tuple[float, float, float]:
+    """Estimate of ``|E g - g_ref|`` from draws ``grads (R, P)``, with a normal-theory 95% interval.
 
-@dataclass
-class EstimatorResult:
-    """One row of a comparison; ``nan`` where a quantity does not apply."""
-
-    estimator: str
-    temperature: float
-    elbo: float
-    elbo_se: float
-    grad_norm: float
-    trace_cov: float
-    trace_cov_groups: dict[str, float]
-    bias_norm: float = math.nan       # debiased: |E g - g*| with the noise of the mean removed
-    relative_bias: float = math.nan
-    bias_ci: tuple[float, float] = (math.nan, math.nan)
-    noise_floor: float = math.nan
-    max_abs_z: float = math.nan
-    ms_per_step: float = math.nan     # process CPU time per loss-and-gradient (median)
-    wall_ms_per_step: float = math.nan
-    memory_mb: float = math.nan
-    curve: list[dict[str, float]] = field(default_factory=list)
-
-
-@dataclass
-class Comparison:
-    """Results of :func:`compare_estimators` plus what they were measured on."""
-
-    rows: list[EstimatorResult]
-    repeats: int
-    latent_size: float
-    exact_available: bool
-    exact_grad_norm: float
-    exact_elbo: float
-    groups: dict[str, list[str]]
-    reason_no_exact: str = ""
-
-    def row(self, estimator: str, temperature: float | None = None) -> EstimatorResult:
-        """The row of one estimator (and temperature, for the relaxed ones)."""
-        for r in self.rows:
-            if r.estimator == estimator and (temperature is None or r.temperature == temperature):
-                return r
-        raise KeyError(f"no row for estimator {estimator!r} at temperature {temperature!r}")
-
-    def table(self) -> list[dict[str, Any]]:
-        """Flat rows for CSV/markdown (curves left out)."""
-        out = []
-        for r in self.rows:
-            d = {k: v for k, v in asdict(r).items() if k not in ("curve", "trace_cov_groups", "bias_ci")}
-            d["bias_ci_low"], d["bias_ci_high"] = r.bias_ci
-            for g, v in r.trace_cov_groups.items():
-                d[f"trace_cov[{g}]"] = v
-            out.append(d)
-        return out
-
-    def to_markdown(self) -> str:
-        head = "| estimator | tau | ELBO ± SE | tr Cov | relative bias [95% CI] | max abs z | CPU ms/step | memory MB |"
-        lines = [head, "|" + "---|" * 8]
-        for r in self.rows:
-            tau = f"{r.temperature:g}" if r.estimator in RELAXED else "–"
-            if self.exact_available:
-                gn = self.exact_grad_norm or 1.0
-                bias = f"{r.relative_bias:.3f} [{r.bias_ci[0] / gn:.3f}, {r.bias_ci[1] / gn:.3f}]"
-                z = f"{r.max_abs_z:.1f}" if math.isfinite(r.max_abs_z) else "–"
-            else:
-                bias, z = "n/a", "n/a"
-            lines.append(f"| {r.estimator} | {tau} | {r.elbo:.3f} ± {r.elbo_se:.3f} | {r.trace_cov:.4g} | {bias} | {z} "
-                         f"| {r.ms_per_step:.2f} | {r.memory_mb:.3g} |")
-        note = (f"exact ELBO {self.exact_elbo:.3f}, exact gradient norm {self.exact_grad_norm:.4g}; "
-                if self.exact_available else f"no exact gradient ({self.reason_no_exact}); ")
-        lines.append("")
-        lines.append(f"{self.repeats} repeats; {note}latent space {self.latent_size:.3g} values per datapoint.")
-        return "\n".join(lines)
-
-    def to_csv(self, path: str | Path | None = None) -> str:
-        rows = self.table()
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-        if path is not None:
-            Path(path).write_text(buf.getvalue())
-        return buf.getvalue()
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return json.loads(json.dumps(d, default=float))
-
-    def to_json(self, path: str | Path) -> None:
-        from ..checkpoint import atomic_json_save
-
-        atomic_json_save(self.to_dict(), path)
-
-    def plot(self, out_dir: str | Path) -> list[Path]:
-        """Save ``variance_vs_temperature.png`` (relaxed rows) and ``elbo_vs_time.png`` (curves)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        saved = []
-        relaxed = [r for r in self.rows if r.estimator in RELAXED]
-        if relaxed:
-            fig, axes = plt.subplots(1, 2 if self.exact_available else 1, figsize=(10 if self.exact_available else 5, 3.6),
-                                     squeeze=False)
-            for name in dict.fromkeys(r.estimator for r in relaxed):
-                rs = sorted((r for r in relaxed if r.estimator == name), key=lambda r: r.temperature)
-                axes[0, 0].plot([r.temperature for r in rs], [r.trace_cov for r in rs], "o-", label=name)
-                if self.exact_available:
-                    axes[0, 1].plot([r.temperature for r in rs], [r.relative_bias for r in rs], "o-", label=name)
-            for r in self.rows:
-                if r.estimator not in RELAXED and r.trace_cov > 0:
-                    axes[0, 0].axhline(r.trace_cov, ls="--", lw=1, color="gray")
-                    axes[0, 0].annotate(r.estimator, (axes[0, 0].get_xlim()[0], r.trace_cov), fontsize=7)
-            axes[0, 0].set(xlabel="temperature", ylabel="trace of gradient covariance", yscale="log")
-            axes[0, 0].legend(fontsize=8)
-            if self.exact_available:
-                axes[0, 1].set(xlabel="temperature", ylabel="relative bias |E g - g*| / |g*|")
-                axes[0, 1].legend(fontsize=8)
-            fig.tight_layout()
-            saved.append(out_dir / "variance_vs_temperature.png")
-            fig.savefig(saved[-1], dpi=110)
-            plt.close(fig)
-        curves = [r for r in self.rows if r.curve]
-        if curves:
-            fig, ax = plt.subplots(figsize=(7.5, 3.8))
-            ax.set_prop_cycle(color=plt.cm.tab20.colors)  # many curves: 20 distinct colours
-            for r in curves:
-                label = r.estimator + (f" tau={r.temperature:g}" if r.estimator in RELAXED else "")
-                ax.plot([c["time_s"] for c in r.curve], [c["elbo"] for c in r.curve], label=label)
-            ax.set(xlabel="training time (s)", ylabel="ELBO" + (" (exact)" if self.exact_available else " (MC)"))
-            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-            fig.tight_layout()
-            saved.append(out_dir / "elbo_vs_time.png")
-            fig.savefig(saved[-1], dpi=110)
-            plt.close(fig)
-        return saved
-
-
-# ----------------------------------------------------------------------------- the harness
-
-def _snapshot(pair: Any) -> tuple[Any, dict[str, torch.Tensor]]:
-    state = copy.deepcopy(pair.state_dict()) if isinstance(pair, nn.Module) else None
-    store = {n: t.detach().clone() for n, t in pyro.get_param_store().get_state()["params"].items()}
-    return state, store
-
-
-def _restore(pair: Any, snap: tuple[Any, dict[str, torch.Tensor]]) -> None:
-    """Copy saved values back *in place*, so tensors held elsewhere (the gradient list) stay valid."""
-    if isinstance(pair, nn.Module):
-        pair.load_state_dict(snap[0])
-    store = pyro.get_param_store()
-    for name, tensor in list(store.get_state()["params"].items()):
-        if name in snap[1]:
-            with torch.no_grad():
-                tensor.copy_(snap[1][name])
-        else:
-            del store[name]  # state an estimator created (running-average baselines)
-
-
-def bias_interval(grads: torch.Tensor, exact: torch.Tensor, z: float = 1.96) -> tuple[float, float, float]:
-    """Estimate of ``|E g - g*|`` from draws ``grads (R, P)``, with a normal-theory 95% interval.
-
-    The mean of R draws is ``d ~ N(b, S/R)``, so ``T = |d|^2 - tr(S)/R`` estimates ``|b|^2``
-    without the noise floor (an unbiased estimator scores near 0, not near ``sqrt(tr S / R)``),
-    with variance ``2 |S|_F^2 / R^2 + 4 d'Sd / R``. Returns ``(sqrt(T), sqrt(T - z sd),
-    sqrt(T + z sd))``, each clipped at 0. Uses only R x R products (works for large P).
+    ``exact`` is the reference gradient ``(P,)``. The mean of R draws is ``d ~ N(b, S/R)``, so
+    ``T = |d|^2 - tr(S)/R`` estimates ``|b|^2`` without the noise floor (an unbiased estimator
+    scores near 0, not near ``sqrt(tr S / R)``), with variance ``2 |S/R|_F^2 + 4 d'(S/R)d``.
+    When the reference is itself the mean of draws ``reference_draws (R', P)`` (passed with
+    ``exact`` their mean), its noise ``S'/R'`` is removed and added in the same way. Returns
+    ``(sqrt(T), sqrt(T - z sd), sqrt(T + z sd))``, each clipped at 0. Uses only R x R products.
     """
-    r = grads.shape[0]
-    mean = grads.mean(0)
-    centred = grads - mean
-    d = mean - exact
-    tr = float(centred.pow(2).sum()) / (r - 1)
-    t = float(d.pow(2).sum()) - tr / r
-    frob2 = float((centred @ centred.T).pow(2).sum()) / (r - 1) ** 2
-    dsd = float((centred @ d).pow(2).sum()) / (r - 1)
-    sd = math.sqrt(max(2 * frob2 / r ** 2 + 4 * dsd / r, 0.0))
+    parts = [grads] if reference_draws is None else [grads, reference_draws]
+    centred = [(g - g.mean(0)) / math.sqrt(g.shape[0] * (g.shape[0] - 1)) for g in parts]  # C'C = S / R
+    d = grads.mean(0) - exact
+    noise = sum(float(c.pow(2).sum()) for c in centred)                       # tr(S/R) (+ tr(S'/R'))
+    t = float(d.pow(2).sum()) - noise
+    frob2 = sum(float((a @ b.T).pow(2).sum()) for a in centred for b in centred)   # |S/R + S'/R'|_F^2
+    dsd = sum(float((c @ d).pow(2).sum()) for c in centred)
+    sd = math.sqrt(max(2 * frob2 + 4 * dsd, 0.0))
     root = lambda v: math.sqrt(max(v, 0.0))  # noqa: E731
     return root(t), root(t - z * sd), root(t + z * sd)
-
-
-def _max_plate_nesting(pair: Any, batch: Any) -> int:
-    """Deepest plate nesting of any site in a model trace (what enumeration must stay left of)."""
-    args, kwargs = batch_args(batch)
-    with torch.no_grad():
-        guide = poutine.trace(pair.guide).get_trace(*args, **kwargs)
-        model = poutine.trace(poutine.replay(pair.model, trace=guide)).get_trace(*args, **kwargs)
-    depth = [sum(1 for f in site["cond_indep_stack"] if f.vectorized)
-             for tr in (model, guide) for site in tr.nodes.values() if site["type"] == "sample"]
-    return max(depth, default=0)
 
 
 def _train_curve(pair: Any, batch: Any, objective: Any, evaluate: Callable[[], float], steps: int, every: int,
@@ -360,6 +370,9 @@ def _train_curve(pair: Any, batch: Any, objective: Any, evaluate: Callable[[], f
         if not torch.isfinite(loss):
             curve.append({"step": step, "time_s": elapsed, "elbo": math.nan, "diverged": 1.0})
             break
+        if step == 1:  # parameters an estimator makes at its first call (control variates) train too
+            train_params = train_params + _estimator_state(train_params)
+            opt = torch.optim.Adam(train_params, lr=lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -369,24 +382,38 @@ def _train_curve(pair: Any, batch: Any, objective: Any, evaluate: Callable[[], f
     return curve
 
 
-def _warm_up_baselines(pair: Any, objective: Any, baseline_params: list[torch.Tensor], batch: Any,
-                       steps: int) -> None:
-    """Fill the running-average baseline and fit the baseline network (Adam) before measuring."""
+def _estimator_state(known: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Param-store tensors an estimator made for itself (control variates), not yet in ``known``."""
+    out = []
+    for name in pyro.get_param_store().keys():
+        if name.startswith(CV_PREFIX):
+            p = pyro.param(name).unconstrained()
+            if all(p is not q for q in known):
+                out.append(p)
+    return out
+
+
+def _warm_up(pair: Any, objective: Any, state_params: list[torch.Tensor], batch: Any, steps: int) -> None:
+    """Fill running-average baselines and fit baseline networks and control variates (Adam)
+    before measuring; the pair's own parameters stay fixed."""
     args, kwargs = batch_args(batch)
-    opt = torch.optim.Adam(baseline_params, lr=1e-2) if baseline_params else None
+    opt = None
     for _ in range(steps):
         loss = objective.differentiable_loss(pair.model, pair.guide, *args, **kwargs)
-        if opt is not None:
+        if opt is None:
+            state_params = state_params + _estimator_state(state_params)
+            opt = torch.optim.Adam(state_params, lr=1e-2) if state_params else False
+        if opt:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
 
 def _draw(pair: Any, objective: Any, params: list[torch.Tensor], batch: Any, repeats: int
-          ) -> tuple[torch.Tensor, list[float], tuple[list[float], list[float]], float]:
-    """``repeats`` gradients ``(R, P)`` (float64), objective values, (CPU, wall) seconds each, MiB."""
+          ) -> tuple[torch.Tensor, list[float], list[float], tuple[list[float], list[float]], float]:
+    """``repeats`` gradients ``(R, P)`` (float64), ELBO and own-objective values, (CPU, wall) seconds, MiB."""
     args, kwargs = batch_args(batch)
-    grads, values, times, walls = [], [], [], []
+    grads, values, own, times, walls = [], [], [], [], []
     memory = _SavedBytes()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -402,15 +429,16 @@ def _draw(pair: Any, objective: Any, params: list[torch.Tensor], batch: Any, rep
         grads.append(_flat_grad(loss, params))
         times.append(time.process_time() - t)
         walls.append(time.perf_counter() - w)
-        values.append(-float(loss.detach()))
+        own.append(-float(loss.detach()))
+        values.append(objective.last_stats.get("elbo", own[-1]) if isinstance(objective, DiscreteELBO) else own[-1])
     mem = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else memory.bytes
-    return torch.stack(grads).double(), values, (times, walls), mem / 2 ** 20
+    return torch.stack(grads).double(), values, own, (times, walls), mem / 2 ** 20
 
 
-def _summarise(name: str, tau: float, g: torch.Tensor, values: list[float],
+def _summarise(name: str, tau: float, g: torch.Tensor, values: list[float], own: list[float],
                times: tuple[list[float], list[float]], mem: float,
                groups: dict[str, list[str]], offsets: dict[str, tuple[int, int]],
-               exact_grad: torch.Tensor | None) -> EstimatorResult:
+               reference: torch.Tensor | None, reference_draws: torch.Tensor | None) -> EstimatorResult:
     """One table row from the draws ``g (R, P)``."""
     r = g.shape[0]
     mean, var = g.mean(0), g.var(0)
@@ -421,29 +449,54 @@ def _summarise(name: str, tau: float, g: torch.Tensor, values: list[float],
         trace_cov_groups={gname: float(sum(var[offsets[n][0]:offsets[n][1]].sum() for n in members))
                           for gname, members in groups.items()},
         ms_per_step=1000 * statistics.median(times[0]), wall_ms_per_step=1000 * statistics.median(times[1]),
-        memory_mb=mem)
-    if exact_grad is not None:
-        ref = exact_grad.double()
+        memory_mb=mem, objective=statistics.fmean(own))
+    if reference is not None:
+        ref = reference.double()
         diff = mean - ref
-        row.bias_norm, low, high = bias_interval(g, ref)
+        row.bias_norm, low, high = bias_interval(g, ref, reference_draws=reference_draws)
         row.relative_bias = row.bias_norm / max(float(ref.norm()), 1e-30)
         row.bias_ci = (low, high)
-        row.noise_floor = math.sqrt(float(var.sum()) / r)
-        se = (var / r).sqrt()
+        se2 = var / r + (reference_draws.var(0) / reference_draws.shape[0] if reference_draws is not None else 0)
+        row.noise_floor = math.sqrt(float(se2.sum()))
+        se = se2.sqrt() if isinstance(se2, torch.Tensor) else torch.zeros_like(var)
         z = diff.abs()[se > 0] / se[se > 0]
-        # no variance at all (enumeration): a z-score of 0 if the mean is exact, inf otherwise
+        # no variance at all (enumeration against the exact gradient): 0 if the mean is exact, inf otherwise
         row.max_abs_z = float(z.max()) if z.numel() else (0.0 if float(diff.abs().max()) < 1e-6 else math.inf)
     return row
+
+
+def _choose_reference(pair: Any, batch: Any, exact: bool | None, size: float, continuous: list[str],
+                      max_enum_size: float, applicable: dict[str, str]) -> tuple[str, str]:
+    """``(kind, why-not-exact)``: kind is ``"exact"``, ``"enumerate"``, ``"rloo"`` or ``""`` (none)."""
+    if size > max_enum_size:
+        why = f"{size:.3g} joint values > max_enum_size={max_enum_size:.3g}"
+    elif continuous:
+        why = f"continuous latent sites {continuous}"
+    else:
+        why = ""
+    if exact and why:
+        raise ValueError(f"exact gradient requested but enumeration is infeasible: {why}")
+    if exact is False:
+        return "", "not requested (exact=False)"
+    if not why:
+        return "exact", ""
+    if size <= max_enum_size and not applicable.get("enumerate"):
+        return "enumerate", why
+    if not applicable.get("rloo"):
+        return "rloo", why
+    return "", why
 
 
 def compare_estimators(
     pair: Any,
     batch: Any,
-    estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+    estimators: Sequence[str] | None = None,
     *,
     temperatures: Sequence[float] = (1.0, 0.5),
     repeats: int = 100,
     exact: bool | None = None,
+    reference_repeats: int | None = None,
+    num_particles: int | dict[str, int] | None = None,
     max_enum_size: float = 1e5,
     max_plate_nesting: int | None = None,
     groups: dict[str, list[str]] | None = None,
@@ -457,17 +510,23 @@ def compare_estimators(
     """Measure ELBO, gradient variance, bias, time and memory of each estimator on ``pair``.
 
     Args:
-        pair: a model/guide pair whose guide has discrete sites.
+        pair: a model/guide pair whose guide has discrete sites (continuous ones alongside are fine).
         batch: one batch (tensor, tuple or dict, as :func:`pyro_lvm.fit` passes it).
-        estimators: names from :data:`~pyro_lvm.infer.discrete.ESTIMATORS`.
-        temperatures: the relaxed estimators are measured at each of these.
+        estimators: names from :data:`~pyro_lvm.infer.discrete.ESTIMATORS`; default every one that
+            applies to the pair (the others are listed in ``Comparison.skipped`` with the reason).
+            A name given here that does not apply is refused before anything is measured.
+        temperatures: estimators with a temperature are measured at each of these.
         repeats: R gradient draws per estimator (>= 2).
-        exact: compute the exact gradient by enumeration; ``None`` = when feasible,
-            ``True`` = required (raises with the latent-space size if not feasible).
+        exact: ``None`` = a bias reference when one can be had (exact enumeration; else the mean
+            of ``reference_repeats`` draws of ``"enumerate"`` for a guide with continuous sites,
+            or of ``"rloo"`` when the discrete part is too large to enumerate); ``True`` = the
+            exact gradient, required (raises with the reason if infeasible); ``False`` = none.
+        reference_repeats: draws behind a sampled reference (default ``4 * repeats``).
+        num_particles: for every estimator, or ``{name: n}``; default each estimator's own.
         max_enum_size: enumeration limit in joint values per datapoint.
         groups: ``{group: [parameter names]}``; default by the first name component.
-        warmup: evaluations before measuring ``score-function-baseline`` (fills the running
-            average; parameters named ``*baseline*`` take Adam steps, the rest stay fixed).
+        warmup: steps before measuring ``score-function-baseline``, ``rebar`` and ``relax``: their
+            baselines and control variates take Adam steps (the pair's parameters stay fixed).
         curve_steps: if > 0, also train each estimator for this many Adam steps (lr
             ``curve_lr``) from the same start and record the ELBO every ``curve_every`` steps.
         curve_particles: Monte Carlo particles for the ELBO of a curve when it is not exact.
@@ -477,31 +536,42 @@ def compare_estimators(
     """
     check_pair(pair)
     validation.check(repeats=repeats, seed=seed)
-    for name in estimators:
-        check_estimator(name)
     temperatures = [check_temperature(t) for t in temperatures]
-    if not estimators:
-        raise ValueError("estimators is empty")
-    if "enumerate" in estimators:
-        check_enumerable(pair, batch, max_enum_size)
-    size, continuous = enumeration_size(pair, batch)
-    reason = ""
-    if continuous:
-        reason = f"continuous latent sites {continuous}"
-    elif size > max_enum_size:
-        reason = f"{size:.3g} joint values > max_enum_size={max_enum_size:.3g}"
-    if exact and reason:
-        raise ValueError(f"exact gradient requested but enumeration is infeasible: {reason}")
-    use_exact = (exact is None or exact) and not reason
-
+    if reference_repeats is None:
+        reference_repeats = 4 * repeats
+    validation.Integer(2)("reference_repeats", reference_repeats)
     args, kwargs = batch_args(batch)
-    start = _snapshot(pair)
+    applicable = estimator_applicability(pair.model, pair.guide, *args, max_enum_size=max_enum_size, **kwargs)
+    explicit = estimators is not None
+    if explicit:
+        estimators = [check_estimator(name) for name in estimators]
+        if not estimators:
+            raise ValueError("estimators is empty")
+        for name in estimators:
+            if applicable[name]:
+                raise ValueError(applicable[name])
+    else:
+        estimators = [name for name, why in applicable.items() if not why]
+        if not estimators:
+            raise ValueError(next(iter(applicable.values())))
+    skipped = {name: why for name, why in applicable.items() if why and not explicit}
+    size, continuous = enumeration_size(pair, batch)
+    kind, reason = _choose_reference(pair, batch, exact, size, continuous, max_enum_size, applicable)
+
+    start = snapshot(pair)
     if max_plate_nesting is None:
-        max_plate_nesting = _max_plate_nesting(pair, batch)
+        with side_trace():
+            max_plate_nesting = pair_plate_nesting(pair.model, pair.guide, args, kwargs)
     kw = {"max_plate_nesting": max_plate_nesting, "max_enum_size": max_enum_size}
-    named = _parameters(pair, batch, DiscreteELBO("score-function", **kw))
-    _restore(pair, start)
-    measured = {n: p for n, p in named.items() if not _is_baseline_param(n)}
+
+    def make(name: str, tau: float, **extra: Any) -> DiscreteELBO:
+        n = num_particles.get(name) if isinstance(num_particles, dict) else num_particles
+        return DiscreteELBO(name, tau, num_particles=n, **kw, **extra)
+
+    probe = DiscreteELBO("score-function", **kw)  # one run creates every pyro.param site
+    named, _ = discover_parameters(pair, lambda: probe.differentiable_loss(pair.model, pair.guide, *args, **kwargs))
+    restore(pair, start)
+    measured = {n: p for n, p in named.items() if not _is_estimator_state(n)}
     names, params = list(measured), list(measured.values())
     groups = groups if groups is not None else default_groups(names)
     unknown = {n for g in groups.values() for n in g} - set(names)
@@ -512,41 +582,80 @@ def compare_estimators(
         offsets[n] = (o, o + p.numel())
         o += p.numel()
 
-    exact_grad, exact_elbo = None, math.nan
-    if use_exact:
-        enum = DiscreteELBO("enumerate", **kw)
-        loss = enum.differentiable_loss(pair.model, pair.guide, *args, **kwargs)
-        exact_elbo = -float(loss.detach())
-        exact_grad = _flat_grad(loss, params)
+    was_validating = pyro.poutine.util.is_validation_enabled()
+    plan = [(name, tau) for name in estimators
+            for tau in (temperatures if ESTIMATORS[name].temperature else temperatures[:1] or [1.0])]
+    # every (estimator, temperature) runs once before anything is measured: what only running the
+    # pair can reveal (a model that cannot take a relaxed value, ...) is refused now, not mid-way
+    for name, tau in list(plan):
+        try:
+            pyro.set_rng_seed(seed)
+            make(name, tau).differentiable_loss(pair.model, pair.guide, *args, **kwargs)
+        except ValueError as e:
+            if explicit:
+                restore(pair, start)
+                raise ValueError(f"{name!r} cannot run on this pair: {e}") from e
+            skipped[name] = str(e)
+            plan = [(n, t) for n, t in plan if n != name]
+        finally:
+            restore(pair, start)
+    if not plan:
+        raise ValueError("no estimator can run on this pair: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+
+    reference, reference_draws, exact_elbo, reference_elbo, described = None, None, math.nan, math.nan, ""
+    if kind == "exact":
+        loss = DiscreteELBO("enumerate", **kw).differentiable_loss(pair.model, pair.guide, *args, **kwargs)
+        exact_elbo = reference_elbo = -float(loss.detach())
+        reference = _flat_grad(loss, params).double()
+        described = "the exact gradient by enumeration"
+    elif kind:
+        pyro.set_rng_seed(seed + 1)
+        ref_objective = make(kind, 1.0)
+        reference_draws, values, _, _, _ = _draw(pair, ref_objective, params, batch, reference_repeats)
+        pyro.enable_validation(was_validating)
+        restore(pair, start)
+        reference = reference_draws.mean(0)
+        reference_elbo = statistics.fmean(values)
+        described = (f"the mean of {reference_repeats} draws of {kind!r} ("
+                     + ("discrete sites summed exactly, continuous sites sampled" if kind == "enumerate"
+                        else f"unbiased, S={ref_objective.num_particles}")
+                     + "; its own noise is removed from the bias and widens the interval)")
 
     def evaluate() -> float:
         with torch.no_grad():
-            if use_exact:
+            if kind == "exact":
                 return -float(DiscreteELBO("enumerate", **kw).loss(pair.model, pair.guide, *args, **kwargs))
             return -float(DiscreteELBO("score-function", num_particles=curve_particles, **kw)
                           .loss(pair.model, pair.guide, *args, **kwargs))
 
-    was_validating = pyro.poutine.util.is_validation_enabled()
     rows = []
     try:
-        for name in estimators:
-            for tau in (temperatures if name in RELAXED else temperatures[:1] or [1.0]):
-                objective = DiscreteELBO(name, tau, **kw)
+        for name, tau in plan:
+            objective = make(name, tau)
+            pyro.set_rng_seed(seed)
+            if name in ("score-function-baseline", "rebar", "relax"):
+                _warm_up(pair, objective, [p for n, p in named.items() if _is_estimator_state(n)], batch, warmup)
+            pyro.enable_validation(was_validating)
+            g, values, own, times, mem = _draw(pair, objective, params, batch, repeats)
+            row = _summarise(name, tau, g, values, own, times, mem, groups, offsets, reference, reference_draws)
+            row.objective_name = objective.objective_name
+            row.model_evaluations = int(size) if name == "enumerate" else objective.model_evaluations
+            if name in ("rebar", "relax"):
+                row.learned = objective.inner.learned()
+            if name == "vimco" and reference is not None:
+                row.note = (f"vimco follows the gradient of its {objective.objective_name}, not the ELBO's: its bias "
+                            "here is measured against the ELBO's reference and is expected")
+            if curve_steps > 0:
                 pyro.set_rng_seed(seed)
-                if name == "score-function-baseline":
-                    _warm_up_baselines(pair, objective, [p for n, p in named.items() if _is_baseline_param(n)],
-                                       batch, warmup)
-                pyro.enable_validation(was_validating)
-                g, values, times, mem = _draw(pair, objective, params, batch, repeats)
-                row = _summarise(name, tau, g, values, times, mem, groups, offsets, exact_grad)
-                if curve_steps > 0:
-                    pyro.set_rng_seed(seed)
-                    row.curve = _train_curve(pair, batch, objective, evaluate, curve_steps, curve_every, curve_lr,
-                                             list(named.values()))
-                _restore(pair, start)
-                rows.append(row)
+                row.curve = _train_curve(pair, batch, objective, evaluate, curve_steps, curve_every, curve_lr,
+                                         list(named.values()))
+            restore(pair, start)
+            rows.append(row)
     finally:
         pyro.enable_validation(was_validating)
-    return Comparison(rows=rows, repeats=repeats, latent_size=size, exact_available=exact_grad is not None,
-                      exact_grad_norm=float(exact_grad.norm()) if exact_grad is not None else math.nan,
-                      exact_elbo=exact_elbo, groups=groups, reason_no_exact=reason)
+        restore(pair, start)
+    return Comparison(rows=rows, repeats=repeats, latent_size=size, exact_available=kind == "exact",
+                      exact_grad_norm=float(reference.norm()) if kind == "exact" else math.nan,
+                      exact_elbo=exact_elbo, groups=groups, reason_no_exact=reason, reference=described,
+                      reference_grad_norm=float(reference.norm()) if reference is not None else math.nan,
+                      reference_elbo=reference_elbo, skipped=skipped)

@@ -7,7 +7,7 @@ digits) or on your own pair: ``--pair my_file.py:make`` where ``make()`` returns
 and plots (variance and bias against temperature, ELBO against time) under ``--out``.
 
     pyro-lvm compare-estimators --model mixture --classes 10 --repeats 200
-    pyro-lvm compare-estimators --pair my_pair.py:make --estimators score-function gumbel
+    pyro-lvm compare-estimators --pair my_pair.py:make --estimators rloo disarm gumbel
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..base import batch_to
 from .. import runs, validation as V
 from ..checkpoint import atomic_json_save, set_seed
 from ..infer.discrete import ESTIMATORS
-from ..infer.estimators import DEFAULT_ESTIMATORS, compare_estimators
+from ..infer.estimators import compare_estimators
 from ..train import resolve_device
 from .user_pair import SPEC_HELP, load_user_pair
 
@@ -38,7 +38,12 @@ def add_compare_estimators_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="mixture", choices=MODELS, help="built-in pair to compare on")
     p.add_argument("--pair", default=None, metavar="FILE.py:FUNCTION",
                    help=f"{SPEC_HELP}; overrides --model")
-    p.add_argument("--estimators", nargs="+", default=list(DEFAULT_ESTIMATORS), choices=list(ESTIMATORS))
+    p.add_argument("--estimators", nargs="+", default=None, choices=list(ESTIMATORS),
+                   help="default: every estimator that applies to the pair (the others are listed with the reason)")
+    p.add_argument("--num-particles", type=V.Integer(1, optional=True).cli, default=None,
+                   help="particles per estimate for every estimator (default: each estimator's own)")
+    p.add_argument("--reference-repeats", type=V.Integer(2, optional=True).cli, default=None,
+                   help="draws behind a sampled bias reference (mixed or large latent spaces; default 4 x repeats)")
     p.add_argument("--temperatures", type=V.positive_number.cli, nargs="+", default=[1.0, 0.5, 0.1])
     p.add_argument("--repeats", type=V.Integer(2).cli, default=200, help="gradient draws per estimator")
     p.add_argument("--classes", type=V.Integer(2).cli, default=10, help="K: mixture components or classes per VAE latent")
@@ -93,14 +98,16 @@ def _compare(args: argparse.Namespace, out: Path, pair: Any, batch: Any, what: s
     batch = batch_to(batch, device)
     cmp = compare_estimators(pair, batch, args.estimators, temperatures=args.temperatures, repeats=args.repeats,
                              max_enum_size=args.max_enum_size, curve_steps=args.curve_steps, curve_lr=args.curve_lr,
+                             num_particles=args.num_particles, reference_repeats=args.reference_repeats,
                              seed=args.seed)
     markdown = f"Estimators on {what}\n\n{cmp.to_markdown()}\n"
     (out / "table.md").write_text(markdown)
     cmp.to_csv(out / "table.csv")
     cmp.to_json(out / "comparison.json")
     figures = [] if args.no_figures else [str(p) for p in cmp.plot(out)]
-    metrics = {"pair": what, "exact_available": cmp.exact_available, "latent_size": cmp.latent_size,
-               "rows": cmp.table(), "figures": figures, "table": str(out / "table.md")}
+    metrics = {"pair": what, "exact_available": cmp.exact_available, "reference": cmp.reference,
+               "latent_size": cmp.latent_size, "rows": cmp.table(), "skipped": cmp.skipped, "figures": figures,
+               "table": str(out / "table.md")}
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
 

@@ -74,17 +74,20 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     data = load_images(args.dataset, args.data_path, binarize=True, seed=args.seed)
     config = {**run_options(args), "task": "gumbel_vae"}
     pair = _build(config, data.x_dim)
-    anneal = TemperatureAnnealing(args.anneal_rate, args.min_temperature, tau0=args.temperature)
+    objective = pair.objective()
+    # annealed: the relaxations' temperature (REBAR/RELAX learn theirs; the others have none)
+    anneal = ([TemperatureAnnealing(args.anneal_rate, args.min_temperature, tau0=args.temperature)]
+              if ESTIMATORS[args.estimator].temperature and not objective.learns_temperature else [])
     with runs.start_run(args.out, config, overwrite=args.overwrite) as out:
-        return _train(args, out, data, pair, anneal)
+        return _train(args, out, data, pair, objective, anneal)
 
 
-def _train(args: argparse.Namespace, out: Path, data, pair: CategoricalVAE, anneal: TemperatureAnnealing
-           ) -> dict[str, Any]:
+def _train(args: argparse.Namespace, out: Path, data, pair: CategoricalVAE, objective: Any,
+           anneal: list) -> dict[str, Any]:
     start = time.perf_counter()
-    history = fit(pair, data.train, data.valid, elbo=pair.objective(), epochs=args.epochs,
+    history = fit(pair, data.train, data.valid, elbo=objective, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                  callbacks=[anneal], checkpoint_dir=out, progress=args.progress,
+                  callbacks=anneal, checkpoint_dir=out, progress=args.progress,
                   metrics={"valid_neg_elbo": lambda p, x: _neg_elbo(p, x, 1)})
     seconds = time.perf_counter() - start
     pair.to("cpu").eval()
