@@ -364,3 +364,34 @@ def test_example_and_cli_compare_estimators(tmp_path):
                    "--repeats", "3", "--no-figures", "--out", str(tmp_path / "b")])
     assert rc == 0 and "| score-function |" in (tmp_path / "b" / "table.md").read_text()
     assert cli_main(["compare-estimators", "--pair", f"{user}:nothing", "--out", str(tmp_path / "c")]) == 2
+
+
+@pytest.mark.parametrize("name", ["score-function", "score-function-baseline", "rloo", "gumbel"])
+def test_a_sampling_estimator_samples_an_enumeration_marked_site_quietly(name):
+    """A user's ``config_enumerate`` guide under a sampling estimator: the mark is dropped for
+    that estimator (no Pyro warning) and the loss is the unmarked guide's, draw for draw."""
+    import warnings
+
+    from pyro.infer import config_enumerate
+
+    class Pair:
+        def model(self, x):
+            p = pyro.param("p", torch.tensor(0.3), constraint=dist.constraints.unit_interval)
+            with pyro.plate("d", x.shape[0]):
+                c = pyro.sample("c", dist.OneHotCategorical(torch.stack([1 - p, p])))
+                pyro.sample("x", dist.Normal(c[..., 1], 1.0), obs=x)
+
+        def guide(self, x):
+            q = pyro.param("q", torch.full((x.shape[0], 2), 0.5), constraint=dist.constraints.simplex)
+            with pyro.plate("d", x.shape[0]):
+                pyro.sample("c", dist.OneHotCategorical(q))
+
+    x = torch.linspace(-1, 2, 8)
+    losses = []
+    for guide in (Pair().guide, config_enumerate(Pair().guide)):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning fails the test
+            losses.append(DiscreteELBO(name, max_plate_nesting=1).loss(Pair().model, guide, x))
+    assert losses[0] == losses[1]

@@ -40,7 +40,7 @@ from torch import nn
 
 from .. import validation
 from ..callbacks import Callback
-from ..traces import is_subsample, pair_plate_nesting, unwrap_independent
+from ..traces import enumeration_mark, is_subsample, pair_plate_nesting, unwrap_independent
 from .antithetic import Antithetic
 from .multisample import RLOO, VIMCO
 from .particles import Structure, StructureChanged, latent_sites, side_trace, site_family
@@ -193,6 +193,13 @@ def guide_latents(guide: Callable, args: tuple, kwargs: dict) -> tuple[dict[str,
     return discrete, continuous
 
 
+def _marks_enumeration(guide: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether the guide marks a latent site for enumeration (``config_enumerate``)."""
+    with side_trace():
+        trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    return any(enumeration_mark(site) for site in trace.nodes.values())
+
+
 def estimator_applicability(model: Callable, guide: Callable, *args: Any, max_enum_size: float = 1e5,
                             estimators: Iterable[str] | None = None, **kwargs: Any) -> dict[str, str]:
     """``{estimator: ""}`` for the estimators that apply to this pair, ``{estimator: reason}`` for the rest.
@@ -303,6 +310,10 @@ class DiscreteSites(Messenger):
                     f"site {msg['name']!r} is not discrete ({type(unwrap_independent(fn)[0]).__name__}): the "
                     f"{self.estimator!r} estimator applies to discrete (enumerable) sites only")
             return
+        if self.role == "guide" and self.estimator != "enumerate" and msg["infer"].get("enumerate"):
+            # This estimator samples the site: drop the guide's enumeration mark (config_enumerate),
+            # with which Pyro's sampling ELBOs would warn, in their words, and sample it anyway.
+            msg["infer"] = {k: v for k, v in msg["infer"].items() if k != "enumerate"}
         if self.estimator in RELAXED:
             msg["fn"] = self._relaxed(msg["name"], fn)
         elif self.role == "guide" and self.estimator == "enumerate":
@@ -430,7 +441,7 @@ class DiscreteELBO:
         self.control_variate = control_variate
         self.inner = self._make_inner()
         self._structure: Structure | None = None
-        self._checked = False
+        self._checked, self._rewrite = False, True
         self.last_stats: dict[str, float] = {}
 
     @property
@@ -540,8 +551,10 @@ class DiscreteELBO:
                                          f"{self.estimator!r} needs the same discrete sites in every run") from None
         if not self._checked:
             self._check_sites(model, guide, args, kwargs)
+            # The plain score function rewrites nothing, unless the guide marks sites for enumeration.
+            self._rewrite = self.estimator != "score-function" or _marks_enumeration(guide, args, kwargs)
             self._checked = True
-        if self.estimator != "score-function":  # the plain score function rewrites nothing
+        if self._rewrite:
             model, guide = self.wrap(model, guide)
         if self.estimator == "enumerate" and not torch.is_grad_enabled():
             # TraceEnum_ELBO refuses to build a loss that does not require grad (evaluation).
