@@ -137,9 +137,7 @@ def check_estimator(name: str) -> str:
 
 def check_num_classes(k: int, what: str = "number of classes K") -> int:
     """A categorical needs at least two classes; raise ``ValueError`` otherwise."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-        raise ValueError(f"{what} must be an int >= 2, got {k!r}")
-    return k
+    return validation.Integer(2)(what, k)
 
 
 def estimators_for(family: str) -> list[str]:
@@ -429,8 +427,7 @@ class DiscreteELBO:
         if num_particles is None:
             num_particles = self.info.default_particles
         self.num_particles = validation.positive_int("num_particles", num_particles)
-        if max_plate_nesting is not None and (not isinstance(max_plate_nesting, int) or max_plate_nesting < 0):
-            raise ValueError(f"max_plate_nesting must be an int >= 0 or None, got {max_plate_nesting!r}")
+        validation.Integer(0, optional=True)("max_plate_nesting", max_plate_nesting)
         self.max_plate_nesting = max_plate_nesting
         self.max_enum_size = max_enum_size
         self.sites = list(sites) if sites is not None else None
@@ -579,8 +576,7 @@ class TemperatureAnnealing(Callback):
     """
 
     def __init__(self, rate: float = 1e-4, min_temperature: float = 0.5, tau0: float = 1.0, every: int = 1):
-        if not rate >= 0:
-            raise ValueError(f"rate must be >= 0, got {rate!r}")
+        validation.non_negative_number("rate", rate)
         self.rate, self.every = float(rate), int(every)
         self.min_temperature = check_temperature(min_temperature)
         self.tau0 = check_temperature(tau0)

@@ -19,8 +19,9 @@ import pyro.poutine as poutine
 import torch
 
 from ..base import batch_args
-from ..checkpoint import rng_state, set_rng_state
 from ..callbacks import Callback, TrainState
+from ..checkpoint import rng_state, set_rng_state
+from ..validation import Integer, positive_int
 
 
 def guide_parameters(state: TrainState, batch: Any) -> list[torch.Tensor]:
@@ -51,10 +52,8 @@ class GradientVariance(Callback):
     """
 
     def __init__(self, every: int = 100, draws: int = 10, params: Callable[[TrainState], list] | None = None):
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        if not isinstance(draws, int) or isinstance(draws, bool) or draws < 2:
-            raise ValueError(f"draws must be an int >= 2 (a variance needs two draws), got {draws!r}")
+        positive_int("every", every)
+        Integer(2)("draws", draws)  # a variance needs two
         if params is not None and not callable(params):
             raise TypeError(f"params must be None or a callable state -> list of tensors, got {type(params).__name__}")
         self.every, self.draws, self.params = every, draws, params

@@ -148,8 +148,7 @@ class CategoricalVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """``n`` images' pixel means decoded from prior draws: ``(n, x_dim)``."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        validation.positive_int("n", n)
         z = dist.OneHotCategorical(logits=self.prior_logits).sample((n,))
         return self.likelihood_dist(z).mean
 
