@@ -40,13 +40,16 @@ TRAIN = {
     "pos_induction": ["--toy-sentences", "40", "--states", "4", "--iterations", "2", "--no-figures"],
     "sentence_vae": ["--epochs", "1", "--embed-dim", "8", "--hidden-dim", "8", "--z-dim", "2", "--max-vocab", "40",
                      "--samples", "2", "--batch-size", "10", "--max-len", "12", "--models", "vae", "ae"],
+    "symbol_sequences": ["--epochs", "1", "--symbols", "2", "--alphabet", "2", "--embed-dim", "8", "--hidden-dim", "8",
+                         "--symbol-dim", "4", "--max-vocab", "40", "--samples", "2", "--batch-size", "10",
+                         "--max-len", "12"],
 }
 # What each verb does on each task's run: 0 = works, 2 = refused in one line ("does not apply").
 WORKS = {
     "vae": {"evaluate", "sample", "interpolate"}, "sentence_vae": {"evaluate", "sample", "interpolate"},
     "gumbel_vae": {"evaluate", "sample"}, "ss_vae": {"evaluate", "sample"}, "hmm_chorales": {"evaluate", "sample"},
     "pos_induction": {"evaluate", "sample"}, "collapse": {"evaluate"}, "prodlda": {"evaluate"}, "lda": {"evaluate"},
-    "compare_estimators": set(),
+    "compare_estimators": set(), "symbol_sequences": {"evaluate", "sample"},
 }
 VERB_ARGS = {"evaluate": ["--samples", "3"], "sample": ["-n", "2"], "interpolate": ["--steps", "3"]}
 
@@ -63,7 +66,8 @@ def _inputs(folder: Path) -> dict[str, list[str]]:
     words = "the a cat dog sees likes runs big small red".split()
     lines = [" ".join(words[(i * k) % len(words)] for k in range(1, 6)) for i in range(80)]
     (folder / "corpus.txt").write_text("\n".join(lines) + "\n")
-    return {"hmm_chorales": ["--data-path", str(jsb)], "sentence_vae": ["--corpus", str(folder / "corpus.txt")]}
+    return {"hmm_chorales": ["--data-path", str(jsb)], "sentence_vae": ["--corpus", str(folder / "corpus.txt")],
+            "symbol_sequences": ["--corpus", str(folder / "corpus.txt")]}
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,18 @@ from ..checkpoint import atomic_json_save, set_seed
 from ..data.text import (TextCorpus, Vocabulary, bucket_epoch_callback, bucket_loader, count_tokens, encode_sentences,
                          load_corpus)
 from ..metrics import elbo_terms, log_likelihood
+from ..models.cnn_decoder import DECODERS, receptive_field_option
 from ..models.sentence_vae import (LSTMLanguageModel, SentenceAutoencoder, SentenceVAE, load_sentence_model,
                                    save_sentence_model)
 from ..train import Callback, evaluate_loss, fit
 from .. import decoding, infer
 from ..diagnostics import active_units, mutual_information
+from ..infer.pretraining import pretrain_and_fit
 
 KINDS = ("vae", "ae", "lm")
-REMEDY_PARTS = ("anneal", "free-bits", "aggressive")
-REMEDIES = ("none", *REMEDY_PARTS, "anneal+aggressive")
+REMEDY_PARTS = ("anneal", "free-bits", "aggressive", "pretrain")
+# "pretrain+...": Li et al. 2019, autoencoder pretraining and a decoder reset first (pyro_lvm.infer.pretraining).
+REMEDIES = ("none", *REMEDY_PARTS[:3], "anneal+aggressive", "pretrain+free-bits", "pretrain+anneal+free-bits")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,8 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden-dim", type=int, default=256)
     p.add_argument("--z-dim", type=int, default=32)
     p.add_argument("--encoder", default="lstm", choices=["lstm", "gru"])
-    p.add_argument("--conditioning", default="init", choices=["init", "concat", "both"],
-                   help="how z enters the decoder: initial state, concatenated to each input, or both")
+    p.add_argument("--conditioning", default=None, choices=["init", "concat", "both"],
+                   help="how z enters the decoder: initial state, concatenated to each input, or both "
+                        "(default: init for the LSTM decoder, concat for the CNN)")
+    p.add_argument("--decoder", default="lstm", choices=list(DECODERS),
+                   help="decoder network of every model: LSTM, or Yang et al.'s causal dilated CNN")
+    p.add_argument("--receptive-field", type=receptive_field_option, default=None,
+                   help="context of the CNN decoder: small (15), medium (63), large (125) or a number of positions")
     p.add_argument("--word-keep", type=float, default=1.0,
                    help="word-dropout keep rate of the VAE decoder (1 = off; Bowman et al.'s decoder weakening)")
     p.add_argument("--remedy", default="none", choices=REMEDIES,
@@ -58,6 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggressive-steps", type=int, default=100,
                    help="most encoder-only steps per joint step (--remedy aggressive; He et al. use 100)")
     p.add_argument("--free-bits", type=float, default=0.5, help="lambda in nats per dimension (--remedy free-bits)")
+    p.add_argument("--pretrain-epochs", type=int, default=5,
+                   help="autoencoder (beta = 0) epochs before the decoder reset (--remedy pretrain+...; Li et al.)")
+    p.add_argument("--reset", default="initial", choices=["initial", "fresh"],
+                   help="decoder reset after pretraining: back to its initial values, or a fresh draw")
     p.add_argument("--models", nargs="+", default=list(KINDS), choices=KINDS, help="which models to train")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
@@ -97,7 +109,8 @@ def _check_resumed_vocab(args: argparse.Namespace, out: Path, vocab: Vocabulary)
 
 
 def build(kind: str, args: argparse.Namespace, vocab_size: int):
-    common = dict(vocab_size=vocab_size, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, max_len=args.max_len)
+    common = dict(vocab_size=vocab_size, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, max_len=args.max_len,
+                  decoder=getattr(args, "decoder", "lstm"), receptive_field=getattr(args, "receptive_field", None))
     if kind == "lm":
         return LSTMLanguageModel(**common)
     cls = SentenceVAE if kind == "vae" else SentenceAutoencoder
@@ -135,7 +148,11 @@ def remedy_setup(remedy: str, args: argparse.Namespace) -> tuple[Any, list[Callb
       latent dimension (Li et al. 2019);
     * ``aggressive``: :class:`~pyro_lvm.infer.AggressiveTraining` (He et al. 2019): encoder-only
       inner loop of at most ``args.aggressive_steps`` steps on training batches, until the
-      validation MI stops rising (fit's ``train_data``/``valid_data`` are what it reads).
+      validation MI stops rising (fit's ``train_data``/``valid_data`` are what it reads);
+    * ``pretrain+free-bits`` (Li et al. 2019; ``pretrain+anneal+free-bits`` with their annealing):
+      ``args.pretrain_epochs`` epochs as an autoencoder (beta = 0), a decoder reset (``args.reset``),
+      then free bits; the extra kwargs are those of
+      :func:`~pyro_lvm.infer.pretraining.pretrain_and_fit` (:func:`train_function` picks it).
     """
     parts = parse_remedy(remedy)
     elbo: Any = pyro.infer.TraceMeanField_ELBO()
@@ -148,7 +165,16 @@ def remedy_setup(remedy: str, args: argparse.Namespace) -> tuple[Any, list[Callb
     if "aggressive" in parts:
         callbacks.append(infer.AggressiveTraining(max_inner_steps=getattr(args, "aggressive_steps", 100),
                                                   clip_norm=getattr(args, "clip_norm", None)))
+    if "pretrain" in parts:  # trained by pretrain_and_fit (see train_function), which builds the free-bits ELBO
+        return pyro.infer.TraceMeanField_ELBO(), callbacks, {
+            "pretrain_epochs": getattr(args, "pretrain_epochs", 5), "reset": getattr(args, "reset", "initial"),
+            "free_bits": getattr(args, "free_bits", 0.5) if "free-bits" in parts else 0.0}
     return elbo, callbacks, {}
+
+
+def train_function(extra: dict):
+    """``fit``, or :func:`~pyro_lvm.infer.pretraining.pretrain_and_fit` for a ``pretrain+...`` remedy."""
+    return pretrain_and_fit if "pretrain_epochs" in extra else fit
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -222,7 +248,8 @@ def _train(args: argparse.Namespace, out: Path, corpus: TextCorpus, vocab: Vocab
         elbo, callbacks, extra = remedy_setup(args.remedy if kind == "vae" else "none", args)
         loader = bucket_loader(data["train"], args.batch_size, seed=args.seed)
         t0 = time.perf_counter()
-        history = fit(model, loader, eval_loader(data["valid"]), elbo=elbo, epochs=args.epochs, lr=args.lr,
+        history = train_function(extra)(
+                      model, loader, eval_loader(data["valid"]), elbo=elbo, epochs=args.epochs, lr=args.lr,
                       clip_norm=args.clip_norm, seed=args.seed, device=args.device, patience=args.patience,
                       restore_best=True, resume=args.resume, progress=args.progress, checkpoint_dir=out / kind,
                       callbacks=[bucket_epoch_callback(loader), *callbacks], **extra)
