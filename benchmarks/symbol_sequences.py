@@ -108,8 +108,8 @@ def grid(args, data, tags, vocab, corpus) -> list[dict]:
             symbols = model.symbols(data["test"])
             info = symbol_tag_information(symbols, tags["test"], positions=args.positions)
             above = (torch.tensor(info["mi"]) - torch.tensor(info["chance"]))
-            row = {"L": L, "K": K, "bits": L * math.log2(K), "estimator": args.estimator, "epochs": len(history),
-                   "train_seconds": round(seconds, 1), "test": test, "tag_information": info,
+            row = {"L": L, "K": K, "bits": L * math.log2(K), "estimator": args.estimator, "kl_weight": args.kl_weight,
+                   "epochs": len(history), "train_seconds": round(seconds, 1), "test": test, "tag_information": info,
                    "max_mi_above_chance": float(above.max()),
                    "mean_diagonal_mi_above_chance": float(torch.stack([above[i, i] for i in range(min(above.shape))]).mean()),
                    "symbols_used": [len(set(symbols[:, p].tolist())) for p in range(L)]}
@@ -298,6 +298,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--clip-norm", type=float, default=5.0)
+    p.add_argument("--kl-weight", type=float, default=1.0, help="KL weight in training (0: autoencoder)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--anneal-rate", type=float, default=1e-4)
     p.add_argument("--min-temperature", type=float, default=0.5)

@@ -4,6 +4,8 @@ model on the same text; prior samples and VAE-vs-AE homotopies between two sente
     python examples/sentence_vae.py --subset 2000 --epochs 2          # embedded corpus, offline, ~1 min
     python examples/sentence_vae.py --word-keep 0.75 --epochs 20       # full embedded corpus
     python examples/sentence_vae.py --corpus ../shared/data/ptb.zip    # Penn Treebank (bring your own copy)
+    python examples/sentence_vae.py --decoder cnn --receptive-field small   # Yang et al.'s dilated CNN decoder
+    python examples/sentence_vae.py --remedy pretrain+free-bits --pretrain-epochs 2   # Li et al. 2019's recipe
 
 Writes metrics.json, samples.txt, interpolation.txt and checkpoints under --out.
 Same code as `pyro-lvm train sentence_vae`; `pyro-lvm interpolate RUN --sentences "a" "b"`

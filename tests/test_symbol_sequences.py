@@ -146,6 +146,12 @@ def test_bad_input(data):
         _pair(vocab).negative_elbo(torch.tensor([[2, 5, 6]]))
     with pytest.raises(InvalidArgumentError, match="tags has 1 sentences"):
         symbol_tag_information(torch.zeros(2, 1, dtype=torch.long), [["DT"]])
+    parser = argparse.ArgumentParser()
+    task.add_arguments(parser)
+    with pytest.raises(InvalidArgumentError, match="pass --anneal-rate 0"):
+        task.objective(parser.parse_args(["--estimator", "gumbel", "--kl-weight", "0.5"]))
+    elbo, callbacks = task.objective(parser.parse_args(["--estimator", "gumbel", "--kl-weight", "0", "--anneal-rate", "0"]))
+    assert isinstance(elbo, KLScaledELBO) and elbo.beta == 0.0 and callbacks == []
 
 
 TINY = ["--subset", "80", "--eval-subset", "12", "--epochs", "1", "--symbols", "2", "--alphabet", "3",

@@ -25,6 +25,11 @@ flat "prior": reconstruction only, as :class:`pyro_lvm.models.Autoencoder`) and
 :class:`LSTMLanguageModel` (the same decoder without ``z``; its guide has no latent sites,
 so its negative ELBO *is* its exact negative log-likelihood).
 
+**The decoder network** is an LSTM (``decoder="lstm"``) or Yang et al.'s causal dilated CNN with
+a limited receptive field (``decoder="cnn"``, ``receptive_field=R``;
+:mod:`pyro_lvm.models.cnn_decoder`), which sees only the last R inputs and takes ``z`` at every
+position: the same pair, likelihood and decoders otherwise.
+
 Every model also exposes ``init_state``/``step`` for the decoders in
 :mod:`pyro_lvm.decoding` (greedy, sampling, beam search, homotopies).
 """

@@ -15,6 +15,12 @@ Outputs under ``--out``: ``config.json``, ``vocab.json``, ``metrics.json``, ``co
 ``model/``, ``tag_information.png`` (MASC) and ``estimators/`` (``--compare``).
 
     pyro-lvm train symbol-sequences --symbols 4 --alphabet 16 --epochs 3
+    pyro-lvm train symbol-sequences --kl-weight 0 --anneal-rate 0     # an autoencoder: the code is free
+
+With a uniform prior and the ELBO (``--kl-weight 1``) a deterministic code costs its full
+``L log K`` nats, and on real text with an LSTM decoder the code collapses (q uniform, KL 0);
+``--kl-weight 0`` trains the autoencoder of Havrylov & Titov's communication games, where the
+code carries whatever helps reconstruction.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, s
 from ..data.images import split_indices
 from ..data.tagged_text import read_masc_sentences
 from ..data.text import TextCorpus, Vocabulary, bucket_loader, encode_sentences, load_corpus
-from ..infer.discrete import ESTIMATORS, DiscreteELBO, TemperatureAnnealing
+from ..infer.discrete import ESTIMATORS, RELAXED, DiscreteELBO, TemperatureAnnealing
+from ..infer.handlers import KLScaledELBO
 from ..infer.estimators import check_enumerable, compare_estimators
 from ..metrics import log_likelihood
 from ..models.symbol_sequences import SymbolSequenceAutoencoder, symbol_tag_information, symbol_word_associations
@@ -62,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anneal-rate", type=V.non_negative_number.cli, default=1e-4,
                    help="tau = max(min, tau0 exp(-rate * step)) for the relaxed estimators")
     p.add_argument("--min-temperature", type=V.positive_number.cli, default=0.5)
+    p.add_argument("--kl-weight", type=V.non_negative_number.cli, default=1.0,
+                   help="weight of the KL term (1: the ELBO; 0: an autoencoder whose code costs nothing, as in "
+                        "Havrylov & Titov's games); evaluation always reports the ELBO")
     p.add_argument("--epochs", type=V.non_negative_int.cli, default=5)
     p.add_argument("--batch-size", type=V.positive_int.cli, default=64)
     p.add_argument("--lr", type=V.positive_number.cli, default=2e-3)
@@ -116,12 +126,20 @@ def build(args: argparse.Namespace, vocab_size: int) -> SymbolSequenceAutoencode
                                      symbol_dim=args.symbol_dim, max_len=args.max_len)
 
 
-def objective(args: argparse.Namespace) -> tuple[DiscreteELBO, list]:
-    """The training objective for ``--estimator`` and, for the relaxed ones, temperature annealing."""
+def objective(args: argparse.Namespace) -> tuple[Any, list]:
+    """The training objective for ``--estimator`` (its KL term weighted by ``--kl-weight`` through
+    :class:`~pyro_lvm.infer.KLScaledELBO`) and, for the relaxed ones, temperature annealing."""
     elbo = DiscreteELBO(args.estimator, args.temperature, max_plate_nesting=1)
     anneal = [TemperatureAnnealing(args.anneal_rate, args.min_temperature, args.temperature)] \
-        if args.estimator in ("gumbel", "gumbel-concrete", "straight-through") else []
-    return elbo, anneal
+        if args.estimator in RELAXED and args.anneal_rate > 0 else []
+    beta = getattr(args, "kl_weight", 1.0)
+    if beta == 1.0:
+        return elbo, anneal
+    if anneal:
+        raise V.InvalidArgumentError(
+            f"--kl-weight {beta:g} with temperature annealing: the KL handler wraps the objective, and the annealing "
+            "would set the wrapper's temperature, not the estimator's; pass --anneal-rate 0 (a fixed --temperature)")
+    return KLScaledELBO(elbo, beta=beta), []
 
 
 # ----------------------------------------------------------------------------- evaluation
