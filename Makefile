@@ -20,13 +20,14 @@ $(BIN)/python:
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
 
 # One stamp per set of extras: `make demo` stays light, `make test` adds what the tests use
-# (music21 and gensim carry the offline corpora; mkdocs builds the docs site).
+# (music21 and gensim carry the offline corpora; mkdocs builds the docs site; tensorboard and
+# mlflow are the tracking loggers' extras).
 $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[plots]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,plots,music,text,docs]"
+	$(BIN)/python -m pip install --quiet -e ".[test,plots,music,text,docs,tensorboard,mlflow]"
 	touch $@
 
 setup: $(VENV)/.installed-test

@@ -14,7 +14,8 @@ subsample, collapsed LDA trained from the same seed with the same Monte Carlo ob
 follows the same path, and the two objectives are compared on identical parameters.
 ProdLDA and scikit-learn's LDA run once per seed of ``--prodlda-seeds`` (default 5: the
 published ProdLDA NPMI is a range over runs); their rows give the first seed's full report,
-each seed's NPMI and the mean and standard deviation over seeds.
+each seed's NPMI and the mean and standard deviation over seeds (the code of those two rows
+is pyro_lvm.reproduce.topic_20ng, shared with `pyro-lvm reproduce prodlda-20ng`).
 Also: one ProdLDA training step through ``fit()`` against a hand-written PyTorch step (ratio).
 Writes benchmarks/results/topic_20ng.json.
 """
@@ -25,7 +26,6 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -35,56 +35,11 @@ import torch
 torch.set_num_threads(1)
 
 from pyro_lvm import fit, set_seed  # noqa: E402
-from pyro_lvm.data.bow import english_stop_words, load_nvdm  # noqa: E402
 from pyro_lvm.models.topic import LDA, ProdLDA  # noqa: E402
-from pyro_lvm.topic_metrics import heldout_log_likelihood, perplexity, topic_diversity, topic_report  # noqa: E402
+from pyro_lvm.reproduce.topic_20ng import (add_arguments, evaluate, load_data, prodlda_row, sklearn_row,  # noqa: E402
+                                           train_pyro)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def evaluate(name, topic_word, train, test, seconds, extra=None, model=None, samples=20):
-    rep = topic_report(topic_word, train.vocab, test.counts)
-    everything = torch.cat([train.counts, test.counts])
-    row = {"model": name, "npmi_test_docs": round(rep["npmi"], 4),
-           "npmi_all_docs": round(topic_report(topic_word, train.vocab, everything)["npmi"], 4),
-           "diversity": round(rep["diversity"], 4), "train_seconds": round(seconds, 1),
-           "top_words_first_10_topics": [" ".join(w) for w in rep["top_words"][:10]],
-           "npmi_per_topic": rep["npmi_per_topic"]}
-    if model is not None:
-        held = heldout_log_likelihood(model, test.counts, num_samples=samples)
-        row["perplexity_elbo"] = round(perplexity(held["elbo"], held["words"]), 1)
-        row["perplexity_is"] = round(perplexity(held["log_lik"], held["words"]), 1)
-        row["perplexity_note"] = f"ours: held-out ELBO and {samples}-sample importance sampling over theta, topics at their point value"
-    row.update(extra or {})
-    print(json.dumps({k: v for k, v in row.items() if k not in ("npmi_per_topic",)}, indent=1), flush=True)
-    return row
-
-
-def with_seeds(row: dict, runs: list, train, test) -> dict:
-    """Add each seed's NPMI to ``row`` (the first seed's full report) and their mean and spread.
-
-    ``runs``: ``(seed, topic_word (K, V), train seconds)`` per seed, the first being ``row``'s.
-    """
-    everything = torch.cat([train.counts, test.counts])
-    by_seed = [{"seed": seed, "npmi_test_docs": round(topic_report(tw, train.vocab, test.counts)["npmi"], 4),
-                "npmi_all_docs": round(topic_report(tw, train.vocab, everything)["npmi"], 4),
-                "diversity": round(topic_diversity(tw, 25), 4), "train_seconds": round(secs, 1)}
-               for seed, tw, secs in runs]
-    row["by_seed"] = by_seed
-    for key in ("npmi_test_docs", "npmi_all_docs", "diversity"):
-        vals = [r[key] for r in by_seed]
-        row[f"{key}_mean"] = round(statistics.fmean(vals), 4)
-        row[f"{key}_std"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0
-    print(json.dumps({"model": row["model"], "by_seed": by_seed}), flush=True)
-    return row
-
-
-def train_pyro(model, train_counts, elbo, epochs, batch_size, lr, seed):
-    set_seed(seed)
-    t0 = time.perf_counter()
-    history = fit(model, train_counts, elbo=elbo, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                  progress=False)
-    return time.perf_counter() - t0, history
 
 
 def hand_written_prodlda_step_ratio(train, k, steps=40, batch=200):
@@ -152,49 +107,24 @@ def enum_vs_collapsed_same_parameters(model_collapsed, counts, k, v, num_docs, p
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "20ng.zip"))
-    p.add_argument("--topics", type=int, default=50)
-    p.add_argument("--prodlda-epochs", type=int, default=150)
-    p.add_argument("--prodlda-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
-                   help="one ProdLDA (and one scikit-learn LDA) run per seed; NPMI reported per seed and as a mean")
+    add_arguments(p)  # the options of the ProdLDA and scikit-learn rows (pyro_lvm.reproduce.topic_20ng)
+    p.set_defaults(data=str(ROOT.parent / "shared" / "data" / "20ng.zip"))
     p.add_argument("--lda-epochs", type=int, default=60)
     p.add_argument("--enum-docs", type=int, default=2000)
     p.add_argument("--enum-epochs", type=int, default=40)
-    p.add_argument("--sklearn-iter", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--lda-alpha", type=float, default=0.1)
-    p.add_argument("--samples", type=int, default=20, help="importance samples per test document")
     p.add_argument("--seed", type=int, default=0, help="seed of the LDA runs and the subsample")
-    p.add_argument("--keep-stop-words", action="store_true")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "topic_20ng.json"))
     args = p.parse_args()
     wall0 = time.perf_counter()
 
-    train, test = load_nvdm(args.data)
-    if not args.keep_stop_words:
-        stop = english_stop_words()
-        words = [w for w in train.vocab if w not in stop]
-        train, test = train.restrict(words), test.restrict(words)
+    train, test = load_data(args)
     k, v = args.topics, len(train.vocab)
     print(train.summary(), test.summary(), flush=True)
-    rows = []
-
-    # ProdLDA (Laplace prior, logistic-normal posterior): the paper's set-up, alpha = 1, one
-    # run per seed (the published NPMI is a range over runs); the first seed's run is reported
-    # in full, the others by their coherence.
-    prodlda_runs = []
-    for seed in args.prodlda_seeds:
-        model = ProdLDA(v, k, hidden=100, dropout=0.2, alpha=1.0)
-        secs, hist = train_pyro(model, train.counts, pyro.infer.TraceMeanField_ELBO(), args.prodlda_epochs,
-                                args.batch_size, 2e-3, seed)
-        prodlda_runs.append((seed, model, secs, hist))
-    seed, model, secs, hist = prodlda_runs[0]
-    row = evaluate("ProdLDA (logistic-normal, Laplace prior)", model.topic_word_logits(), train, test, secs,
-                   {"epochs": args.prodlda_epochs, "lr": 2e-3, "final_train_loss": hist["train_loss"][-1]},
-                   model, args.samples)
-    rows.append(with_seeds(row, [(s_, m.topic_word_logits(), t) for s_, m, t, _ in prodlda_runs], train, test))
+    rows = [prodlda_row(args, train, test)]
 
     # Collapsed LDA, full training set
+    set_seed(args.seed)
     model_c = LDA(v, k, assignments="collapsed", alpha=args.lda_alpha, eta=0.1, num_docs=len(train))
     secs, hist = train_pyro(model_c, train.counts, model_c.elbo(), args.lda_epochs, args.batch_size, 1e-2, args.seed)
     rows.append(evaluate("LDA, collapsed z (TraceMeanField_ELBO)", model_c.topic_word_probs(), train, test, secs,
@@ -209,6 +139,7 @@ def main():
     same_path = {}
     for assignments, elbo in (("enumerated", pyro.infer.TraceEnum_ELBO(max_plate_nesting=2)),
                               ("collapsed", pyro.infer.Trace_ELBO())):
+        set_seed(args.seed)  # both start from the same parameters
         m = LDA(v, k, assignments=assignments, alpha=args.lda_alpha, eta=0.1, num_docs=len(sub))
         secs, hist = train_pyro(m, sub.counts, elbo, args.enum_epochs, args.batch_size, 1e-2, args.seed)
         same_path[assignments] = hist["train_loss"]
@@ -218,21 +149,7 @@ def main():
                               "train_documents": len(sub), "final_train_loss": hist["train_loss"][-1]}, m, args.samples))
 
     # scikit-learn online variational Bayes on the same counts
-    from sklearn.decomposition import LatentDirichletAllocation
-
-    sk_runs = []
-    for seed in args.prodlda_seeds:                        # the same seeds as ProdLDA's
-        t0 = time.perf_counter()
-        sk = LatentDirichletAllocation(n_components=k, learning_method="online", max_iter=args.sklearn_iter,
-                                       batch_size=args.batch_size, random_state=seed, n_jobs=1)
-        sk.fit(train.sparse())
-        sk_runs.append((seed, sk, time.perf_counter() - t0))
-    seed, sk, secs = sk_runs[0]
-    sk_ppl = float(sk.perplexity(test.sparse()))
-    row = evaluate("scikit-learn LatentDirichletAllocation (online VB)", torch.as_tensor(sk.components_),
-                   train, test, secs, {"max_iter": args.sklearn_iter, "perplexity_sklearn_bound": round(sk_ppl, 1),
-                                       "perplexity_note": "scikit-learn's own variational bound on the test set"})
-    rows.append(with_seeds(row, [(s_, torch.as_tensor(m.components_), t) for s_, m, t in sk_runs], train, test))
+    rows.append(sklearn_row(args, train, test))
 
     speed = hand_written_prodlda_step_ratio(train, k)
     print(speed, flush=True)

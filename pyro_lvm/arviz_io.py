@@ -23,20 +23,18 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.subsample_messenger import _Subsample
 from torch import nn
 
 from .base import batch_args
+from .traces import is_deterministic, is_random
 
 
 def _model_sites(fn: Any, args: tuple, kwargs: dict) -> tuple[dict[str, bool], dict[str, torch.Size]]:
     """Sample sites of ``fn``: name -> observed? (deterministic sites count as latent), and each value's shape."""
     with torch.no_grad(), poutine.block():
         tr = poutine.trace(fn).get_trace(*args, **kwargs)
-    sites = {name: site for name, site in tr.nodes.items()
-             if site["type"] == "sample" and not isinstance(site["fn"], _Subsample)}
-    observed = {name: bool(site["is_observed"]) and not site["infer"].get("_deterministic", False)
-                for name, site in sites.items()}
+    sites = {name: site for name, site in tr.nodes.items() if is_random(site)}
+    observed = {name: bool(site["is_observed"]) and not is_deterministic(site) for name, site in sites.items()}
     return observed, {name: site["value"].shape for name, site in sites.items()}
 
 

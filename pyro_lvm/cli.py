@@ -1,12 +1,15 @@
 """The ``pyro-lvm`` command.
 
     pyro-lvm demo                         train the VAE and autoencoder on the bundled digits
+    pyro-lvm demo sentence                the sentence VAE showcase: samples, homotopies (minutes, offline)
     pyro-lvm train MODEL [options]        MODEL is a task name (pyro-lvm train --help lists them)
     pyro-lvm evaluate RUN                 log-likelihood, ELBO, KL of a trained run folder
     pyro-lvm sample RUN                   draw from the prior of a trained run
     pyro-lvm interpolate RUN              decode points between two inputs' latent codes
     pyro-lvm inspect MODEL                table of a model's variables (observed/latent, ...)
     pyro-lvm upgrade RUN                  rewrite a run's format-1 checkpoints in the current format
+    pyro-lvm compare RUN [RUN ...]        configurations, final metrics and learning curves of runs
+    pyro-lvm reproduce NAME               re-run a published figure pyro_lvm tracks (--list)
 
 ``train MODEL`` runs the same code as ``examples/MODEL.py`` (see :mod:`pyro_lvm.tasks`).
 The verbs that act on a run folder read ``RUN/config.json`` to find the task that wrote it;
@@ -20,6 +23,7 @@ traceback; set ``PYRO_LVM_TRACEBACK=1`` to see one) and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -27,16 +31,27 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from . import tracking
 from .tasks import TASKS, load_task
 
 RUN_VERBS = ("evaluate", "sample", "interpolate")
 # Verbs provided by task modules: verb -> task name.
 EXTRA_VERBS = {"compare-estimators": "compare_estimators"}
 PROG = "pyro-lvm"
+# Verbs of their own modules (add_arguments(parser), run(args) -> the text to print): verb -> module.
+TOOL_VERBS = {"compare": "pyro_lvm.compare", "reproduce": "pyro_lvm.reproduce"}
 
 
 class CommandError(Exception):
     """A refusal of the command line itself (printed as ``pyro-lvm: error: ...``)."""
+
+
+def _default_help(args: tuple, kwargs: dict) -> dict:
+    """An option's keywords with a help text: ArgumentDefaultsHelpFormatter shows the default
+    only of options that have one."""
+    if args and str(args[0]).startswith("-") and not kwargs.get("help") and kwargs.get("help") != argparse.SUPPRESS:
+        kwargs = {**kwargs, "help": "(default: %(default)s)"}
+    return kwargs
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,15 +63,22 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args: Any, **kwargs: Any):
-        # ArgumentDefaultsHelpFormatter only shows defaults of options that have a help text.
-        if args and str(args[0]).startswith("-") and not kwargs.get("help") and kwargs.get("help") != argparse.SUPPRESS:
-            kwargs["help"] = "(default: %(default)s)"
-        return super().add_argument(*args, **kwargs)
+        return super().add_argument(*args, **_default_help(args, kwargs))
+
+    def add_argument_group(self, *args: Any, **kwargs: Any):
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+        group.add_argument = lambda *a, **kw: add(*a, **_default_help(a, kw))  # type: ignore[method-assign]
+        return group
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         where = self.prog[len(PROG):].strip()
         self.exit(2, f"{PROG}: error: {where + ': ' if where else ''}{message}\n")
+
+
+class _DescribedDefaults(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in ``--help`` and the description printed as written (the tool verbs' docstrings)."""
 
 
 def summary(module: Any, name: str | None = None) -> str:
@@ -81,8 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Latent-variable models in Pyro.")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
 
-    demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline)")
+    demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline); "
+                                         "'demo sentence': the sentence VAE showcase")
     load_task("vae").add_arguments(demo)
+    tracking.add_arguments(demo)
+    showcases = demo.add_subparsers(dest="showcase", metavar="{sentence}", parser_class=Parser)
+    try:
+        sentence_task = load_task("sentence_vae")
+    except ImportError as e:  # an optional dependency is missing: say so when it is used
+        showcases.add_parser("sentence", help=f"(unavailable: {e})")
+    else:
+        sentence = showcases.add_parser("sentence", help=summary(sentence_task),
+                                        description=sentence_task.SHOWCASE)
+        sentence_task.add_arguments(sentence)
+        tracking.add_arguments(sentence)
+        sentence.set_defaults(out="runs/demo_sentence")
 
     train = verbs.add_parser("train", help="train a model: pyro-lvm train MODEL --help")
     models = train.add_subparsers(dest="task", required=True, metavar="MODEL", parser_class=Parser)
@@ -95,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         sub = models.add_parser(name, aliases=aliases, help=summary(module), description=summary(module))
         module.add_arguments(sub)
+        tracking.add_arguments(sub)
 
     for verb in RUN_VERBS:
         sub = verbs.add_parser(verb, help=f"{verb} a trained run folder")
@@ -128,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         module = load_task(task)
         sub = verbs.add_parser(verb, help=summary(module))
         getattr(module, f"add_{verb.replace('-', '_')}_arguments")(sub)
+
+    for verb, path in TOOL_VERBS.items():
+        module = importlib.import_module(path)
+        module.add_arguments(verbs.add_parser(verb, help=re.sub(r"^``[^`]*``:\s*", "", summary(module)),
+                                              description=module.__doc__,
+                                              formatter_class=_DescribedDefaults))
     return parser
 
 
@@ -178,16 +220,32 @@ _EXPECTED = (ValueError, TypeError, OSError, ImportError, NotImplementedError, A
              KeyError, RuntimeError)
 
 
+def _tracked(args: argparse.Namespace, name: str, run: Any) -> Any:
+    """``run(args)`` inside the ``--tensorboard``/``--mlflow`` session it asks for, if any."""
+    session = tracking.session_from_args(args, name)
+    if session is None:
+        return run(args)
+    with session:
+        return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, already printed)
         return int(e.code or 0)
     try:
+        if args.verb == "demo" and getattr(args, "showcase", None) == "sentence":
+            task = load_task("sentence_vae")
+            print(task.report(_tracked(args, "sentence_vae", task.main)), end="")  # a report, not JSON
+            return 0
         if args.verb == "demo":
-            result = load_task("vae").main(args)
+            result = _tracked(args, "demo", load_task("vae").main)
         elif args.verb == "train":
-            result = load_task(args.task).main(args)
+            result = _tracked(args, args.task.replace("-", "_"), load_task(args.task).main)
+        elif args.verb in TOOL_VERBS:
+            print(importlib.import_module(TOOL_VERBS[args.verb]).run(args))
+            return 0
         elif args.verb == "inspect":
             from .tasks import inspect_task
 

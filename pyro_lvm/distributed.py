@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from .traces import restore_param_store
 from .checkpoint import atomic_text_save, atomic_torch_save, decode_param_store, encode_param_store, load_checkpoint
 from .scaling import ScaledELBO, ShardScale
 
@@ -252,5 +253,5 @@ def launch(fit_fn: Callable, pair: Any, fit_args: tuple, fit_kwargs: dict, num_p
         result = load_checkpoint(Path(tmp) / "rank0.pt", map_location=device)
     if isinstance(pair, torch.nn.Module):
         pair.load_state_dict(result["pair"])
-    pyro.get_param_store().set_state(decode_param_store(result["param_store"]))
+    restore_param_store(decode_param_store(result["param_store"]))  # in place: pyro.module tensors see it
     return result["history"]

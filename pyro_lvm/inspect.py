@@ -43,9 +43,9 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
 
 from .base import batch_args
+from .traces import base_distribution, is_deterministic, is_random, is_point_mass, replay_model
 
 __all__ = ["InspectionError", "SiteRow", "InspectionReport", "inspect_model", "inspect_pair", "render"]
 
@@ -227,10 +227,10 @@ def _describe(msg: dict) -> str:
 
 def _trace(fn: Callable, args: tuple, kwargs: dict, role: str, replay: Any = None) -> Any:
     recorder = _SiteRecorder()
-    target = fn if replay is None else poutine.replay(fn, trace=replay)
     try:
         with torch.no_grad(), recorder:
-            tr = poutine.trace(target).get_trace(*args, **kwargs)
+            tr = (poutine.trace(fn).get_trace(*args, **kwargs) if replay is None
+                  else replay_model(fn, replay, args, kwargs))
     except Exception as e:
         if recorder.current is not None:
             where = f"at {_describe(recorder.current)}"
@@ -241,7 +241,7 @@ def _trace(fn: Callable, args: tuple, kwargs: dict, role: str, replay: Any = Non
         raise InspectionError(f"tracing the {role} failed {where}: {type(e).__name__}: {e}") from e
     # Densities are where an observed value of the wrong shape shows up: check each site.
     for name, site in tr.nodes.items():
-        if not _is_variable(site):
+        if not is_random(site):
             continue
         try:
             site["fn"].log_prob(site["value"])
@@ -252,24 +252,8 @@ def _trace(fn: Callable, args: tuple, kwargs: dict, role: str, replay: Any = Non
     return tr
 
 
-def _is_variable(site: dict) -> bool:
-    """A sample site that is a variable (plates record themselves as sample sites too)."""
-    return site["type"] == "sample" and not isinstance(site["fn"], _Subsample)
-
-
-def _is_deterministic(site: dict) -> bool:
-    return bool(site["infer"].get("_deterministic", False))
-
-
-def _base(fn: Any) -> Any:
-    """The distribution inside the containers Pyro adds (``to_event``, masks, ``expand``)."""
-    while isinstance(fn, (dist.Independent, dist.MaskedDistribution, dist.ExpandedDistribution)):
-        fn = fn.base_dist
-    return fn
-
-
 def _dist_name(fn: Any) -> str:
-    return type(_base(fn)).__name__
+    return type(base_distribution(fn)).__name__
 
 
 def _plates(site: dict) -> tuple[str, ...]:
@@ -285,7 +269,7 @@ def _guide_estimator(site: dict) -> str:
     fn = site["fn"]
     if site["infer"].get("enumerate") and getattr(fn.support, "is_discrete", False):
         return "enumerated"
-    if isinstance(_base(fn), dist.Delta):
+    if is_point_mass(fn):
         return "point mass"
     return "reparameterised" if fn.has_rsample else "score-function"
 
@@ -300,12 +284,12 @@ def _input_rows(fn: Callable, args: tuple, kwargs: dict, model_trace: Any) -> li
     # An input is observed data of some site when that site's value is it or a view of it
     # (models often observe slices such as x[:, t]); such inputs get no row of their own.
     used = {_storage(s["value"]) for s in model_trace.nodes.values()
-            if _is_variable(s) and s["is_observed"] and not _is_deterministic(s)}
+            if is_random(s) and s["is_observed"] and not is_deterministic(s)}
     rows = []
     for name, value in named:
         site = model_trace.nodes.get(name)
         if (not isinstance(value, torch.Tensor) or _storage(value) in used
-                or (site is not None and _is_variable(site) and site["is_observed"])):
+                or (site is not None and is_random(site) and site["is_observed"])):
             continue  # observed through a site (of the same name, or sharing its memory)
         rows.append(SiteRow(name=name, kind="input", observed=True, random=False, support="", distribution="",
                             guide="", guide_distribution="", plates=(), batch_shape=None, event_shape=None,
@@ -330,12 +314,12 @@ def _row(name: str, site: dict, guide_site: dict | None, in_model: bool) -> Site
                        guide="", guide_distribution="", plates=(), batch_shape=None, event_shape=None,
                        value_shape=value_shape, in_model=in_model, in_guide=guide_site is not None)
     fn = site["fn"]
-    if isinstance(_base(fn), dist.Unit):
+    if isinstance(base_distribution(fn), dist.Unit):
         # pyro.factor: a log-density term, not a variable.
         return SiteRow(name=name, kind="factor", observed=False, random=False, support="", distribution="",
                        guide="", guide_distribution="", plates=_plates(site), batch_shape=tuple(fn.batch_shape),
                        event_shape=None, value_shape=value_shape, in_model=in_model, in_guide=guide_site is not None)
-    if _is_deterministic(site):
+    if is_deterministic(site):
         # Pyro records pyro.deterministic as an observed Delta; it is a computed latent value.
         return SiteRow(name=name, kind="deterministic", observed=False, random=False, support="", distribution="",
                        guide="", guide_distribution="", plates=_plates(site), batch_shape=None, event_shape=None,
@@ -395,10 +379,10 @@ def inspect_model(model: Callable, args: tuple = (), kwargs: dict | None = None,
     for name, site in model_trace.nodes.items():
         if site["type"] == "param" and not params:
             continue
-        if site["type"] not in ("sample", "param") or (site["type"] == "sample" and not _is_variable(site)):
+        if site["type"] not in ("sample", "param") or (site["type"] == "sample" and not is_random(site)):
             continue
         g = guide_nodes.get(name)
-        g = g if g is not None and (g["type"] == "param" or _is_variable(g)) else None
+        g = g if g is not None and (g["type"] == "param" or is_random(g)) else None
         row = _row(name, site, g, in_model=True)
         if (guide_trace is not None and row.kind == "sample" and not row.observed and g is None
                 and row.guide != "enumerated"):
@@ -408,15 +392,15 @@ def inspect_model(model: Callable, args: tuple = (), kwargs: dict | None = None,
 
     if guide_trace is not None:
         extra = [name for name, s in guide_nodes.items()
-                 if _is_variable(s) and name not in model_trace.nodes and not s["infer"].get("is_auxiliary")]
+                 if is_random(s) and name not in model_trace.nodes and not s["infer"].get("is_auxiliary")]
         if extra:
             raise InspectionError(
                 f"guide site(s) {extra} do not appear in the model (model sites: "
-                f"{[n for n, s in model_trace.nodes.items() if _is_variable(s)]}); every guide sample site must "
+                f"{[n for n, s in model_trace.nodes.items() if is_random(s)]}); every guide sample site must "
                 "match a latent site of the model by name, or be marked infer={'is_auxiliary': True}"
             )
         for name, s in guide_nodes.items():  # guide-only params and auxiliary sites
-            if name in model_trace.nodes or not (s["type"] == "param" and params or _is_variable(s)):
+            if name in model_trace.nodes or not (s["type"] == "param" and params or is_random(s)):
                 continue
             rows.append(_row(name, s, s, in_model=False))
     return InspectionReport(rows=rows, missing_in_guide=missing, guided=guide is not None)

@@ -193,7 +193,10 @@ def start_run(out: str | os.PathLike, config: dict[str, Any], *, resume: bool | 
         raise RunFolderError(f"--overwrite refused: {out} holds files but no config.json, so it is not a "
                              "pyro-lvm run folder; nothing was removed. Choose an empty or new folder")
     if resume and (out / "config.json").is_file():
-        differences = config_differences(read_config(out), json.loads(json.dumps(config, default=str)))
+        # "options" records how the run was started (shown by `pyro-lvm compare`); a resumed run
+        # may change those that fit applies (epochs, lr, ...), so only the rest must agree.
+        differences = config_differences({**read_config(out), "options": None},
+                                         {**json.loads(json.dumps(config, default=str)), "options": None})
         if differences:
             raise RunFolderError(f"--resume refused: the options differ from the run in {out}: "
                                  + "; ".join(differences) + ". Drop those options to continue it, or use --overwrite")

@@ -113,6 +113,11 @@ class ScaledELBO:
         n = _batch_size(args[0]) if len(args) == 1 and not kwargs else _batch_size(args if args else kwargs)
         return self.elbo.differentiable_loss(self._wrap(model, n), self._wrap(guide, n), *args, **kwargs)
 
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """The wrapped ELBO's ``loss`` (a number, no gradients) under the same handler."""
+        n = _batch_size(args[0]) if len(args) == 1 and not kwargs else _batch_size(args if args else kwargs)
+        return self.elbo.loss(self._wrap(model, n), self._wrap(guide, n), *args, **kwargs)
+
 
 def full_data_elbo(elbo: Any, num_datapoints: int, data_plate: str | None = None) -> ScaledELBO:
     """``elbo`` whose batch loss is an unbiased estimate of the full-data negative ELBO.

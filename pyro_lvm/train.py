@@ -14,17 +14,16 @@ makes checkpointing awkward. ``fit`` asks the ELBO for a differentiable loss and
 from __future__ import annotations
 
 import contextlib
-import copy
+import contextvars
 import math
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyro
-import pyro.poutine as poutine
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -33,6 +32,8 @@ from .base import batch_args, batch_size as _batch_size, batch_to, check_pair, p
 from .checkpoint import (CHECKPOINT_FORMAT, atomic_json_save, atomic_torch_save, decode_param_store, encode_param_store,
                          load_best_or_last, load_checkpoint, load_module_state, rng_state, set_rng_state, set_seed)
 from . import distributed, runs, validation
+from .traces import (discover_parameters, enumerated_sites, guide_and_model_traces, max_plate_nesting,
+                     preserved_rng, restore, restore_param_store, snapshot)
 from .validation import as_tensors
 
 CHECKPOINT_FILES = ("last.pt", "best.pt", "history.json")
@@ -75,6 +76,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer | None
     params: list[torch.Tensor]
     device: torch.device
+    param_names: list[str] = field(default_factory=list)  # one per tensor of ``params``
     epoch: int = 0
     step: int = 0
     history: History = field(default_factory=History)
@@ -83,6 +85,7 @@ class TrainState:
     rank: distributed.RankContext | None = None  # set on each process of a strategy="ddp" run
     train_data: Any = None  # what fit() was given, for callbacks that draw their own batches
     valid_data: Any = None
+    checkpoint_dir: Path | None = None  # fit()'s, for callbacks that write beside the checkpoints
 
     def loss(self, batch: Any) -> torch.Tensor:
         """Differentiable negative ELBO of one batch (summed over its datapoints)."""
@@ -149,6 +152,20 @@ class TimeLimit(Callback):
         self.used = state["used"]
 
 
+_ADDED_CALLBACKS: contextvars.ContextVar[tuple[Callback, ...]] = contextvars.ContextVar("added_callbacks", default=())
+
+
+@contextlib.contextmanager
+def added_callbacks(*callbacks: Callback) -> Iterator[None]:
+    """Every :func:`fit` call inside the block also runs ``callbacks`` (after its own): how the
+    CLI's ``--tensorboard``/``--mlflow`` loggers reach the fit calls inside a task."""
+    token = _ADDED_CALLBACKS.set(_ADDED_CALLBACKS.get() + callbacks)
+    try:
+        yield
+    finally:
+        _ADDED_CALLBACKS.reset(token)
+
+
 def differentiable_loss(elbo: Any, pair: Any, batch: Any) -> torch.Tensor:
     """``elbo.differentiable_loss(pair.model, pair.guide, *batch)`` with the batch convention."""
     args, kwargs = batch_args(batch)
@@ -159,6 +176,78 @@ def differentiable_loss(elbo: Any, pair: Any, batch: Any) -> torch.Tensor:
             "objectives). For TraceGraph_ELBO use pyro_lvm.infer.estimators."
         )
     return elbo.differentiable_loss(pair.model, pair.guide, *args, **kwargs)
+
+
+def loss_value(elbo: Any, pair: Any, batch: Any) -> float:
+    """The objective's value on one batch (summed over its datapoints), without gradients.
+
+    Uses the ELBO's ``loss`` where it has one: some Pyro ELBOs (``TraceEnum_ELBO``) refuse to
+    build a ``differentiable_loss`` when nothing requires a gradient, as in evaluation.
+    """
+    if callable(getattr(elbo, "loss", None)):
+        args, kwargs = batch_args(batch)
+        with torch.no_grad():
+            return float(elbo.loss(pair.model, pair.guide, *args, **kwargs))
+    with torch.no_grad():
+        return float(differentiable_loss(elbo, pair, batch))
+
+
+_SAMPLING_ELBOS = (pyro.infer.Trace_ELBO, pyro.infer.TraceGraph_ELBO)  # (subclasses: MeanField, Jit variants)
+
+
+class DefaultELBO:
+    """``fit()``'s objective when none is given: ``Trace_ELBO``, or ``TraceEnum_ELBO`` (with the
+    pair's plate nesting) when the pair marks latent sites for enumeration
+    (``config_enumerate``, ``infer={"enumerate": ...}``), which ``Trace_ELBO`` would sample.
+
+    ``fit`` decides on the first batch (:meth:`choose`); until then, or when used on its own,
+    the first call decides by tracing the pair once.
+    """
+
+    def __init__(self) -> None:
+        self.inner: Any = None
+        self.enumerated: list[str] = []
+
+    def choose(self, enumerated: Sequence[str], plate_nesting: int) -> Any:
+        if self.inner is None:
+            self.enumerated = list(enumerated)
+            self.inner = (pyro.infer.TraceEnum_ELBO(max_plate_nesting=plate_nesting) if self.enumerated
+                          else pyro.infer.Trace_ELBO())
+        return self.inner
+
+    def _inner(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
+        if self.inner is None:
+            with preserved_rng():
+                traces = guide_and_model_traces(model, guide, args, kwargs)
+            self.choose(enumerated_sites(*traces), max_plate_nesting(*traces))
+        return self.inner
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._inner(model, guide, args, kwargs).differentiable_loss(model, guide, *args, **kwargs)
+
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        return self._inner(model, guide, args, kwargs).loss(model, guide, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # num_particles, ... once chosen
+        if name == "inner" or self.__dict__.get("inner") is None:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"DefaultELBO({type(self.inner).__name__ if self.inner is not None else 'undecided'})"
+
+
+def _check_enumeration(elbo: Any, enumerated: Sequence[str], plate_nesting: int) -> None:
+    """Refuse a sampling ELBO (``Trace_ELBO`` and kin) for a pair that marks sites for enumeration."""
+    inner = elbo
+    while not isinstance(inner, _SAMPLING_ELBOS) and "elbo" in getattr(inner, "__dict__", {}):
+        inner = inner.__dict__["elbo"]  # KLScaledELBO, ScaledELBO, ...: look at the ELBO they wrap
+    if enumerated and isinstance(inner, _SAMPLING_ELBOS):
+        raise ValueError(
+            f"latent site(s) {list(enumerated)} are marked for enumeration (config_enumerate or "
+            f"infer={{'enumerate': ...}}), but {type(inner).__name__} samples them instead of summing them out. "
+            f"Pass elbo=pyro.infer.TraceEnum_ELBO(max_plate_nesting={plate_nesting}) (or leave elbo unset and fit() "
+            "chooses it), or remove the enumeration marks to sample them.")
 
 
 # ----------------------------------------------------------------------------- data
@@ -237,12 +326,14 @@ def evaluation_batches(pair: Any, data: Any, batch_size: int, device: str | torc
         yield batch if device is None else batch_to(batch, device)
 
 
-@torch.no_grad()
 def evaluate_loss(pair: Any, data: Any, elbo: Any, batch_size: int = 512, device: str | torch.device | None = None) -> float:
-    """Mean negative ELBO per datapoint over ``data`` (no gradients, no parameter change)."""
+    """Mean loss of ``elbo`` per datapoint over ``data`` (no gradients, no parameter change).
+
+    Any Pyro ELBO works (see :func:`loss_value`), ``TraceEnum_ELBO`` included.
+    """
     total, count = 0.0, 0
     for batch in evaluation_batches(pair, data, batch_size, device):
-        total += float(differentiable_loss(elbo, pair, batch))
+        total += loss_value(elbo, pair, batch)
         count += _batch_size(batch)
     return total / count
 
@@ -270,21 +361,55 @@ def _make_optimizer(optimizer: Any, params: list[torch.Tensor], lr: float) -> to
     raise TypeError(f"optimizer must be a name or a callable, got {type(optimizer).__name__}")
 
 
-def _trainable_params(pair: Any, captured: Iterable[dict]) -> list[torch.Tensor]:
-    """The pair's module parameters, then parameters created with ``pyro.param`` (by name)."""
-    params: list[torch.Tensor] = []
-    seen: set[int] = set()
-    if isinstance(pair, nn.Module):
-        for p in pair.parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
-    for site in sorted(captured, key=lambda s: s["name"]):
-        p = site["value"].unconstrained()
-        if p.requires_grad and id(p) not in seen:
-            seen.add(id(p))
-            params.append(p)
-    return params
+def _load_optimizer_state(opt: torch.optim.Optimizer, saved: dict, saved_names: Sequence[str] | None,
+                          names: Sequence[str], source: Path) -> None:
+    """Load ``saved`` (an optimiser ``state_dict`` over parameters called ``saved_names``) into
+    ``opt`` (over ``names``) matching parameters by name, so that a resumed run gets each
+    tensor's own moments however its parameters were ordered.
+
+    The hyperparameters given now (``lr``, betas, ...) are kept: they are applied, with a
+    warning where they differ from the checkpoint's, never silently dropped.
+    """
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    if saved_names is None:  # a checkpoint from before parameters had names
+        opt.load_state_dict(saved)
+    else:
+        opt.load_state_dict(_by_name(opt.state_dict(), saved, list(saved_names), list(names)))
+    changed = set()
+    for group, want in zip(opt.param_groups, fresh):
+        for k, v in want.items():
+            if group.get(k) != v:
+                changed.add(f"{k}={v!r} (was {group.get(k)!r})")
+                group[k] = v
+    if changed:
+        warnings.warn(f"resuming from {source}: applying the optimiser settings given now: {', '.join(sorted(changed))}",
+                      stacklevel=4)
+
+
+def _by_name(current: dict, saved: dict, saved_names: list[str], names: list[str]) -> dict:
+    """``saved`` re-indexed to the parameter order of ``current`` (both optimiser state dicts)."""
+    if set(saved_names) != set(names) or len(saved_names) != len(names):
+        missing = sorted(set(saved_names) - set(names))
+        new = sorted(set(names) - set(saved_names))
+        raise ValueError(f"the checkpoint's optimiser state does not fit this pair: parameters only in the checkpoint "
+                         f"{missing}, only in the pair {new}. Resume with the pair that wrote the checkpoint, or "
+                         "start afresh (overwrite=True).")
+    saved_index = {name: i for i, name in enumerate(saved_names)}
+    if len(current["param_groups"]) != len(saved["param_groups"]):
+        raise ValueError(f"the checkpoint's optimiser has {len(saved['param_groups'])} parameter groups, this one "
+                         f"{len(current['param_groups'])}: build the optimiser as the run that wrote the checkpoint did")
+    groups = []
+    state = {}
+    for cur, old in zip(current["param_groups"], saved["param_groups"]):
+        if {names[i] for i in cur["params"]} != {saved_names[i] for i in old["params"]}:
+            raise ValueError("the checkpoint's optimiser groups hold other parameters than this optimiser's: "
+                             "build the optimiser as the run that wrote the checkpoint did")
+        groups.append({**old, "params": cur["params"]})
+        for i in cur["params"]:
+            j = saved_index[names[i]]
+            if j in saved["state"]:
+                state[i] = saved["state"][j]
+    return {"state": state, "param_groups": groups}
 
 
 def _save_checkpoint(path: Path, state: TrainState, callbacks: Sequence[Callback], extra: dict) -> None:
@@ -296,6 +421,7 @@ def _save_checkpoint(path: Path, state: TrainState, callbacks: Sequence[Callback
             "pair": state.pair.state_dict() if isinstance(state.pair, nn.Module) else None,
             "param_store": encode_param_store(pyro.get_param_store().get_state()),
             "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
+            "param_names": list(state.param_names),
             "rng": rng_state(),
             "history": state.history.epochs,
             "callbacks": [cb.state_dict() for cb in callbacks],
@@ -348,8 +474,13 @@ def fit(
             ``Dataset``, a ``DataLoader``, or an ``IterableDataset`` yielding batches (a stream
             over files larger than memory: :mod:`pyro_lvm.data.streaming`). Batches are passed to model and guide by the
             convention of :mod:`pyro_lvm.base`.
-        valid_data: same kinds; its loss per datapoint is logged as ``valid_loss``.
-        elbo: any Pyro ELBO with ``differentiable_loss`` (default ``Trace_ELBO()``).
+        valid_data: same kinds; its negative ELBO per datapoint is logged as ``valid_loss``
+            (for an objective that is not the ELBO, such as free bits, the ELBO it modifies;
+            the objective's own value is logged as ``valid_objective``).
+        elbo: any Pyro ELBO with ``differentiable_loss``. Default: ``Trace_ELBO()``, or
+            ``TraceEnum_ELBO`` when the pair marks latent sites for enumeration (decided on the
+            first batch; see :class:`DefaultELBO`). A sampling ELBO (``Trace_ELBO`` and kin)
+            for a pair with enumeration marks is refused with what to pass instead.
         optimizer, lr: a name (``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``) with a learning
             rate, or a callable ``params -> torch.optim.Optimizer``.
         seed: seeds all generators at the start, and fixes each epoch's shuffling.
@@ -392,6 +523,8 @@ def fit(
             the step, and ``last.pt`` still holds the last good state.
         pyro_lvm.distributed.WorkerFailedError: a process of a ``"ddp"`` run failed (named).
     """
+    # (a forked ddp worker inherits the added callbacks and gets them in `callbacks` too: no repeats)
+    callbacks = [*callbacks, *(cb for cb in _ADDED_CALLBACKS.get() if cb not in callbacks)]
     call = dict(locals())  # for the worker processes of strategy="ddp"
     check_pair(pair)
     validation.check(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, clip_norm=clip_norm, patience=patience,
@@ -428,17 +561,17 @@ def fit(
     try:
         if isinstance(pair, nn.Module):
             pair.to(device)
-        elbo = elbo if elbo is not None else pyro.infer.Trace_ELBO()
+        elbo = elbo if elbo is not None else DefaultELBO()
         step_elbo = elbo if rank is None else distributed.sharded_elbo(elbo, rank.world_size, data_plate)
         metrics = dict(metrics or {})
         show_progress = (sys.stderr.isatty() if progress is None else progress) and main_process
 
         state = TrainState(pair=pair, elbo=step_elbo, optimizer=None, params=[], device=device, rank=rank,
-                           train_data=train_data, valid_data=valid_data)
+                           train_data=train_data, valid_data=valid_data, checkpoint_dir=ckpt_dir)
         best_value: float | None = None
         best_state: dict | None = None
         bad_epochs = 0
-        pending_optimizer_state = None
+        pending: dict | None = None  # what a checkpoint restores at the first step (see _prepare)
         options = {"seed": seed, "lr": lr, "optimizer": optimizer if isinstance(optimizer, str) else None}
         # Ranks draw different guide noise; parameters start equal (rank 0's are broadcast).
         set_seed(seed if rank is None else seed + 7919 * rank.rank)
@@ -446,14 +579,13 @@ def fit(
             rank.broadcast_parameters(list(pair.parameters()))
 
         if resume and ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
-            ckpt = load_checkpoint(ckpt_dir / "last.pt", map_location=device)
+            last = ckpt_dir / "last.pt"
+            ckpt = load_checkpoint(last, map_location=device)
             if ckpt.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{ckpt_dir / 'last.pt'} has checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-            _check_resumed_options(ckpt.get("options", {}), options, ckpt_dir / "last.pt")
-            if isinstance(pair, nn.Module):
-                load_module_state(pair, ckpt, ckpt_dir / "last.pt")
-            pyro.get_param_store().set_state(decode_param_store(ckpt["param_store"]))
-            pending_optimizer_state = ckpt["optimizer"]
+                raise ValueError(f"{last} has checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+            _check_resumed_options(ckpt.get("options", {}), options, last)
+            pending = {"pair": ckpt.get("pair"), "param_store": decode_param_store(ckpt["param_store"]),
+                       "optimizer": ckpt.get("optimizer"), "param_names": ckpt.get("param_names"), "path": last}
             state.epoch, state.step = ckpt["epoch"] + 1, ckpt["step"]
             state.history = History(list(ckpt["history"]))
             for cb, cb_state in zip(callbacks, ckpt["callbacks"]):
@@ -466,11 +598,14 @@ def fit(
                 best, _ = load_best_or_last(ckpt_dir, map_location=device)
                 best_state = {"pair": best["pair"], "param_store": decode_param_store(best["param_store"])}
 
-        def build_optimizer(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        def build_optimizer(params: list[torch.Tensor], names: list[str]) -> torch.optim.Optimizer:
             opt = _make_optimizer(optimizer, params, lr)
-            if pending_optimizer_state is not None:
-                _load_optimizer_state(opt, pending_optimizer_state, ckpt_dir)
+            if pending is not None and pending["optimizer"] is not None:
+                _load_optimizer_state(opt, pending["optimizer"], pending["param_names"], names, pending["path"])
             return opt
+
+        def prepare(batch: Any) -> None:
+            _prepare(pair, batch, elbo, pending)
 
         def checkpoint(name: str) -> None:
             if ckpt_dir is not None and main_process:
@@ -503,18 +638,18 @@ def fit(
                 batch = batch_to(batch, device)
                 for cb in callbacks:
                     cb.on_step_begin(state, batch)
-                loss_value = _optimisation_step(
-                    state, batch, callbacks, build_optimizer, clip_norm,
+                step_loss = _optimisation_step(
+                    state, batch, callbacks, build_optimizer, prepare, clip_norm,
                     lambda: f"step {state.step + 1} (epoch {state.epoch + 1}, {count} datapoints into it); "
                             f"parameters left as before that step. {_last_good(ckpt_dir)}")
                 if validate == "first":
                     pyro.enable_validation(False)
-                total += loss_value
+                total += step_loss
                 count += n
                 if show_progress:
-                    batches.set_postfix(loss=f"{loss_value / n:.3f}")  # type: ignore[union-attr]
+                    batches.set_postfix(loss=f"{step_loss / n:.3f}")  # type: ignore[union-attr]
                 for cb in callbacks:
-                    cb.on_step_end(state, batch, loss_value)
+                    cb.on_step_end(state, batch, step_loss)
             if count == 0:
                 raise ValueError(f"the training data gave no batches in epoch {state.epoch + 1}"
                                  + (" (with strategy='ddp', each batch needs at least one datapoint per rank)"
@@ -524,7 +659,13 @@ def fit(
             if isinstance(pair, nn.Module):
                 pair.eval()
             if valid_data is not None:
-                state.logs["valid_loss"] = evaluate_loss(pair, valid_data, elbo, batch_size=max(batch_size, 256), device=device)
+                plain = getattr(elbo, "plain_elbo", None)  # free bits: -ELBO is logged, the hinged value too
+                valid_batch = max(batch_size, 256)
+                state.logs["valid_loss"] = evaluate_loss(pair, valid_data, plain if plain is not None else elbo,
+                                                         batch_size=valid_batch, device=device)
+                if plain is not None:
+                    state.logs["valid_objective"] = evaluate_loss(pair, valid_data, elbo, batch_size=valid_batch,
+                                                                  device=device)
             for name, fn in metrics.items():
                 state.logs[name] = float(fn(pair, valid_data if valid_data is not None else train_data))
             for cb in callbacks:
@@ -547,7 +688,7 @@ def fit(
             elif patience is not None or restore_best:
                 raise ValueError(f"monitor {monitor!r} was not logged; logged keys: {sorted(state.logs)}")
             if improved and restore_best:
-                best_state = _snapshot(pair)
+                best_state = snapshot(pair)
             if improved:
                 checkpoint("best.pt")
             if (state.epoch + 1) % checkpoint_every == 0 or state.stop or state.epoch + 1 == epochs:
@@ -558,28 +699,80 @@ def fit(
     finally:
         pyro.enable_validation(was_validating)
         folder.close()
+    if pending is not None and state.optimizer is None:
+        # Resumed after the last epoch: no step ran to restore the checkpoint, so do it here.
+        if isinstance(pair, nn.Module) and pending["pair"] is not None:
+            pair.load_state_dict(pending["pair"], strict=False)  # lazily created parameters live in the store
+        restore_param_store(pending["param_store"])
     if isinstance(pair, nn.Module):
         pair.eval()
     if restore_best and best_state is not None:
-        _restore(pair, best_state)
+        restore(pair, best_state)
     for cb in callbacks:
         cb.on_train_end(state)
     return state.history
 
 
+def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> None:
+    """Look at the pair once before its first step: trace it (in eval mode, the random state
+    left as it was, so the run's numbers do not depend on this look), then
+
+    * restore a checkpoint (``pending``): parameters created lazily (autoguides, ``PyroModule``)
+      exist now, so the module state loads strictly, and the param store is restored in
+      place, ``pyro.module`` parameters included;
+    * settle the objective: the default chooses ``TraceEnum_ELBO`` for enumeration marks, a
+      sampling ELBO given for such a pair is refused, an objective that would guess its plate
+      nesting gets it.
+    """
+    was_training = isinstance(pair, nn.Module) and pair.training
+    if was_training:
+        pair.eval()
+    try:
+        args, kwargs = batch_args(batch)
+        with preserved_rng():
+            traces = guide_and_model_traces(pair.model, pair.guide, args, kwargs)
+    finally:
+        if was_training:
+            pair.train()
+    if pending is not None:
+        if isinstance(pair, nn.Module) and pending["pair"] is not None:
+            load_module_state(pair, pending, pending["path"])
+        param_sites = [s for tr in traces for s in tr.nodes.values() if s["type"] == "param"]
+        restore_param_store(pending["param_store"], sites=param_sites)
+    enumerated, nesting = enumerated_sites(*traces), max_plate_nesting(*traces)
+    if isinstance(elbo, DefaultELBO):
+        elbo.choose(enumerated, nesting)
+    else:
+        _check_enumeration(elbo, enumerated, nesting)
+        _settle_plate_nesting(elbo, nesting)
+
+
+def _settle_plate_nesting(elbo: Any, nesting: int) -> None:
+    """Give an objective (or the ELBO it wraps) that would guess its ``max_plate_nesting`` on its
+    first call the value just found. Pyro's guess traces the pair, which moves the random
+    state at the first step of every run, a resumed one included."""
+    seen: set[int] = set()
+    while elbo is not None and id(elbo) not in seen:
+        seen.add(id(elbo))
+        attrs = getattr(elbo, "__dict__", {})
+        if "max_plate_nesting" in attrs and (attrs["max_plate_nesting"] is None or attrs["max_plate_nesting"] == math.inf):
+            elbo.max_plate_nesting = nesting
+        elbo = attrs.get("elbo", attrs.get("inner"))
+
+
 def _optimisation_step(state: TrainState, batch: Any, callbacks: Sequence[Callback],
-                       build_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
-                       clip_norm: float | None, context: Callable[[], str]) -> float:
+                       build_optimizer: Callable[[list[torch.Tensor], list[str]], torch.optim.Optimizer],
+                       prepare: Callable[[Any], None], clip_norm: float | None, context: Callable[[], str]) -> float:
     """Loss, backward, NaN checks, clipping and one update; returns the loss value (in a
     ``"ddp"`` run, summed over ranks: the loss of the whole batch)."""
     if state.optimizer is None:
-        # The first step discovers parameters created lazily by pyro.param.
-        with poutine.trace(param_only=True) as capture:
-            loss = state.loss(batch)
-        state.params = _trainable_params(state.pair, capture.trace.nodes.values())
+        # The first step finds the parameters by name (some are created lazily by the first run).
+        prepare(batch)
+        named, loss = discover_parameters(state.pair, lambda: state.loss(batch))
+        state.params, state.param_names = list(named.values()), list(named)
         if not state.params:
             raise ValueError("the pair has no trainable parameters (no nn.Module parameters and no pyro.param sites)")
-        state.optimizer = build_optimizer(state.params)
+        state.optimizer = build_optimizer(state.params, state.param_names)
         if state.rank is not None:  # pyro.param values were drawn on each rank: use rank 0's
             state.rank.broadcast_parameters(state.params)
             loss = state.loss(batch)
@@ -630,32 +823,3 @@ def _check_resumed_options(saved: dict, now: dict, path: Path) -> None:
             raise ValueError(f"resume refused: {key}={now[key]!r} differs from {key}={saved[key]!r} that {path} was "
                              f"trained with; a resumed run continues the checkpoint's {'random streams' if key == 'seed' else 'optimiser state'}, "
                              f"so pass {key}={saved[key]!r}, or overwrite=True to start again")
-
-
-def _load_optimizer_state(opt: torch.optim.Optimizer, saved: dict, ckpt_dir: Path | None) -> None:
-    """Load a checkpoint's optimiser state, keeping the hyperparameters given now (``lr``,
-    betas, ...): they are applied, with a warning where they differ from the checkpoint's."""
-    fresh = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-    opt.load_state_dict(saved)
-    changed = set()
-    for group, want in zip(opt.param_groups, fresh):
-        for k, v in want.items():
-            if group.get(k) != v:
-                changed.add(f"{k}={v!r} (was {group.get(k)!r})")
-                group[k] = v
-    if changed:
-        warnings.warn(f"resuming from {ckpt_dir}: applying the optimiser settings given now: {', '.join(sorted(changed))}",
-                      stacklevel=4)
-
-
-def _snapshot(pair: Any) -> dict:
-    return {
-        "pair": copy.deepcopy(pair.state_dict()) if isinstance(pair, nn.Module) else None,
-        "param_store": copy.deepcopy(pyro.get_param_store().get_state()),
-    }
-
-
-def _restore(pair: Any, snap: dict) -> None:
-    if isinstance(pair, nn.Module):
-        pair.load_state_dict(snap["pair"])
-    pyro.get_param_store().set_state(snap["param_store"])

@@ -254,6 +254,7 @@ device_rule = Device()
 RULES: dict[str, _Rule] = {
     "batch_size": positive_int,
     "num_samples": positive_int,
+    "global_samples": positive_int,
     "chunk_size": Integer(1, optional=True),
     "epochs": non_negative_int,
     "lr": positive_number,

@@ -174,7 +174,7 @@ def test_every_remedy_trains_the_cnn_vae_through_the_task(tmp_path, name):
     vae = metrics["models"]["vae"]
     assert vae["config"]["decoder"] == "cnn" and vae["config"]["conditioning"] == "concat"
     assert math.isfinite(vae["test"]["nll"]) and vae["test"]["nll"] <= vae["test"]["neg_elbo"] + 1.0
-    assert metrics["text"]["vae_samples"] and len(metrics["text"]["homotopy"]["VAE"]) == 8
+    assert metrics["text"]["vae_samples"] and len(metrics["text"]["homotopy"]["VAE"]) == args.steps
     history = json.loads((tmp_path / "run" / "vae" / "history.json").read_text())["epochs"]
     if name in ("free-bits", "pretrain+free-bits"):   # 3 dimensions charged at least 50 nats each
         assert all(e["train_loss"] > 150 for e in history)

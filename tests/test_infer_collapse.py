@@ -320,12 +320,22 @@ def test_free_bits_bad_input():
     pair, x = TwoSitePair(), data()
     with pytest.raises(ValueError, match="-0.1"):
         FreeBitsELBO(-0.1)
-    with pytest.raises(ValueError, match="'z2'.*no dimension axis"):
-        FreeBitsELBO(0.5).differentiable_loss(pair.model, pair.guide, x)
     with pytest.raises(ValueError, match="'nope'"):
         FreeBitsELBO(0.5, sites=["nope"]).differentiable_loss(pair.model, pair.guide, x)
-    # Hinge on z1 only: z2 keeps its plain KL and is fine without a dimension axis.
+    # Hinge on z1 only: z2 keeps its plain KL.
     assert math.isfinite(FreeBitsELBO(0.5, sites=["z1"]).loss(pair.model, pair.guide, x))
+
+
+def test_free_bits_hinges_a_scalar_site_as_one_dimension():
+    pair, x = TwoSitePair(), data()
+    n, lam = x.shape[0], 0.5
+    h = pair.enc(x).detach()
+    kl1 = gaussian_kl(h[:, :2], F.softplus(h[:, 2:4]) + 0.1).mean(0)            # (2,): z1 per dimension
+    kl2 = gaussian_kl(h[:, 4], F.softplus(h[:, 5]) + 0.1).mean()                # z2: one dimension
+    rec, _ = loss_and_grads(KLScaledELBO(TraceMeanField_ELBO(), beta=0.0), pair, x)
+    loss, _ = loss_and_grads(FreeBitsELBO(lam), pair, x)
+    expected = rec.item() + n * (torch.clamp(kl1, min=lam).sum() + max(lam, float(kl2))).item()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- aggressive training

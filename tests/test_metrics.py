@@ -102,7 +102,7 @@ def test_autoencoder_has_no_likelihood():
 
 
 class GlobalLatentPair:
-    """A pair with a global latent outside the data plate: no per-datapoint weight exists."""
+    """A pair with a global latent outside the data plate, its guide the prior."""
 
     def model(self, x):
         mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
@@ -113,9 +113,17 @@ class GlobalLatentPair:
         pyro.sample("mu", dist.Normal(0.0, 1.0))
 
 
-def test_global_latent_is_refused_with_the_site_name():
-    with pytest.raises(ValueError, match="'mu'"):
-        log_likelihood(GlobalLatentPair(), torch.zeros(4), num_samples=2)
+def test_global_latent_draws_are_shared_across_the_set():
+    from pyro_lvm.metrics import set_log_likelihood
+
+    # x_i = mu + noise with mu ~ N(0, 1) drawn from the guide (= the prior): jointly x ~ N(0, I + 11^T)
+    x = torch.zeros(4)
+    held = set_log_likelihood(GlobalLatentPair(), x, num_samples=1, global_samples=1000)
+    exact_total = -0.5 * math.log(5.0) - 2 * math.log(2 * math.pi)
+    assert held["global_sites"] == ["mu"]
+    assert abs(held["total"] - exact_total) < 4 * held["se"] + 1e-3
+    exact_point = -0.5 * math.log(2 * math.pi * 2.0)
+    torch.testing.assert_close(held["pointwise"], torch.full((4,), exact_point), atol=0.05, rtol=0)
 
 
 def test_bad_num_samples():

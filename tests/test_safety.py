@@ -148,7 +148,10 @@ def test_a_format1_checkpoint_resumes_exactly(tmp_path):
     set_seed(0)
     full = VAE(16, 3, (12,))
     h_full = fit(full, X, X[:20], epochs=3, batch_size=32, seed=3, progress=False)
-    assert h.epochs == h_full.epochs
+    # Epochs 0-1 come from the fixture: their valid_loss was computed by the old code (through
+    # differentiable_loss, now ELBO.loss), which differs in the last float bits; the rest is exact.
+    assert [e["train_loss"] for e in h.epochs] == [e["train_loss"] for e in h_full.epochs]
+    assert h.epochs[-1] == h_full.epochs[-1]
     assert all(torch.equal(p, q) for p, q in zip(full.parameters(), resumed.parameters()))
 
 

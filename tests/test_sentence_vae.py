@@ -5,6 +5,7 @@ import itertools
 import json
 import math
 import runpy
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from hypothesis import given, settings, strategies as st
 from pyro_lvm import decoding, fit
 from pyro_lvm.cli import main as cli_main
 from pyro_lvm.data.text import (BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, BucketBatchSampler, Vocabulary, bucket_loader,
-                                count_tokens, encode_sentences, lengths_of, load_embedded_corpus, read_ptb,
-                                read_sentences, tokenize)
+                                count_tokens, encode_sentences, lengths_of, load_corpus, load_embedded_corpus, read_ptb,
+                                read_sentences, simple_sentences, tokenize, tokenize_text, unk_rate)
 from pyro_lvm.metrics import elbo_terms, log_likelihood
 from pyro_lvm.models.sentence_vae import (LSTMLanguageModel, SentenceAutoencoder, SentenceVAE, WordCategorical,
                                           check_tokens, load_sentence_model, save_sentence_model, word_dropout)
@@ -43,6 +44,12 @@ def _models(vocab_size, **kw):
             LSTMLanguageModel(vocab_size, 8, 12, **({"word_keep": kw["word_keep"]} if "word_keep" in kw else {}))]
 
 
+def _task_args(argv):
+    parser = argparse.ArgumentParser()
+    task.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
 def _loss(model, tokens, seed=0):
     pyro.set_rng_seed(seed)
     return pyro.infer.Trace_ELBO().differentiable_loss(model.model, model.guide, tokens)
@@ -53,6 +60,7 @@ def _loss(model, tokens, seed=0):
 def test_tokenize_words_punctuation_and_numbers():
     assert tokenize("The 1,987 cats' toys -- well-known, OK!") == ["the", "N", "cats", "'", "toys", "-", "-", "well-known", ",", "ok", "!"]
     assert tokenize("Année 3.5", lower=False, numbers=None) == ["Année", "3.5"]
+    assert tokenize_text("Born in N, 1,987 .") == ["born", "in", "N", ",", "N", "."]  # tokenised text stays itself
     with pytest.raises(TypeError):
         tokenize(["a"])
 
@@ -120,6 +128,41 @@ def test_embedded_corpus_is_real_english_and_split_deterministically():
     assert n >= 10_000 and a.train == b.train and a.test == b.test
     words = collections_counter(a.train)
     assert words.most_common(1)[0][0] == "the" and all(5 <= len(s) <= 50 for s in a.train)
+
+
+def test_simple_sentences_keep_short_ones_without_rare_words():
+    text = [s.split() for s in ["a b c", "a b", "a d", "a b c a b c", "b c"]]
+    # counts: a 5, b 5, c 4, d 1
+    assert simple_sentences(text, min_count=2, max_tokens=3) == [["a", "b", "c"], ["a", "b"], ["b", "c"]]
+    assert simple_sentences(text, min_count=5, max_tokens=10) == [["a", "b"]]
+    for bad in (dict(min_count=0), dict(max_tokens=0), dict(min_count=True)):
+        with pytest.raises(ValueError):
+            simple_sentences(text, **bad)
+
+
+def test_default_corpus_and_vocabulary_leave_under_5_percent_unk():
+    """The showcase's text: the Wikipedia sample's simple sentences, the training split's words."""
+    args = _task_args([])
+    corpus, vocab, tensors = task.prepare_data(args)
+    full = load_embedded_corpus()
+    assert corpus.name == "wikipedia-gensim-sample-simple" and len(corpus.train) >= 3000
+    assert all(len(s) <= 30 for s in corpus.train + corpus.test)
+    assert unk_rate(tensors["train"]) == 0.0 and 0.0 < unk_rate(tensors["test"]) < 0.05
+    summary = task.data_summary(corpus, vocab, tensors, args)
+    assert summary["unk_rate"]["test"] == pytest.approx(unk_rate(tensors["test"]), abs=1e-5)
+    # The full sample with the same kind of vocabulary does not get there.
+    full_vocab = Vocabulary.build(full.train, max_size=10_000)
+    assert unk_rate(encode_sentences(full.test, full_vocab)) > 0.05
+
+
+def test_unk_rate_counts_words_only(vocab):
+    t = encode_sentences([["the", "zebra"], ["a", "cat", "quokka", "sat"]], vocab)
+    assert unk_rate(t) == pytest.approx(2 / 6)
+
+
+def test_a_corpus_path_that_does_not_exist_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="corpus .*nope.txt' does not exist: give 'embedded'"):
+        load_corpus(str(tmp_path / "nope.txt"))
 
 
 def collections_counter(sentences):
@@ -324,7 +367,88 @@ def test_sampling_homotopy_and_errors(vocab):
     with pytest.raises(ValueError, match="steps"):
         decoding.homotopy(vae, vocab, "a", "b", steps=1)
     with pytest.raises(ValueError, match="unknown decoding"):
-        decoding.decode(vae, torch.zeros(1, 3), method="nucleus")
+        decoding.decode(vae, torch.zeros(1, 3), method="top-k")
+
+
+# ----------------------------------------------------------------------------- decoding that does not loop
+
+def _repeated_ngrams(seq, n):
+    grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_blocked_tokens_are_the_continuations_of_the_last_words():
+    seq = [5, 6, 7, 5, 6]
+    assert decoding.blocked_tokens(seq, 3) == [7]        # "5 6 7" is there already
+    assert decoding.blocked_tokens(seq, 2) == [7]        # after "6": "6 7"
+    assert decoding.blocked_tokens([5, 6, 5], 2) == [6]
+    assert decoding.blocked_tokens(seq, 1) == [5, 6, 7]  # no word twice
+    assert decoding.blocked_tokens(seq, 0) == [] and decoding.blocked_tokens([5], 3) == []
+
+
+def _looping_lm(vocab_size=7, max_len=30):
+    """An LM whose greedy decoding loops: the output layer always prefers word 4, then 5."""
+    torch.manual_seed(0)
+    lm = LSTMLanguageModel(vocab_size, 4, 5, max_len=max_len).eval()
+    with torch.no_grad():
+        lm.output.weight.zero_()
+        lm.output.bias.copy_(torch.tensor([-9.0, -9.0, -9.0, -5.0, 3.0, 2.0, 1.0])[:vocab_size])
+    return lm
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.sampled_from(["greedy", "beam", "sample"]), st.integers(0, 10_000),
+       st.floats(0.0, 2.0))
+def test_no_output_repeats_a_blocked_ngram(n, method, seed, length_penalty):
+    lm = _looping_lm()
+    assert _repeated_ngrams(decoding.greedy(lm, n=1)[0], n) > 0  # without blocking it loops
+    kw = {"beam": dict(beam_size=3, length_penalty=length_penalty), "sample": dict(top_p=0.9), "greedy": {}}[method]
+    torch.manual_seed(seed)
+    vae = SentenceVAE(9, 4, 6, 2, max_len=25).eval()
+    for model, z, k in ((lm, None, 3), (vae, torch.randn(3, 2) * 3, None)):
+        out = decoding.decode(model, z, k, method, block_ngram=n, **kw)
+        assert len(out) == 3 and all(_repeated_ngrams(s, n) == 0 for s in out), out
+
+
+def test_nucleus_sampling_keeps_the_top_mass():
+    lm = _looping_lm()
+    gen = torch.Generator().manual_seed(0)
+    # A nucleus smaller than the top word's probability is the argmax: sampling is greedy.
+    assert decoding.sample(lm, n=4, top_p=1e-6, generator=gen, max_len=6) == decoding.greedy(lm, n=4, max_len=6)
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    assert torch.equal(decoding._nucleus(probs, 0.7), torch.tensor([[0.5, 0.3, 0.0, 0.0]]))
+    assert torch.equal(decoding._nucleus(probs, 0.5), torch.tensor([[0.5, 0.0, 0.0, 0.0]]))
+    assert torch.equal(decoding._nucleus(probs, 1.0), probs)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="top_p"):
+            decoding.sample(lm, n=1, top_p=bad)
+    with pytest.raises(ValueError, match="block_ngram"):
+        decoding.greedy(lm, n=1, block_ngram=-1)
+    with pytest.raises(ValueError, match="length_penalty"):
+        decoding.beam_search(lm, n=1, length_penalty=-1.0)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_wide_beam_with_length_penalty_finds_the_best_normalised_sentence(alpha):
+    vae = SentenceVAE(6, 4, 5, 2, max_len=3).eval()
+    z = torch.randn(1, 2)
+    words = [i for i in range(6) if i != EOS_ID]
+    candidates = [list(s) for L in range(4) for s in itertools.product(words, repeat=L)]
+
+    def normalised(s):  # scored tokens: the words, and <eos> when shorter than max_len
+        return _seq_score(vae, z, s, 3) / (len(s) + (len(s) < 3)) ** alpha
+
+    best = max(candidates, key=normalised)
+    found = decoding.beam_search(vae, z, beam_size=200, max_len=3, length_penalty=alpha)[0]
+    assert math.isclose(normalised(found), normalised(best), abs_tol=1e-5)
+
+
+def test_unknown_words_in_a_homotopy_endpoint(vocab):
+    vae = _models(len(vocab))[0].eval()
+    with pytest.raises(ValueError, match=r"every word of .zebra quokka. is outside .*\(unknown: zebra, quokka\)"):
+        decoding.homotopy(vae, vocab, "zebra quokka", "the cat sat")
+    with pytest.warns(UserWarning, match="1 of 3 words .* zebra"):
+        assert len(decoding.homotopy(vae, vocab, "the zebra sat", "the cat sat", steps=3)) == 3
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -381,8 +505,10 @@ def test_cli_train_writes_metrics_and_text(trained_run):
     vae, lm = metrics["models"]["vae"]["test"], metrics["models"]["lm"]["test"]
     assert vae["nll"] <= vae["neg_elbo"] + 0.5 and lm["nll"] == pytest.approx(lm["neg_elbo"], rel=1e-5)
     assert vae["ppl"] == pytest.approx(math.exp(vae["nll"] * vae["sentences"] / vae["tokens"]), rel=1e-4)
-    assert len(metrics["text"]["homotopy"]["VAE"]) == 8 and len(metrics["text"]["vae_samples"]) == 5
-    assert "## VAE" in (trained_run / "interpolation.txt").read_text()
+    assert len(metrics["text"]["homotopy"]["VAE"]) == 7 and len(metrics["text"]["vae_samples"]) == 5
+    header = (trained_run / "interpolation.txt").read_text().splitlines()[3].split()
+    assert header == ["VAE", "|", "AE"]
+    assert set(metrics["data"]["unk_rate"]) == {"train", "valid", "test"}
     assert (trained_run / "vae" / "best.pt").is_file() and (trained_run / "lm" / "model.pt").is_file()
 
 
@@ -391,15 +517,98 @@ def test_cli_interpolate_evaluate_sample(trained_run, capsys):
     assert cli_main(["interpolate", str(trained_run), "--sentences", "the war ended .", "he was born in N .",
                      "--steps", "4"]) == 0
     printed = capsys.readouterr().out
-    assert "## VAE" in printed and "## AE" in printed
     result = json.loads(printed[printed.index("{\n"):])
     assert len(result["VAE"]) == 4 and len(result["AE"]) == 4
+    lines = printed.splitlines()
+    assert lines[3].split() == ["VAE", "|", "AE"]  # side by side, one numbered row per point
+    assert lines[4].startswith(" 1  " + result["VAE"][0]) and lines[4].endswith("| " + result["AE"][0])
+    assert cli_main(["interpolate", str(trained_run), "--steps", "1"]) == 2
+    assert "--steps: must be an int >= 2" in capsys.readouterr().err
     assert cli_main(["interpolate", str(trained_run), "--steps", "3"]) == 0  # the run's own example sentences
     capsys.readouterr()
     assert cli_main(["sample", str(trained_run), "-n", "2"]) == 0
     assert len(json.loads(capsys.readouterr().out)["samples"]) == 2
     assert cli_main(["evaluate", str(trained_run), "--samples", "2", "--split", "valid"]) == 0
     assert json.loads(capsys.readouterr().out)["lm"]["sentences"] == 20
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "1"], "--steps must be >= 2"),
+    (["--corpus", "no/such/corpus.txt"], "corpus 'no/such/corpus.txt' does not exist"),
+    (["--sentences", "zebra quokka", "the war ended ."], r"every word of 'zebra quokka' .*\(unknown: zebra, quokka\)"),
+    (["--samples", "0"], "--samples must be a positive int"),
+])
+def test_showcase_refuses_bad_input_before_training(tmp_path, capsys, argv, message):
+    """Each is refused in the CLI's words (exit 2) before any model is trained."""
+    import re
+
+    out = tmp_path / "run"
+    assert cli_main(["demo", "sentence", *TINY, *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-lvm: error: ") and re.search(message, err), err
+    assert not (out / "vae").exists()
+
+
+def test_demo_without_argument_is_still_the_digits_vae():
+    from pyro_lvm.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--epochs", "2"])
+    assert args.showcase is None and args.dataset == "digits" and args.epochs == 2
+    args = build_parser().parse_args(["demo", "sentence", "--epochs", "3"])
+    assert args.showcase == "sentence" and args.corpus == "embedded-simple" and args.epochs == 3
+    assert args.out == "runs/demo_sentence" and args.remedy == "free-bits" and args.decode == "beam"
+
+
+def test_showcase_prints_its_report_with_progress_on_stderr(tmp_path, capsys):
+    out = tmp_path / "demo"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli_main(["demo", "sentence", *TINY, "--steps", "4", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    printed, err = captured.out, captured.err
+    assert printed == (out / "report.txt").read_text()
+    for part in ("Five sentences from the VAE's prior", "Homotopy", "| AE", "Perplexity of the homotopy",
+                 "LM ", "VAE K=3", "<unk>"):
+        assert part in printed, part
+    # One bar per phase, in a non-interactive stderr too: which model, which epoch, the evaluation, an ETA.
+    for part in ("train VAE epoch 1/1", "train AE epoch 1/1", "train LM epoch 1/1",
+                 "evaluate VAE: test NLL (K=3 samples) over 20 sentences", "evaluate LM: test NLL (exact)", "<"):
+        assert part in err, part
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["data"]["unk_rate"]) == {"train", "valid", "test"}
+    assert len(metrics["text"]["homotopy"]["VAE"]) == 4 and len(metrics["text"]["homotopy"]["AE"]) == 4
+    assert metrics["homotopy_lm"]["VAE"]["tokens"] > 0 and metrics["time"]["cpu_seconds"] > 0
+
+
+def test_acceptance_script_runs_at_ci_size(tmp_path):
+    """The committed acceptance script, at a reduced size: every check is computed and reported."""
+    module = runpy.run_path(str(ROOT / "benchmarks" / "sentence_vae_showcase.py"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = module["main"](["--quick", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "a.json")])
+    assert json.loads((tmp_path / "a.json").read_text())["checks"] == result["checks"]
+    assert set(result["checks"]) == {"five_distinct_samples", "homotopy_neighbours_distinct", "non_unk_token_share",
+                                     "vae_homotopy_reads_better_than_ae", "vae_keeps_a_code", "wall_time"}
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert result["checks"] == {**module["acceptance"](metrics), "wall_time": result["checks"]["wall_time"]}
+    assert result["all_met"] == all(c["met"] for c in result["checks"].values())
+
+
+def test_acceptance_checks_fail_when_they_should():
+    acceptance = runpy.run_path(str(ROOT / "benchmarks" / "sentence_vae_showcase.py"))["acceptance"]
+    good = {"text": {"vae_samples": ["a b .", "c d .", "e f .", "a c .", "b d ."],
+                     "homotopy": {"VAE": ["a b .", "a c .", "c d ."], "AE": ["a b .", "x", "c d ."]}},
+            "homotopy_lm": {"VAE": {"ppl": 10.0}, "AE": {"ppl": 20.0}},
+            "models": {"vae": {"test": {"kl": 4.0, "active_units": 6}}}}
+    assert all(c["met"] for c in acceptance(good).values())
+    bad = json.loads(json.dumps(good))
+    bad["text"]["vae_samples"][1] = "a b ."
+    bad["text"]["homotopy"]["VAE"] = ["a b .", "a b .", "<unk> <unk> <unk> <unk> ."]
+    bad["homotopy_lm"]["AE"]["ppl"] = 5.0
+    bad["models"]["vae"]["test"]["active_units"] = 0
+    checks = acceptance(bad)
+    assert not any(c["met"] for c in checks.values()), checks
+    assert checks["non_unk_token_share"]["value"] == pytest.approx(1 - 4 / 26, abs=1e-4)
 
 
 def test_resume_with_another_vocabulary_is_refused(trained_run, tmp_path):

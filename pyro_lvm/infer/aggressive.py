@@ -38,16 +38,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..base import batch_args, batch_size as _batch_size, batch_to
-from ..train import Callback, TrainState, _trainable_params
+from ..traces import (detached, discover_parameters, is_auxiliary, is_latent_site, is_random, local_and_global,
+                      preserved_rng, replay_model)
+from ..train import Callback, TrainState
 from ..validation import as_tensors as _as_tensors
-from .handlers import is_latent_site
-
-
-def _pair_params(pair: Any, batch: Any, loss_fn) -> list[torch.Tensor]:
-    """Trainable tensors of a pair: module parameters, then ``pyro.param`` sites (by name)."""
-    with poutine.trace(param_only=True) as capture:
-        loss_fn(batch)
-    return _trainable_params(pair, capture.trace.nodes.values())
 
 
 def _reached(output: torch.Tensor, params: list[torch.Tensor]) -> set[int]:
@@ -65,14 +59,13 @@ def split_parameters(pair: Any, batch: Any, params: list[torch.Tensor]) -> tuple
     """
     args, kwargs = batch_args(batch)
     guide_trace = poutine.trace(pair.guide).get_trace(*args, **kwargs)
+    # Auxiliary sites (an autoguide's unconstrained draws) are part of q: their parameters are the encoder's.
     guide_out = sum(s["fn"].log_prob(s["value"]).sum() + s["value"].float().sum()
-                    for s in guide_trace.nodes.values() if is_latent_site(s))
+                    for s in guide_trace.nodes.values() if is_latent_site(s) or (is_random(s) and is_auxiliary(s)))
     guide_reach = _reached(guide_out, params) if isinstance(guide_out, torch.Tensor) else set()
-    with torch.no_grad():
-        fixed = poutine.trace(pair.guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(pair.model, trace=fixed)).get_trace(*args, **kwargs)
+    model_trace = replay_model(pair.model, detached(guide_trace), args, kwargs)
     model_out = sum(s["fn"].log_prob(s["value"]).sum() for s in model_trace.nodes.values()
-                    if s["type"] == "sample" and (s["is_observed"] or is_latent_site(s)))
+                    if is_random(s) and (s["is_observed"] or is_latent_site(s)))
     model_reach = _reached(model_out, params) if isinstance(model_out, torch.Tensor) else set()
     encoder = [p for p in params if id(p) in guide_reach and id(p) not in model_reach]
     decoder = [p for p in params if id(p) not in {id(e) for e in encoder}]
@@ -133,7 +126,17 @@ class AggressiveTraining(Callback):
 
     # ------------------------------------------------------------------ helpers
     def _setup(self, state: TrainState, batch: Any) -> None:
-        params = state.params or _pair_params(state.pair, batch, state.loss)
+        from ..diagnostics import no_local_sites
+
+        args, kwargs = batch_args(batch)
+        with torch.no_grad(), preserved_rng():
+            guide_trace = poutine.trace(state.pair.guide).get_trace(*args, **kwargs)
+        local, global_ = local_and_global(guide_trace, _batch_size(batch))
+        if not local:
+            raise no_local_sites(global_, _batch_size(batch), None, "AggressiveTraining and its MI stopping rule",
+                                 "Train global latents without AggressiveTraining (He et al.'s remedy is for the "
+                                 "encoder of a per-datapoint code), or: ")
+        params = state.params or list(discover_parameters(state.pair, lambda: state.loss(batch))[0].values())
         self.encoder, self.decoder = split_parameters(state.pair, batch, params)
         if not self.encoder:
             raise ValueError("aggressive training found no encoder parameters: no parameter is used by the guide "

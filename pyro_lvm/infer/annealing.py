@@ -2,7 +2,9 @@
 
 At the start of training it wraps the training objective in :class:`KLScaledELBO` (the
 validation loss that ``fit`` logs stays the unscaled ELBO), sets ``beta = schedule(step)``
-before every step, and logs the weight of the epoch's last step as ``"kl_weight"``.
+before every step, and logs per epoch the weight of its last step as ``"kl_weight"`` and
+the smallest and largest weight of its steps as ``"kl_weight_min"`` and ``"kl_weight_max"``
+(a cyclical schedule rises and falls within an epoch; the last value alone hides it).
 The weight depends only on the global step, so a resumed run continues the schedule.
 """
 
@@ -32,6 +34,7 @@ class KLAnnealing(Callback):
         self.schedule = make_schedule(schedule, **kwargs)
         self.sites = sites
         self.beta: float | None = None
+        self._epoch_weights: list[float] = []
         self._wrapped: KLScaledELBO | None = None
         self._original: Any = None
 
@@ -49,14 +52,21 @@ class KLAnnealing(Callback):
         self._wrapped = KLScaledELBO(state.elbo, beta=self.beta, sites=self.sites)
         state.elbo = self._wrapped
 
+    def on_epoch_begin(self, state: TrainState) -> None:
+        self._epoch_weights = []
+
     def on_step_begin(self, state: TrainState, batch: Any) -> None:
         self.beta = self.weight(state.step)
+        self._epoch_weights.append(self.beta)
         assert self._wrapped is not None
         self._wrapped.beta = self.beta
 
     def on_epoch_end(self, state: TrainState) -> None:
         if self.beta is not None and math.isfinite(self.beta):
             state.logs["kl_weight"] = self.beta
+        if self._epoch_weights:
+            state.logs["kl_weight_min"] = min(self._epoch_weights)
+            state.logs["kl_weight_max"] = max(self._epoch_weights)
 
     def on_train_end(self, state: TrainState) -> None:
         if self._original is not None:

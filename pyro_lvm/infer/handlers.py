@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 import torch
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
+
+from ..traces import is_latent_site
 
 SiteSpec = "None | str | Iterable[str] | Callable[[str], bool]"
 
@@ -58,13 +59,6 @@ def _selector(sites: Any) -> tuple[Callable[[str], bool], frozenset[str] | None]
     if not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"sites must be None, a site name, a non-empty list of names or a predicate; got {sites!r}")
     return names.__contains__, names
-
-
-def is_latent_site(msg: dict) -> bool:
-    """A sample statement that is a latent random variable (not an observation, a plate's
-    subsample site or a guide-only auxiliary variable)."""
-    return (msg["type"] == "sample" and not msg["is_observed"] and not isinstance(msg["fn"], _Subsample)
-            and not (msg.get("infer") or {}).get("is_auxiliary", False))
 
 
 class KLScaleMessenger(Messenger):

@@ -1,8 +1,9 @@
 """Free bits (Kingma et al. 2016), per dimension as in Li et al. (2019), for any pair.
 
-For every latent site ``z`` with a dimension axis (the guide's event dimensions, e.g. a
-``Normal(loc, scale).to_event(1)`` over ``(batch, d)``), each dimension's KL, averaged over the
-batch, enters the loss as ``max(lambda, KL_d)``::
+For every latent site ``z``, each of its dimensions' KL (see :func:`kl_units`: the coordinates
+of a ``Normal(loc, scale).to_event(1)`` over ``(batch, d)``, the variables of a
+``OneHotCategorical(...).to_event(1)``; a scalar site or a ``MultivariateNormal`` is one
+dimension), averaged over the batch, enters the loss as ``max(lambda, KL_d)``::
 
     loss = -sum_i E_q[log p(x_i | z_i)] + sum_sites sum_d  n * max(lambda, (1/n) sum_i KL(q(z_id|x_i) || p(z_id)))
 
@@ -13,10 +14,18 @@ prior distributions, a one-sample Monte-Carlo estimate (``log q(z) - log p(z)`` 
 sample) otherwise. ``lambda = 0`` is the plain ELBO exactly: the hinge is not applied, so it
 also equals ``Trace_ELBO`` when the KL is Monte Carlo and an estimate comes out negative.
 
-Requirements: latent guide sites are reparameterised (``has_rsample``); for the per-dimension
-variant the guide and prior are factorised over the event dimensions (``Independent`` over
-an elementwise distribution). ``per_dimension=False`` applies the hinge to each site's total
-KL instead (Kingma et al.'s groups), which works for any distribution.
+The hinge acts on KL terms, so it needs no ``rsample``: the reconstruction term's gradient
+comes from whatever estimator a site uses. Reparameterised sites are differentiated through
+their samples; sites without ``rsample`` (``Bernoulli``, ``Categorical``, ...) that are sampled
+get a score-function term, each datapoint's site charged that datapoint's loss (the
+hinge's floor is a constant); sites marked for parallel enumeration (``config_enumerate``)
+are summed out exactly, so their KL and everything downstream is an expectation over them.
+An autoguide's auxiliary draws and the point masses they feed enter as one Monte Carlo
+term ``log q - log p``, which can be kept but not hinged (it is not a term of one site); a
+point mass with no auxiliary draw (a MAP guide) has no KL to hinge either.
+
+``per_dimension=False`` applies the hinge to each site's total KL instead (Kingma et al.'s
+groups).
 """
 
 from __future__ import annotations
@@ -24,18 +33,43 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import prune_subsample_sites
 
-from .handlers import _selector, is_latent_site
+from ..base import batch_size as _batch_size
+from ..traces import (data_plate_frame, enumeration_mark, is_auxiliary, is_latent_site, is_point_mass,
+                      pair_plate_nesting, replay_model, unwrap_independent)
+from .handlers import _selector
 
 
-def _unwrap(d: Any) -> Any:
-    while isinstance(d, dist.Independent):
-        d = d.base_dist
-    return d
+def _masked_value(value: torch.Tensor, mask: Any) -> torch.Tensor:
+    """``value`` with 0 where a site's mask is False (the mask broadcasts from the right)."""
+    if mask is None or mask is True:
+        return value
+    if mask is False:
+        return torch.zeros_like(value)
+    return torch.where(mask, value, torch.zeros((), dtype=value.dtype, device=value.device))
+
+
+def _batch_size_or_none(args: tuple, kwargs: dict) -> int | None:
+    try:
+        return _batch_size(args[0] if len(args) == 1 and not kwargs else (args if args else kwargs))
+    except ValueError:
+        return None
+
+
+def _per_datapoint(t: torch.Tensor, site: dict, n: int | None, data_plate: str | None) -> torch.Tensor | None:
+    """``t`` (right-aligned with the site's batch dims) summed to ``(n,)`` over all but the
+    datapoint dim; None for a site outside the data plate (a global one)."""
+    frame = data_plate_frame(site, n, data_plate) if n is not None else None
+    if frame is None:
+        return None
+    dim = frame.dim
+    if t.dim() < -dim:
+        t = t.reshape((1,) * (-dim - t.dim()) + tuple(t.shape))
+    t = t.movedim(dim, 0)
+    return t.reshape(t.shape[0], -1).sum(-1).expand(n)
 
 
 def _mask_like(mask: Any, shape: torch.Size, ref: torch.Tensor) -> torch.Tensor:
@@ -49,34 +83,37 @@ def _mask_like(mask: Any, shape: torch.Size, ref: torch.Tensor) -> torch.Tensor:
     return m.expand(shape)
 
 
+def kl_units(q: Any, p: Any) -> torch.Size:
+    """The shape of a site's KL *units* (its dimensions for free bits and diagnostics): the batch
+    dims that ``Independent`` folded into the event, when guide and prior are both such
+    products of the same shape (``Normal(...).to_event(1)``: one unit per coordinate;
+    ``OneHotCategorical(...).to_event(1)``: one per categorical variable). A site whose KL does
+    not split so (a scalar site, a ``MultivariateNormal``) is one unit: ``()``."""
+    (qb, qn), (pb, pn) = unwrap_independent(q), unwrap_independent(p)
+    if qn == 0 or qn != pn or qb.event_shape != pb.event_shape:
+        return torch.Size()
+    return q.event_shape[:qn]
+
+
 def site_kl(name: str, q: Any, p: Any, value: torch.Tensor, per_dimension: bool, analytic: bool = True
             ) -> tuple[torch.Tensor, bool]:
-    """KL of one latent site, elementwise: ``(batch_shape + event_shape, analytic?)`` when
-    ``per_dimension``, else ``(batch_shape, analytic?)`` (summed over the event)."""
-    event = q.event_shape
-    if per_dimension:
-        if len(event) == 0:
-            raise ValueError(f"free bits per dimension: latent site {name!r} has no dimension axis (its guide "
-                             f"distribution {type(q).__name__} has event_shape ()); give the site an event dimension "
-                             "(e.g. .to_event(1)) or use per_dimension=False")
-        qb, pb = _unwrap(q), _unwrap(p)
-        if qb.event_shape != () or pb.event_shape != ():
-            raise ValueError(f"free bits per dimension: the KL of latent site {name!r} does not split per dimension "
-                             f"(guide {type(qb).__name__}, prior {type(pb).__name__} are not elementwise distributions "
-                             "made Independent); use per_dimension=False for a site-level hinge")
-        full = q.batch_shape + event
-        if analytic:
-            try:
-                return torch.distributions.kl_divergence(qb, pb).expand(full), True
-            except NotImplementedError:
-                pass
-        return (qb.log_prob(value) - pb.log_prob(value)).expand(full), False
+    """KL of one latent site: ``(batch_shape + kl_units(q, p), analytic?)`` when
+    ``per_dimension``, else ``(batch_shape, analytic?)`` (summed over the event). Analytic
+    where PyTorch knows the KL (unless ``analytic=False``), else ``log q - log p`` at ``value``."""
+    if per_dimension and kl_units(q, p):
+        q, p = unwrap_independent(q)[0], unwrap_independent(p)[0]   # batch_shape: the site's + its units
     if analytic:
         try:
-            return torch.distributions.kl_divergence(q, p).expand(q.batch_shape), True
+            return _broadcast(torch.distributions.kl_divergence(q, p), q.batch_shape), True
         except NotImplementedError:
             pass
-    return (q.log_prob(value) - p.log_prob(value)).expand(q.batch_shape), False
+    return _broadcast(q.log_prob(value) - p.log_prob(value), q.batch_shape), False
+
+
+def _broadcast(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``t`` expanded to ``shape``, keeping any extra dims on the left (enumerated values, a
+    prior that depends on an enumerated variable)."""
+    return t.expand(torch.broadcast_shapes(t.shape, shape))
 
 
 class FreeBitsELBO:
@@ -94,7 +131,8 @@ class FreeBitsELBO:
     """
 
     def __init__(self, lam: float = 0.5, per_dimension: bool = True, sites: Any = None,
-                 num_particles: int = 1, analytic: bool = True):
+                 num_particles: int = 1, analytic: bool = True, data_plate: str | None = None,
+                 max_plate_nesting: int | None = None):
         try:
             lam_f = float(lam)
         except (TypeError, ValueError):
@@ -109,67 +147,164 @@ class FreeBitsELBO:
         self.sites = sites
         self.num_particles = num_particles
         self.analytic = analytic
+        self.data_plate = data_plate
+        self.max_plate_nesting = max_plate_nesting
+
+    @property
+    def plain_elbo(self) -> "FreeBitsELBO":
+        """The objective without the hinge (``lam = 0``): exactly the negative ELBO, with the same
+        KL estimators. ``fit`` logs it as ``valid_loss`` and this objective as ``valid_objective``."""
+        plain = FreeBitsELBO(0.0, self.per_dimension, self.sites, self.num_particles, self.analytic, self.data_plate)
+        plain.max_plate_nesting = self.max_plate_nesting
+        return plain
 
     def _traces(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
         # The same calls, in the same order, as Trace_ELBO: the same random numbers give the same z.
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        # Sites marked for parallel enumeration get their whole support, to the left of the plates.
+        if self.max_plate_nesting is None:
+            self.max_plate_nesting = pair_plate_nesting(model, guide, args, kwargs)
+        enum_guide = poutine.enum(guide, first_available_dim=-(self.max_plate_nesting + 1))
+        guide_trace = poutine.trace(enum_guide).get_trace(*args, **kwargs)
+        model_trace = replay_model(model, guide_trace, args, kwargs)
         return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
 
     def terms(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """One particle: ``{"reconstruction": sum log p(x|z), "kl": {site: summed KL},
-        "penalty": {site: hinged KL term}}`` (tensors, differentiable)."""
+        "penalty": {site: hinged KL term}, "score": score-function surrogate (value 0)}``
+        (tensors, differentiable). Enumerated sites are summed out exactly."""
         model_trace, guide_trace = self._traces(model, guide, args, kwargs)
         model_trace.compute_log_prob()
+        n = _batch_size_or_none(args, kwargs)
+        nesting = self.max_plate_nesting
+        enumerated = [name for name, g in guide_trace.nodes.items() if is_latent_site(g) and enumeration_mark(g)]
+        for name in enumerated:
+            if enumeration_mark(guide_trace.nodes[name]) != "parallel":
+                raise ValueError(f"guide site {name!r} is marked for sequential enumeration; FreeBitsELBO sums "
+                                 "enumerated sites in parallel: mark it infer={'enumerate': 'parallel'}")
+        # log q of the enumerated values (unscaled): their weights in every expectation.
+        log_w = sum((_masked_value(guide_trace.nodes[name]["fn"].log_prob(guide_trace.nodes[name]["value"]),
+                                   guide_trace.nodes[name]["mask"]) for name in enumerated), torch.zeros(()))
+        weights = log_w.exp() if enumerated else None
+
+        def expect(t: torch.Tensor, event_ndims: int = 0) -> torch.Tensor:
+            """E over the enumerated sites of a term whose batch dims are the site's (enum dims to their left)."""
+            if weights is None or t.dim() - event_ndims <= nesting:
+                return t
+            w = weights.reshape(weights.shape + (1,) * event_ndims)
+            prod = w * t
+            lead = prod.dim() - event_ndims - nesting
+            return prod.sum(dim=tuple(range(lead)))
+
+        loss_parts: list[tuple[torch.Tensor, dict]] = []   # (term per element, its site): the loss, for score costs
         rec = 0.0
-        kl: dict[str, torch.Tensor] = {}
-        penalty: dict[str, torch.Tensor] = {}
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
                 continue
             if site["is_observed"]:
-                rec = rec + site["log_prob_sum"]
+                lp = expect(site["log_prob"])
+                rec = rec + lp.sum()
+                loss_parts.append((-lp, site))
                 continue
-            if name not in guide_trace.nodes:
-                raise ValueError(f"latent site {name!r} of the model is not in the guide (enumerated or unguided "
-                                 "latents are not supported by FreeBitsELBO)")
+            if name not in guide_trace.nodes or guide_trace.nodes[name]["is_observed"]:
+                how = ("enumerated in the model" if enumeration_mark(site) else "not drawn by the guide")
+                raise ValueError(f"latent site {name!r} of the model is {how}: FreeBitsELBO hinges KL terms of guide "
+                                 "sites, and this site has none. Draw it in the guide, or train with "
+                                 "TraceEnum_ELBO (and KLAnnealing to weigh the KL) instead")
+        auxiliary = [name for name, g in guide_trace.nodes.items()
+                     if g["type"] == "sample" and not g["is_observed"] and is_auxiliary(g)]
+        kl: dict[str, torch.Tensor] = {}
+        penalty: dict[str, torch.Tensor] = {}
+        if auxiliary:  # an autoguide's draws: part of q's density, summed into one Monte Carlo term
+            aux = [(expect(_masked_value(guide_trace.nodes[a]["fn"].log_prob(guide_trace.nodes[a]["value"]),
+                                         guide_trace.nodes[a]["mask"]) * guide_trace.nodes[a]["scale"]),
+                    guide_trace.nodes[a]) for a in auxiliary]
+            kl["<auxiliary>"] = sum(t.sum() for t, _ in aux)
+            penalty["<auxiliary>"] = kl["<auxiliary>"]
+            loss_parts.extend(aux)
+        score_sites: list[dict] = []
         seen = set()
         for name, g in guide_trace.nodes.items():
-            if g["type"] != "sample" or g["is_observed"]:
+            if g["type"] != "sample" or g["is_observed"] or is_auxiliary(g):
                 continue
-            if not is_latent_site(g) or name not in model_trace.nodes:
-                raise ValueError(f"guide site {name!r} has no latent counterpart in the model (auxiliary guide "
-                                 "sites are not supported by FreeBitsELBO)")
-            if not g["fn"].has_rsample or g["infer"].get("enumerate"):
-                raise ValueError(f"FreeBitsELBO needs reparameterised guide sites; {name!r} is "
-                                 f"{type(_unwrap(g['fn'])).__name__} without rsample (or enumerated)")
+            if name not in model_trace.nodes:
+                raise ValueError(f"guide site {name!r} has no latent counterpart in the model; mark a guide-only "
+                                 "variable infer={'is_auxiliary': True}")
             m = model_trace.nodes[name]
             hinge = self.lam > 0 and self.select(name)
             if self.select(name):
                 seen.add(name)
+            if is_point_mass(g["fn"]):
+                if hinge:
+                    why = (f"drawn through the auxiliary site(s) {auxiliary} (an autoguide), so its KL is not a term "
+                           "of its own" if auxiliary else "a point mass (a MAP guide), which has no KL")
+                    raise ValueError(f"free bits cannot hinge latent site {name!r}: it is {why}. Hinge other sites "
+                                     "with sites=[...], or weigh this KL with KLAnnealing instead")
+                # log q of the point (the transform's log-Jacobian when an auxiliary draw feeds it) - log p
+                elem = expect(g["fn"].log_prob(g["value"]) - m["fn"].log_prob(g["value"]))
+                term = _masked_value(elem, g["mask"]) * g["scale"]
+                kl[name] = penalty[name] = term.sum()
+                loss_parts.append((term, g))
+                continue
+            if not g["fn"].has_rsample and not enumeration_mark(g):
+                score_sites.append(g)
+            event_ndims = len(kl_units(g["fn"], m["fn"])) if self.per_dimension and hinge else 0
             elem, _ = site_kl(name, g["fn"], m["fn"], g["value"], self.per_dimension and hinge, self.analytic)
-            batch_shape = g["fn"].batch_shape
-            mask = _mask_like(g["mask"], elem.shape[:len(batch_shape)], elem)
+            elem = expect(elem, event_ndims)
+            batch_shape = elem.shape[:elem.dim() - event_ndims]
+            mask = _mask_like(g["mask"], batch_shape, elem)
             mask_full = mask.reshape(mask.shape + (1,) * (elem.dim() - mask.dim())).expand(elem.shape)
             masked = elem * mask_full
             kl[name] = masked.sum() * g["scale"]
             if not hinge:
                 penalty[name] = kl[name]
+                loss_parts.append(((masked.sum(-1) if event_ndims else masked) * g["scale"], g))
                 continue
             count = mask.sum()
             # Per-dimension batch average: sum over batch dims, divide by the unmasked count.
-            per_dim = masked.reshape(masked.shape[:len(batch_shape)].numel(), -1).sum(0) / count.clamp(min=1)
+            per_dim = masked.reshape(batch_shape.numel(), -1).sum(0) / count.clamp(min=1)
             penalty[name] = count * torch.clamp(per_dim, min=self.lam).sum() * g["scale"]
+            # What a datapoint adds to the loss: its KL in dimensions above the floor (the rest is constant).
+            active = (per_dim > self.lam).to(elem.dtype)
+            loss_parts.append(((masked.reshape(batch_shape + (-1,)) * active).sum(-1) * g["scale"], g))
         if self.names is not None and self.names - seen:
             raise ValueError(f"unknown latent site(s) {sorted(self.names - seen)} for free bits; the guide's latent "
                              f"sites are {sorted(n for n, s in guide_trace.nodes.items() if is_latent_site(s))}")
-        return {"reconstruction": rec, "kl": kl, "penalty": penalty}
+        score = self._score_surrogate(score_sites, loss_parts, n)
+        return {"reconstruction": rec, "kl": kl, "penalty": penalty, "score": score}
+
+    def _score_surrogate(self, score_sites: list[dict], loss_parts: list[tuple[torch.Tensor, dict]],
+                         n: int | None) -> torch.Tensor | float:
+        """``sum_y log q(y) * cost.detach()`` for sampled sites without ``rsample``: the
+        score-function part of the gradient (its value is subtracted again, so the loss is unchanged).
+
+        A site inside the data plate is charged its own datapoint's loss (the terms of other
+        datapoints do not depend on it); a global site the whole loss.
+        """
+        if not score_sites:
+            return 0.0
+        total = sum(t.sum() for t, _ in loss_parts).detach()
+        per_point = None
+        if n is not None:
+            parts = [_per_datapoint(t, site, n, self.data_plate) for t, site in loss_parts]
+            if all(p is not None or t.detach().abs().sum() == 0 for p, (t, _) in zip(parts, loss_parts)):
+                per_point = sum(p for p in parts if p is not None).detach()
+        surrogate = 0.0
+        for g in score_sites:
+            log_q = _masked_value(g["fn"].log_prob(g["value"]), g["mask"])
+            local = _per_datapoint(log_q, g, n, self.data_plate) if n is not None else None
+            if local is not None and per_point is not None:
+                surrogate = surrogate + (local * per_point).sum()
+            else:
+                surrogate = surrogate + log_q.sum() * total
+        return surrogate
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         total = 0.0
         for _ in range(self.num_particles):
             t = self.terms(model, guide, *args, **kwargs)
-            total = total - t["reconstruction"] + sum(t["penalty"].values())
+            score = t["score"]
+            total = total - t["reconstruction"] + sum(t["penalty"].values()) + (score - score.detach()
+                                                                                if isinstance(score, torch.Tensor) else 0.0)
         loss = total / self.num_particles
         return loss if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
 

@@ -123,8 +123,8 @@ class _SentenceModel(nn.Module):
     """Embedding, LSTM decoder and output layer shared by the three models; optional encoder."""
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, z_dim: int, encoder: str | None,
-                 conditioning: str | None, word_keep: float, max_len: int, decoder: str = "lstm",
-                 receptive_field: int | str | None = None):
+                 conditioning: str | None, word_keep: float, max_len: int, dropout: float = 0.0,
+                 decoder: str = "lstm", receptive_field: int | str | None = None):
         super().__init__()
         conditioning = resolve_conditioning(decoder, conditioning)
         for name, v in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("hidden_dim", hidden_dim), ("max_len", max_len)):
@@ -140,8 +140,12 @@ class _SentenceModel(nn.Module):
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if not (isinstance(word_keep, (int, float)) and 0.0 <= word_keep <= 1.0):
             raise ValueError(f"word_keep must be in [0, 1], got {word_keep!r}")
+        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.vocab_size, self.embed_dim, self.hidden_dim, self.z_dim = vocab_size, embed_dim, hidden_dim, z_dim
         self.conditioning, self.word_keep, self.max_len = conditioning, float(word_keep), max_len
+        self.dropout = float(dropout)
+        self.drop = nn.Dropout(dropout)  # on embeddings and decoder outputs, in training only
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
         concat = z_dim > 0 and conditioning in ("concat", "both")
         # The LSTM, or Yang et al.'s dilated CNN (pyro_lvm.models.cnn_decoder): same interface.
@@ -178,7 +182,7 @@ class _SentenceModel(nn.Module):
     def encode_dist(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``q(z | x)`` parameters ``loc, scale: (B, z_dim)`` from the encoder's last real state."""
         words = tokens[:, 1:]  # w_1 .. w_n <eos>: the encoder reads the sentence, not <bos>
-        out, _ = self.encoder_rnn(self.embedding(words))
+        out, _ = self.encoder_rnn(self.drop(self.embedding(words)))
         # The RNN is causal, so its output at the last real position is unaffected by any
         # padding after it: no packing needed, and extra padding changes nothing.
         last = ((words != PAD_ID).sum(1) - 1).clamp(min=0)
@@ -193,7 +197,7 @@ class _SentenceModel(nn.Module):
         return torch.tanh(h).unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()
 
     def _decoder_inputs(self, inputs: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        emb = self.embedding(inputs)
+        emb = self.drop(self.embedding(inputs))
         if z is not None and self.z_dim > 0 and self.conditioning in ("concat", "both"):
             emb = torch.cat([emb, z.unsqueeze(-2).expand(*emb.shape[:-1], z.shape[-1])], dim=-1)
         return emb
@@ -213,7 +217,7 @@ class _SentenceModel(nn.Module):
             zf = z.reshape(-1, z.shape[-1])
             x = inputs.expand(*lead, *inputs.shape).reshape(-1, inputs.shape[-1])
         out, _ = self.decoder_rnn(self._decoder_inputs(x, zf), self.init_state(zf))
-        logits = self.output(out)
+        logits = self.output(self.drop(out))
         return logits.reshape(*lead, *inputs.shape, self.vocab_size)
 
     def likelihood(self, tokens: torch.Tensor, z: torch.Tensor | None) -> dist.TorchDistribution:
@@ -259,15 +263,17 @@ class SentenceVAE(_SentenceModel):
             :mod:`pyro_lvm.models.cnn_decoder`).
         receptive_field: the CNN's context in positions, or ``"small"``/``"medium"``/``"large"``
             (default ``"small"``, 15 positions).
+        dropout: dropout rate on the word embeddings (encoder and decoder) and on the decoder's
+            outputs while training (0 = none); it regularises small corpora.
     """
 
     def __init__(self, vocab_size: int, embed_dim: int = 256, hidden_dim: int = 256, z_dim: int = 32,
                  encoder: str = "lstm", conditioning: str | None = None, word_keep: float = 1.0, max_len: int = 60,
-                 decoder: str = "lstm", receptive_field: int | str | None = None):
+                 dropout: float = 0.0, decoder: str = "lstm", receptive_field: int | str | None = None):
         if z_dim < 1:
             raise ValueError(f"z_dim must be >= 1 for a VAE, got {z_dim!r} (use LSTMLanguageModel for no z)")
         super().__init__(vocab_size, embed_dim, hidden_dim, z_dim, encoder, conditioning, word_keep, max_len,
-                         decoder, receptive_field)
+                         dropout, decoder, receptive_field)
         self.encoder_type = encoder
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
@@ -275,7 +281,8 @@ class SentenceVAE(_SentenceModel):
     def config(self) -> dict:
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
                 "z_dim": self.z_dim, "encoder": self.encoder_type, "conditioning": self.conditioning,
-                "word_keep": self.word_keep, "max_len": self.max_len, **self._decoder_config()}
+                "word_keep": self.word_keep, "max_len": self.max_len, "dropout": self.dropout,
+                **self._decoder_config()}
 
     def prior(self) -> dist.TorchDistribution:
         return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
@@ -327,12 +334,15 @@ class LSTMLanguageModel(_SentenceModel):
     guide has no latent sites (so the ELBO is the exact log-likelihood)."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 256, hidden_dim: int = 256, word_keep: float = 1.0,
-                 max_len: int = 60, decoder: str = "lstm", receptive_field: int | str | None = None):
-        super().__init__(vocab_size, embed_dim, hidden_dim, 0, None, None, word_keep, max_len, decoder, receptive_field)
+                 max_len: int = 60, dropout: float = 0.0, decoder: str = "lstm",
+                 receptive_field: int | str | None = None):
+        super().__init__(vocab_size, embed_dim, hidden_dim, 0, None, None, word_keep, max_len, dropout, decoder,
+                         receptive_field)
 
     def config(self) -> dict:
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
-                "word_keep": self.word_keep, "max_len": self.max_len, **self._decoder_config()}
+                "word_keep": self.word_keep, "max_len": self.max_len, "dropout": self.dropout,
+                **self._decoder_config()}
 
     def model(self, tokens: torch.Tensor) -> None:
         self._check(tokens)

@@ -13,7 +13,6 @@ and plots (variance and bias against temperature, ELBO against time) under ``--o
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from ..checkpoint import atomic_json_save, set_seed
 from ..infer.discrete import ESTIMATORS
 from ..infer.estimators import DEFAULT_ESTIMATORS, compare_estimators
 from ..train import resolve_device
+from .user_pair import SPEC_HELP, load_user_pair
 
 from . import run_options
 
@@ -37,7 +37,7 @@ NOT_APPLICABLE = {"evaluate": _RESULTS, "sample": _RESULTS, "interpolate": _RESU
 def add_compare_estimators_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="mixture", choices=MODELS, help="built-in pair to compare on")
     p.add_argument("--pair", default=None, metavar="FILE.py:FUNCTION",
-                   help="your own pair: FUNCTION() in FILE.py returns (pair, batch); overrides --model")
+                   help=f"{SPEC_HELP}; overrides --model")
     p.add_argument("--estimators", nargs="+", default=list(DEFAULT_ESTIMATORS), choices=list(ESTIMATORS))
     p.add_argument("--temperatures", type=V.positive_number.cli, nargs="+", default=[1.0, 0.5, 0.1])
     p.add_argument("--repeats", type=V.Integer(2).cli, default=200, help="gradient draws per estimator")
@@ -55,24 +55,6 @@ def add_compare_estimators_arguments(p: argparse.ArgumentParser) -> None:
 
 
 add_arguments = add_compare_estimators_arguments
-
-
-def load_user_pair(spec: str) -> tuple[Any, Any]:
-    """Call ``FUNCTION()`` from ``FILE.py`` given as ``"FILE.py:FUNCTION"``; it returns ``(pair, batch)``."""
-    path, sep, name = spec.rpartition(":")
-    if not sep or not path or not name:
-        raise ValueError(f"--pair must look like FILE.py:FUNCTION, got {spec!r}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--pair file not found: {path}")
-    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
-    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
-    if not callable(getattr(module, name, None)):
-        raise ValueError(f"{path} defines no function {name!r}")
-    result = getattr(module, name)()
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise ValueError(f"{spec}() must return (pair, batch), got {type(result).__name__}")
-    return result
 
 
 def build(args: argparse.Namespace) -> tuple[Any, Any, str]:

@@ -3,6 +3,7 @@
     pyro-lvm inspect vae                  the table for the VAE on a small example batch
     pyro-lvm inspect seq2seq-quiz --markdown
     pyro-lvm inspect hmm --render hmm.png (needs graphviz)
+    pyro-lvm inspect --pair my_pair.py:make   your own pair: make() returns (pair, batch)
 
 Models are looked up in :data:`INSPECTABLE`: a name mapped to a function that returns
 ``(pair, example_batch)`` or ``(pair, example_batch, options)``, where ``options`` are keyword
@@ -20,6 +21,7 @@ import torch
 
 from ..base import batch_args
 from ..inspect import inspect_pair, render
+from .user_pair import SPEC_HELP, load_user_pair
 
 Example = tuple  # (model/guide pair, one example batch[, inspect_pair options])
 
@@ -140,8 +142,11 @@ def markdown_tables() -> str:
 
 
 def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", choices=sorted(INSPECTABLE), metavar="MODEL",
-                        help=f"one of: {', '.join(sorted(INSPECTABLE))}")
+    parser.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                        help=f"a built-in model, one of: {', '.join(sorted(INSPECTABLE))} (or --pair)")
+    parser.add_argument("--pair", default=None, metavar="FILE.py:FUNCTION", help=f"{SPEC_HELP}; instead of MODEL")
+    parser.add_argument("--enumerate-guide", default=None, choices=["parallel", "sequential"],
+                        help="read the guide as config_enumerate would (for a pair trained with TraceEnum_ELBO)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table instead of text")
     parser.add_argument("--no-params", action="store_true", help="leave out pyro.param sites")
     parser.add_argument("--group", action="store_true",
@@ -152,14 +157,22 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_inspect(args: argparse.Namespace) -> dict[str, Any]:
-    """Print the inspection table of ``args.model``; return its rows and guide coverage."""
+    """Print the inspection table of ``args.model`` (or of the user's ``--pair``); return its rows
+    and guide coverage."""
+    if (args.model is None) == (getattr(args, "pair", None) is None):
+        raise ValueError("name one model to inspect: a built-in MODEL or --pair FILE.py:FUNCTION")
     torch.manual_seed(args.seed)
-    pair, batch, options = build_example(args.model)
+    if args.model is not None:
+        pair, batch, options = build_example(args.model)
+    else:
+        (pair, batch), options = load_user_pair(args.pair), {}
+    if getattr(args, "enumerate_guide", None):
+        options = {**options, "enumerate_guide": args.enumerate_guide}
     report = inspect_pair(pair, batch, params=not args.no_params, **options)
     if args.group:
         report = report.grouped()
     print(report.to_markdown() if args.markdown else report)
-    result: dict[str, Any] = {"model": args.model, "missing_in_guide": report.missing_in_guide,
+    result: dict[str, Any] = {"model": args.model or args.pair, "missing_in_guide": report.missing_in_guide,
                               "sites": [r.name for r in report]}
     if args.render:
         a, kw = batch_args(batch)

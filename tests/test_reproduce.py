@@ -1,0 +1,162 @@
+"""``pyro-lvm reproduce``: the registry, its budgets (the full one is the benchmark's committed
+command), the printed table, and small runs of every entry on the embedded data."""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyro_lvm.cli import main
+from pyro_lvm.reproduce import BUDGETS, ENTRIES, listing, load, reproduce
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+# What each entry's full budget reproduces: the committed result file of that command.
+FULL_RESULTS = {"vae-mnist": "vae_mnist_quality.json", "collapse-synthetic": "collapse_synthetic.json",
+                "collapse-he": "collapse_synthetic_he.json", "ptb-table": "sentence_vae_ptb.json",
+                "prodlda-20ng": "topic_20ng.json"}
+
+# Options that shrink a quick run to seconds (appended after the budget's, so they win).
+TINY = {
+    "vae-mnist": ["--budget-minutes", "0.02", "--max-epochs", "2", "--samples", "4"],
+    "collapse-synthetic": ["--n-train", "100", "--n-valid", "20", "--n-test", "20", "--epochs", "1", "--samples", "3"],
+    "collapse-he": ["--n-train", "100", "--n-valid", "20", "--n-test", "20", "--epochs", "1", "--samples", "3"],
+    "ptb-table": ["--subset", "60", "--eval-subset", "10", "--embed-dim", "8", "--hidden-dim", "8", "--z-dim", "2",
+                  "--samples", "2", "--rows", "lm", "vae", "vae+free-bits"],
+    "prodlda-20ng": ["--prodlda-epochs", "2", "--topics", "4", "--samples", "2", "--sklearn-iter", "1"],
+}
+
+
+def test_every_entry_has_three_budgets_that_its_parser_accepts(tmp_path):
+    assert set(TINY) == set(ENTRIES) == set(FULL_RESULTS)
+    for name in ENTRIES:
+        entry = load(name)
+        assert entry.name == name and set(entry.budgets) == set(BUDGETS)
+        for budget in BUDGETS:
+            if entry.data is not None:
+                (tmp_path / entry.data[0]).mkdir(exist_ok=True)
+            options, used = entry.options(budget, tmp_path)
+            args = entry.parser().parse_args(options)  # a typo in a budget fails here
+            assert isinstance(args, argparse.Namespace)
+        assert entry.budgets["quick"].minutes <= 3 < entry.budgets["full"].minutes  # quick: minutes
+
+
+def _namespace(entry, command: str, data_dir: str) -> argparse.Namespace:
+    """The options of a benchmark command line as the entry's parser reads them."""
+    words = shlex.split(command)
+    assert words[:2] == ["python", entry.script], command
+    args = entry.parser().parse_args([w.replace(data_dir, "DATA") for w in words[2:]])
+    args.out = None  # where a result is written is no setting
+    return args
+
+
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_full_budget_is_the_committed_benchmark_command(name):
+    """Parsed, the full budget's options equal those of the command that wrote the committed
+    results (the data path aside), and its expected time is that run's."""
+    entry = load(name)
+    committed = json.loads((RESULTS / FULL_RESULTS[name]).read_text())
+    ours = _namespace(entry, entry.command("full", data="DATA/.."), "DATA/..")
+    theirs = _namespace(entry, committed["command"], "../shared/data")
+    if entry.data is not None:  # our data path is DIR/<name>, theirs ../shared/data/<name> (or the default)
+        ours.data = theirs.data = None
+    assert vars(ours) == vars(theirs)
+    seconds = {"vae-mnist": lambda r: r["train_cpu_seconds"] + r["eval_cpu_seconds"],
+               "collapse-synthetic": lambda r: r["wall_seconds"], "collapse-he": lambda r: r["wall_seconds"],
+               "ptb-table": lambda r: sum(x["train_seconds"] + x["eval_seconds"] for x in r["rows"].values()),
+               "prodlda-20ng": lambda r: sum(s["train_seconds"] for row in (r["rows"][0], r["rows"][-1])
+                                             for s in row["by_seed"])}[name](committed)
+    assert entry.budgets["full"].minutes == pytest.approx(seconds / 60, rel=0.25)
+
+
+MEASURED = [(n, b) for n in ENTRIES for b in ("quick", "standard") if load(n).budgets[b].minutes is not None]
+
+
+def test_every_quick_budget_has_a_measured_time():
+    assert {n for n, b in MEASURED if b == "quick"} == set(ENTRIES)
+
+
+@pytest.mark.parametrize("name, budget", MEASURED)
+def test_expected_minutes_were_measured_with_these_options(name, budget):
+    """The quick and standard times in the registry are the CPU time of a committed run of
+    `pyro-lvm reproduce NAME --budget B --data DIR --out benchmarks/results/reproduce/NAME_B.json`
+    with the budget's options as they are now."""
+    entry = load(name)
+    row = json.loads((RESULTS / "reproduce" / f"{name}_{budget}.json").read_text())
+    options = [*entry.fixed, *entry.budgets[budget].options]
+    assert row["options"][:len(options)] == options and row["budget"] == budget
+    assert entry.budgets[budget].minutes == pytest.approx(row["cpu_seconds"] / 60, rel=0.25, abs=0.1)
+
+
+def test_list_names_every_entry_and_its_times(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ENTRIES:
+        line = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
+        assert line.count(" min") + line.count("not measured") == 3
+    assert out.strip() == listing().strip()
+
+
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_quick_runs_on_embedded_data(name, tmp_path):
+    row = reproduce(name, "quick", data=None, extra=TINY[name], out=tmp_path / "row.json")
+    entry = load(name)
+    assert row["data"] == ("generated by the script" if entry.data is None
+                           else "embedded data (not comparable with the anchor)")
+    assert row["ours"] == entry.ours(row["result"]) and any(c.isdigit() for c in row["ours"])
+    assert row["full_command"].startswith(f"python {entry.script}")
+    saved = json.loads((tmp_path / "row.json").read_text())
+    assert saved["ours"] == row["ours"] and saved["options"][-len(TINY[name]):] == TINY[name]
+
+
+def test_cli_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["reproduce", "collapse-synthetic", "--out", str(out), "--options", *TINY["collapse-synthetic"]]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0] == "| reproduction | budget | data | ours | published | target |"
+    row = json.loads(out.read_text())
+    assert f"**{row['ours']}**" in lines[2] and "He et al. 2019" in lines[2]
+    assert f"Full budget: `{load('collapse-synthetic').command('full')}`" in text
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["reproduce", "vae-mnist", "--budget", "standard"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-lvm: error: the standard budget of vae-mnist needs your copy of binarized_mnist")
+    assert main(["reproduce", "ptb-table", "--data", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'ptb.zip'} not found" in capsys.readouterr().err
+    assert main(["reproduce", "no-such"]) == 2
+    assert "unknown reproduction 'no-such'; known: vae-mnist" in capsys.readouterr().err
+    assert main(["reproduce"]) == 2
+    assert "pass --list" in capsys.readouterr().err
+    assert main(["reproduce", "collapse-he", "--options", "--no-such-option"]) == 2
+    assert "bad benchmark options for collapse-he: " in capsys.readouterr().err
+
+
+def test_benchmark_script_and_reproduce_give_the_same_numbers(tmp_path):
+    """One code path: the script and `reproduce` with the same options (the full budget adds
+    none to collapse-synthetic's) agree to the last digit."""
+    options = ["--seeds", "0", *TINY["collapse-synthetic"], "--methods", "vae", "anneal"]
+    out = tmp_path / "script.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "collapse_synthetic.py"), *options, "--out", str(out)],
+                   check=True, capture_output=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    script = json.loads(out.read_text())
+    ours = reproduce("collapse-synthetic", "full", extra=options)["result"]
+    strip = lambda per_seed: {s: {m: {k: v for k, v in r.items() if k != "train_seconds"} for m, r in ms.items()}  # noqa: E731
+                              for s, ms in per_seed.items()}
+    assert strip(json.loads(json.dumps(ours["per_seed"]))) == strip(script["per_seed"])
+
+
+def test_quick_on_your_data(shared_data, tmp_path):
+    """With --data, quick reads the standard files (here: binarized MNIST, a tiny run)."""
+    row = reproduce("vae-mnist", "quick", data=shared_data,
+                    extra=[*TINY["vae-mnist"], "--max-epochs", "1", "--eval-size", "50"])
+    assert row["data"] == "your copy of binarized_mnist"
+    assert row["result"]["data"].startswith("binarized-mnist") and row["result"]["num_evaluated"] == 50
