@@ -213,3 +213,79 @@ def test_bad_input_is_refused_or_warned():
     with pytest.warns(UserWarning, match="sees every earlier word"):
         SentenceVAE(20, 4, 4, 2, decoder="cnn", receptive_field=21, max_len=20)
     assert resolve_conditioning("lstm", None) == "init" and resolve_conditioning("cnn", None) == "concat"
+
+
+# ----------------------------------------------------------------------------- defaults, example, PTB rows
+
+def _task_args(argv):
+    parser = argparse.ArgumentParser()
+    task.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_conditioning_default_follows_the_decoder_and_the_showcase_keeps_its_own():
+    showcase = _task_args([])
+    task.check_arguments(showcase)
+    assert showcase.conditioning == "both" and showcase.decoder == "lstm" and showcase.receptive_field is None
+    cnn = _task_args(["--decoder", "cnn"])
+    task.check_arguments(cnn)
+    assert cnn.conditioning == "concat"
+    assert task.build("vae", cnn, 30).decoder_rnn.receptive_field == 15       # "small" unless asked
+    with pytest.raises(InvalidArgumentError, match="needs a decoder with an initial state"):
+        task.build("vae", _task_args(["--decoder", "cnn", "--conditioning", "both"]), 30)
+
+
+def test_cli_refuses_an_lstm_conditioning_for_the_cnn(tmp_path, capsys):
+    assert cli_main(["train", "sentence-vae", *TINY, "--conditioning", "init", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-lvm: error:") and "use conditioning='concat'" in err
+
+
+def test_example_script_trains_the_cnn_with_li_et_al_recipe(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    module = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "sentence_vae.py"))
+    args = _task_args([*TINY, "--models", "vae", "lm", "--remedy", "pretrain+free-bits", "--pretrain-epochs", "1",
+                       "--epochs", "1", "--out", str(tmp_path / "ex")])
+    with pytest.warns(UserWarning, match="truncated"):
+        metrics = module["main"](args)
+    vae, lm = metrics["models"]["vae"], metrics["models"]["lm"]
+    assert vae["config"]["receptive_field"] == 5 and lm["config"]["decoder"] == "cnn"   # the same-architecture LM
+    assert vae["remedy"] == "pretrain+free-bits" and (tmp_path / "ex" / "vae" / "pretrain" / "best.pt").is_file()
+
+
+def _fake_ptb(folder):
+    import random
+
+    rng = random.Random(0)
+    words = "the a cat dog sat ran on mat today and".split()
+    folder.mkdir()
+    for split, n in (("train", 60), ("valid", 12), ("test", 12)):
+        lines = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 9))) for _ in range(n)]
+        (folder / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_ptb_rows_with_the_cnn_decoder_and_li_et_al(tmp_path):
+    from pyro_lvm.reproduce import sentence_vae_ptb as ptb
+
+    assert ptb.row_spec("lm@cnn15") == ("lm", "none", False, "cnn", 15)
+    assert ptb.row_spec("vae+anneal@cnnlarge") == ("vae", "anneal", False, "cnn", "large")
+    assert ptb.row_spec("vae+pretrain+free-bits") == ("vae", "pretrain+free-bits", False, "lstm", None)
+    assert "vae+pretrain+free-bits" not in ptb.parser().parse_args([]).rows    # the table's six rows by default
+    for bad in ("lm@cnn", "vae+magic", "vae@rnn5"):
+        with pytest.raises(ValueError, match="unknown row"):
+            ptb.row_spec(bad)
+    args = ptb.parser().parse_args(["--data", str(_fake_ptb(tmp_path / "ptb")), "--epochs", "1", "--embed-dim", "8",
+                                    "--hidden-dim", "8", "--z-dim", "2", "--samples", "2", "--pretrain-epochs", "1",
+                                    "--rows", "lm@cnn5", "vae+anneal@cnn5", "vae+pretrain+free-bits"])
+    result = ptb.run(args)
+    rows = result["rows"]
+    assert rows["lm@cnn5"]["config"]["decoder"] == "cnn" and rows["lm@cnn5"]["config"]["receptive_field"] == 5
+    assert rows["vae+anneal@cnn5"]["config"]["conditioning"] == "concat"
+    assert rows["vae+pretrain+free-bits"]["config"]["decoder"] == "lstm"
+    assert len(rows["vae+pretrain+free-bits"]["pretraining"]) == 1 and "output.weight" in rows["vae+pretrain+free-bits"]["reset"]
+    for r in rows.values():
+        assert {"train_cpu_seconds", "eval_cpu_seconds"} <= set(r) and math.isfinite(r["test"]["nll"])
+    assert "| vae+anneal@cnn5 |" in ptb.markdown(rows)
