@@ -45,7 +45,7 @@ from pyro_lvm.data.text import bucket_loader
 from pyro_lvm.infer.discrete import ESTIMATORS, DiscreteELBO, gumbel_softmax_log
 from pyro_lvm.infer.estimators import compare_estimators
 from pyro_lvm.models.sentence_vae import LSTMLanguageModel, WordCategorical
-from pyro_lvm.models.symbol_sequences import symbol_tag_information
+from pyro_lvm.models.symbol_sequences import symbol_tag_information, symbol_word_associations
 from pyro_lvm.tasks import symbol_sequences as task
 from pyro_lvm.train import Callback, fit
 
@@ -117,6 +117,7 @@ def grid(args, data, tags, vocab, corpus) -> list[dict]:
                   flush=True)
             rows.append(row)
             if (L, K) == tuple(args.figure_code):
+                row["word_associations"] = symbol_word_associations(symbols, corpus.test, min_count=3)
                 _heatmap(above, Path(args.figures) / "symbol_tag_information.png", L, K, args.estimator)
     return rows
 
@@ -239,7 +240,7 @@ def _curves(results: dict, path: Path, L: int, K: int) -> None:
 def main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     data_args = argparse.Namespace(corpus=args.data, subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
                                    max_vocab=args.max_vocab, max_len=args.max_len)
     with warnings.catch_warnings(record=True) as caught:
@@ -254,7 +255,7 @@ def main(args: argparse.Namespace) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save():
-        result.update(wall_seconds=round(time.perf_counter() - t0, 1),
+        result.update(wall_seconds=round(time.perf_counter() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1),
                       load_average_1min=[round(load_before[0], 2), round(os.getloadavg()[0], 2)],
                       torch=torch.__version__, pyro=pyro.__version__, python=platform.python_version())
         out.write_text(json.dumps(result, indent=2, default=float) + "\n")
