@@ -85,14 +85,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--z-dim", type=int, default=32)
     model.add_argument("--encoder", default="lstm", choices=["lstm", "gru"])
     model.add_argument("--conditioning", default=None, choices=["init", "concat", "both"],
-                       help="how z enters the decoder: initial state, concatenated to each input, or both (both is "
-                            "the default for the LSTM decoder: z at every step is the shortest path, which a few "
-                            "minutes of training finds; the CNN decoder has no initial state: concat, its only choice)")
+                       help="how z enters the decoder: initial state, concatenated to each input, or both. None: "
+                            "both for the LSTM decoder (z at every step is the shortest path, which a few minutes of "
+                            "training finds) and concat for the CNN, its only choice (it has no initial state)")
     model.add_argument("--decoder", default="lstm", choices=list(DECODERS),
                        help="decoder network of every model: LSTM, or Yang et al.'s causal dilated CNN")
     model.add_argument("--receptive-field", type=receptive_field_option, default=None,
-                       help="context of the CNN decoder: small (15, the default), medium (63), large (125) or a number "
-                            "of positions")
+                       help="context of the CNN decoder: small (15), medium (63), large (125) or a number of "
+                            "positions. None: small")
     model.add_argument("--dropout", type=float, default=0.0, help="dropout on embeddings and decoder outputs")
     model.add_argument("--word-keep", type=float, default=1.0,
                        help="word-dropout keep rate of the VAE decoder (1 = off; Bowman et al.'s decoder weakening)")
