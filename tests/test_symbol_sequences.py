@@ -205,3 +205,17 @@ def test_example_runs_offline_on_the_embedded_corpus(tmp_path):
     metrics = json.loads((tmp_path / "ex" / "metrics.json").read_text())
     assert metrics["estimator"] == "gumbel" and metrics["data"]["name"] == "wikipedia-gensim-sample"
     assert "tag_information" not in metrics and metrics["word_associations"]
+
+
+def test_evaluation_samples_codes_when_they_are_too_many_to_sum(data):
+    """Past max_codes the NLL is importance-sampled, batch by batch; with 200 of 9 codes it is the exact value
+    up to the estimator's noise."""
+    vocab, tokens = data
+    pair = _pair(vocab)
+    exact = task.evaluate_model(pair, tokens, samples=200)
+    assert exact["nll_method"] == "exact sum over 9 codes"
+    pair.max_codes = 4                     # 9 codes are now "too many"
+    pyro.set_rng_seed(0)
+    sampled = task.evaluate_model(pair, tokens, samples=200, batch_size=2)
+    assert sampled["nll_method"] == "importance sampling, 200 codes from q"
+    assert sampled["nll"] == pytest.approx(exact["nll"], abs=0.1) and sampled["sentences"] == len(tokens)

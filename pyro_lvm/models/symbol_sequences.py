@@ -299,7 +299,8 @@ def symbol_word_associations(symbols: torch.Tensor, sentences: Sequence[Sequence
     """The words most associated with each symbol value (any position): ``{"k": [(word, PMI), ...]}``.
 
     PMI = log p(word | the code holds k) / p(word), over sentence-level occurrences; words seen
-    in fewer than ``min_count`` sentences with the symbol are left out (PMI of rare words is noise).
+    in fewer than ``min_count`` sentences with the symbol are left out (PMI of rare words is noise);
+    equal PMIs are ordered by that count, then alphabetically.
     """
     if not isinstance(symbols, torch.Tensor) or symbols.dim() != 2 or len(sentences) != symbols.shape[0]:
         raise validation.InvalidArgumentError("symbols must be (N, L) with one row per sentence")
@@ -317,6 +318,8 @@ def symbol_word_associations(symbols: torch.Tensor, sentences: Sequence[Sequence
     n = len(sentences)
     out = {}
     for k in sorted(joint):
-        scored = [(w, math.log((c / docs_with[k]) / (word_docs[w] / n))) for w, c in joint[k].items() if c >= min_count]
-        out[str(k)] = sorted(scored, key=lambda x: -x[1])[:top]
+        scored = [(w, math.log((c / docs_with[k]) / (word_docs[w] / n)), c) for w, c in joint[k].items()
+                  if c >= min_count]
+        # ties in PMI: the word seen more often with the symbol first, then alphabetical (sets have no order)
+        out[str(k)] = [(w, pmi) for w, pmi, _ in sorted(scored, key=lambda x: (-x[1], -x[2], x[0]))[:top]]
     return out

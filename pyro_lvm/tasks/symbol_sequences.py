@@ -158,7 +158,8 @@ def evaluate_model(model: SymbolSequenceAutoencoder, tokens: torch.Tensor, sampl
         out["nll_method"] = f"exact sum over {model.alphabet ** model.n_symbols} codes"
     else:
         with torch.no_grad():
-            nll = -log_likelihood(model, loader, num_samples=samples)
+            # batch by batch: a list of batches would read as one tuple of model arguments
+            nll = -torch.cat([log_likelihood(model, b, num_samples=samples) for b in loader])
         out["nll_method"] = f"importance sampling, {samples} codes from q"
     out.update(nll=float(nll.mean()), ppl=math.exp(float(nll.sum()) / n_tokens),
                reconstruction_accuracy=decoding.reconstruction_accuracy(model, loader))
