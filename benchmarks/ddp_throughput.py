@@ -1,224 +1,30 @@
 """Throughput of data-parallel training: 1 process against 2, ours against hand-written DDP.
 
-For the Gaussian VAE (784-400-20 on binarized MNIST, global batch 256) and the sentence VAE
-(embed/hidden 128, z 16, the embedded Wikipedia corpus, global batch 64), each variant trains
-for the same number of epochs from the same start and is timed on the wall clock inside the
-training processes (start-up of the process group is reported apart):
-
-  fit_1proc         pyro_lvm.fit, one process
-  fit_ddp2          pyro_lvm.fit(strategy="ddp", num_processes=2), gloo
-  hand_1proc        (VAE only) the same network and loss in plain PyTorch, one process
-  hand_ddp2         (VAE only) the same with torch.nn.parallel.DistributedDataParallel, 2 processes
+The Gaussian VAE (784-400-20, binarized MNIST) with fit(strategy="ddp") and with torch's
+DistributedDataParallel, and the sentence VAE with fit on 1 and 2 processes; what is timed
+and how: pyro_lvm/reproduce/ddp_throughput.py, the code this script shares with
+`pyro-lvm reproduce ddp-throughput`.
 
     python benchmarks/ddp_throughput.py            # -> benchmarks/results/ddp_throughput.json
 
 Every process uses one torch thread, so 2 processes use both cores of these machines.
 """
 
-from __future__ import annotations
-
-import argparse
 import json
-import os
-import platform
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import pyro
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from torch import nn
-from torch.nn import functional as F
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pyro_lvm import Callback, fit, set_seed  # noqa: E402
-from pyro_lvm.models import VAE  # noqa: E402
-
-
-class WallClock(Callback):
-    """Rank 0 (or the only process) writes its training wall time to a file."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def on_train_begin(self, state):
-        self.start = time.perf_counter()
-
-    def on_train_end(self, state):
-        if state.rank is None or state.rank.is_main:
-            Path(self.path).write_text(str(time.perf_counter() - self.start))
-
-
-def timed_fit(pair, data, num_processes: int, **kwargs) -> tuple[float, float]:
-    """(training seconds, total seconds including process start-up)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        clock = Path(tmp) / "seconds"
-        t0 = time.perf_counter()
-        fit(pair, data, strategy="ddp" if num_processes > 1 else "single", num_processes=num_processes,
-            callbacks=[WallClock(str(clock))], progress=False, validate="never", **kwargs)
-        return float(clock.read_text()), time.perf_counter() - t0
-
-
-# ----------------------------------------------------------------------------- hand-written VAE
-
-class VAELoss(nn.Module):
-    """The VAE's negative ELBO (closed-form KL) as a module, so torch's DDP can wrap it."""
-
-    def __init__(self, vae: VAE):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        loc, scale = self.vae.encoder(x)
-        z = loc + scale * torch.randn_like(loc)
-        rec = F.binary_cross_entropy_with_logits(self.vae.decoder(z), x, reduction="sum")
-        return rec + 0.5 * (loc ** 2 + scale ** 2 - 1 - 2 * scale.log()).sum()
-
-
-def hand_train(loss_module: nn.Module, x: torch.Tensor, epochs: int, batch_size: int, rank: int, world: int) -> float:
-    opt = torch.optim.Adam(loss_module.parameters(), lr=1e-3, fused=True)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
-        for i in range(0, len(x), batch_size):
-            xb = torch.tensor_split(x[order[i:i + batch_size]], world)[rank]
-            # torch's DDP averages gradients over ranks: scale so the step is the global sum's.
-            loss = loss_module(xb) * world
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return time.perf_counter() - start
-
-
-def _hand_ddp_worker(rank: int, world: int, port: int, vae: VAE, x: torch.Tensor, epochs: int, batch_size: int,
-                     out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    seconds = hand_train(nn.parallel.DistributedDataParallel(VAELoss(vae)), x, epochs, batch_size, rank, world)
-    if rank == 0:
-        Path(out).write_text(str(seconds))
-    dist.destroy_process_group()
-
-
-def hand_ddp(vae: VAE, x: torch.Tensor, epochs: int, batch_size: int) -> tuple[float, float]:
-    from pyro_lvm.distributed import free_port
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = str(Path(tmp) / "seconds")
-        t0 = time.perf_counter()
-        mp.start_processes(_hand_ddp_worker, nprocs=2, start_method="fork",
-                           args=(2, free_port(), vae, x, epochs, batch_size, out))
-        return float(Path(out).read_text()), time.perf_counter() - t0
-
-
-# ----------------------------------------------------------------------------- runs
-
-def vae_rows(args) -> list[dict]:
-    from pyro_lvm.data import load_binarized_mnist, load_digits_data
-
-    folder = ROOT.parent / "shared" / "data" / "binarized_mnist"
-    if folder.is_dir():
-        data, name = load_binarized_mnist(folder), "binarized MNIST"
-    else:
-        data, name = load_digits_data(binarize=True), "digits (MNIST not found)"
-    x = data.train[:args.vae_images]
-    set_seed(0)
-    start = VAE(x_dim=x.shape[1], z_dim=20, hidden=(400,)).state_dict()
-
-    def fresh() -> VAE:
-        vae = VAE(x_dim=x.shape[1], z_dim=20, hidden=(400,))
-        vae.load_state_dict(start)
-        return vae
-
-    common = dict(epochs=args.vae_epochs, batch_size=256, lr=1e-3, elbo=pyro.infer.TraceMeanField_ELBO())
-    variants = {
-        "fit_1proc": lambda: timed_fit(fresh(), x, 1, **common),
-        "fit_ddp2": lambda: timed_fit(fresh(), x, 2, **common),
-        "hand_1proc": lambda: (hand_train(VAELoss(fresh()), x, args.vae_epochs, 256, 0, 1), None),
-        "hand_ddp2": lambda: hand_ddp(fresh(), x, args.vae_epochs, 256),
-    }
-    return measure("vae", f"{name}, {len(x)} images", variants, len(x) * args.vae_epochs, args.rounds)
-
-
-def measure(model: str, data: str, variants: dict, samples: int, rounds: int) -> list[dict]:
-    """Interleaved rounds (order reversed every other round); medians per variant."""
-    times: dict[str, list[tuple[float, float | None]]] = {k: [] for k in variants}
-    for r in range(rounds + 1):  # round 0 warms up every variant and is not counted
-        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
-            result = variants[name]()
-            if r > 0:
-                times[name].append(result)
-    rows = []
-    for name, runs in times.items():
-        train_s = statistics.median(t for t, _ in runs)
-        totals = [t for _, t in runs if t is not None]
-        rows.append({"model": model, "data": data, "variant": name, "samples_per_s": samples / train_s,
-                     "train_s": train_s, "total_s": statistics.median(totals) if totals else None, "rounds": rounds})
-        print(rows[-1], flush=True)
-    return rows
-
-
-def sentence_rows(args) -> list[dict]:
-    from torch.utils.data import DataLoader
-
-    from pyro_lvm.data.text import Vocabulary, bucket_loader, encode_sentences, load_corpus
-    from pyro_lvm.models.sentence_vae import SentenceVAE
-
-    corpus = load_corpus("embedded")
-    sentences = corpus.train[:args.sentences]
-    vocab = Vocabulary.build(corpus.train, max_size=5000)
-    tokens = encode_sentences(sentences, vocab, max_len=40)
-    batches = list(bucket_loader(tokens, 64, seed=0))
-    set_seed(0)
-    start = SentenceVAE(len(vocab), 128, 128, 16, max_len=40).state_dict()
-
-    def run(procs: int) -> tuple[float, float]:
-        vae = SentenceVAE(len(vocab), 128, 128, 16, max_len=40)
-        vae.load_state_dict(start)
-        return timed_fit(vae, DataLoader(batches, batch_size=None), procs, epochs=args.sentence_epochs,
-                         batch_size=64, lr=1e-3, clip_norm=5.0, elbo=pyro.infer.TraceMeanField_ELBO())
-
-    variants = {"fit_1proc": lambda: run(1), "fit_ddp2": lambda: run(2)}
-    return measure("sentence_vae", f"embedded Wikipedia corpus, {len(tokens)} sentences", variants,
-                   len(tokens) * args.sentence_epochs, args.rounds)
+from pyro_lvm.reproduce.ddp_throughput import parser, run
 
 
 def main(args) -> dict:
-    torch.set_num_threads(1)
-    rows = vae_rows(args) + sentence_rows(args)
-    speedups = {}
-    for model in ("vae", "sentence_vae"):
-        by = {r["variant"]: r["samples_per_s"] for r in rows if r["model"] == model}
-        speedups[model] = {"fit_ddp2_over_fit_1proc": by["fit_ddp2"] / by["fit_1proc"]}
-        if "hand_ddp2" in by:
-            speedups[model]["hand_ddp2_over_hand_1proc"] = by["hand_ddp2"] / by["hand_1proc"]
-            speedups[model]["fit_ddp2_over_hand_ddp2"] = by["fit_ddp2"] / by["hand_ddp2"]
-    result = {"benchmark": "ddp_throughput", "command": "python " + " ".join(sys.argv), "rows": rows,
-              "speedups": speedups, "cpus": os.cpu_count(), "threads_per_process": 1,
-              "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version()}
+    r = run(args)
+    result = {"benchmark": r["benchmark"], "command": "python " + " ".join(sys.argv), **r}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(speedups, indent=2))
+    print(json.dumps(result["speedups"], indent=2))
     return result
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vae-images", type=int, default=10000)
-    p.add_argument("--vae-epochs", type=int, default=3)
-    p.add_argument("--sentences", type=int, default=3000)
-    p.add_argument("--sentence-epochs", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ddp_throughput.json"))
-    return p
 
 
 if __name__ == "__main__":

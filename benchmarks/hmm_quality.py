@@ -5,6 +5,8 @@ part-of-speech induction on MASC.
     python benchmarks/hmm_quality.py --part pyro7 --data ../shared/data   # ~25 s
     python benchmarks/hmm_quality.py --part pos --data ../shared/data     # EM on 590k tokens, 4 runs, ~9 min
     python benchmarks/hmm_quality.py --part pos-features --data ../shared/data   # feature HMM, 3 seeds, ~13 min
+    python benchmarks/hmm_quality.py --part jsb-family --data ../shared/data     # every variant, both protocols
+    python benchmarks/hmm_quality.py --part pos-emissions --data ../shared/data  # every emission, 3 seeds
 
 ``jsb`` and ``pos`` run the same task code as the examples (``pyro_lvm.tasks.hmm_chorales`` /
 ``pos_induction``); each part writes ``benchmarks/results/hmm_quality_<part>.json``.
@@ -18,6 +20,19 @@ JSB protocols (test negative log-likelihood, nats per time step, exact):
 it as written -- the logits of frame ``y_t`` computed from ``y_t`` itself -- and with the frame
 shifted by one, as its diagram and its ``pyro.markov`` twin (model 5) have it. The first is
 not a normalised model of ``y_t`` and its "NLL" keeps falling towards 0 with training.
+
+``jsb-family`` trains each variant of Pyro's ``examples/hmm.py`` (Obermeyer et al. 2019) with the
+task code: HMM and arHMM by Baum-Welch, FHMM, PFHMM, 2HMM (full and Raftery), nnHMM and the
+nnHMM whose keys also see the lower keys of their frame by Adam with early stopping on the
+validation NLL; it records test NLL and seconds per epoch (``--family-protocols``,
+``--family-variants`` choose).
+
+``pos-emissions`` runs every emission type of ``pos_induction`` on MASC with 45 states for each
+seed (``--pos-seeds``; ``--pos-emissions`` chooses): EM to a tolerance with random restarts kept
+by likelihood (generalised EM for the feature and neural emissions), the embedding emission over
+word2vec vectors trained on MASC + PTB + gensim's Wikipedia sample (cached), then its flow by
+Adam. ``pos-variance`` is the one choice made with gold tags: the Gaussian's variance scale,
+on the first 8,000 sentences.
 
 POS anchor (WSJ, 45 states, literature): EM-trained HMM about 62% many-to-one (Johnson 2007).
 """
@@ -52,6 +67,18 @@ def task_args(module, argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def chorales_run(data: Path, protocol: str, argv: list[str], out: str) -> dict:
+    """One run of the chorales task on JSB; its metrics with wall and CPU seconds and the arguments."""
+    args = task_args(hmm_chorales, [*argv, "--data-path", str(data / "jsb_chorales.pickle"), "--protocol", protocol,
+                                    "--no-figures", "--overwrite", "--out", out])
+    t0, c0 = time.perf_counter(), time.process_time()
+    metrics = hmm_chorales.main(args)
+    metrics.pop("train_nll_history")
+    metrics.update(wall_seconds=round(time.perf_counter() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1),
+                   args=argv)
+    return metrics
+
+
 def run_jsb(data: Path, quick: bool) -> dict:
     runs = {}
     em_iters, adam_epochs = ("5", "3") if quick else ("100", "100")
@@ -63,16 +90,9 @@ def run_jsb(data: Path, quick: bool) -> dict:
     }
     for protocol in ("used-keys", "full"):
         for name, argv in configs.items():
-            args = task_args(hmm_chorales, [*argv, "--data-path", str(data / "jsb_chorales.pickle"),
-                                            "--protocol", protocol, "--no-figures", "--overwrite",
-                                            "--out", f"/tmp/hmm_quality/{protocol}/{name}"])
-            t0, c0 = time.perf_counter(), time.process_time()
-            metrics = hmm_chorales.main(args)
-            metrics.pop("train_nll_history")
-            metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
-            metrics["cpu_seconds"] = round(time.process_time() - c0, 1)
-            runs[f"{protocol}/{name}"] = metrics
-            print(protocol, name, {k: metrics[k] for k in ("test_nll_per_step", "train_seconds")}, flush=True)
+            runs[f"{protocol}/{name}"] = chorales_run(data, protocol, argv, f"/tmp/hmm_quality/{protocol}/{name}")
+            print(protocol, name, {k: runs[f"{protocol}/{name}"][k] for k in ("test_nll_per_step", "train_seconds")},
+                  flush=True)
     return {"runs": runs, "reference": {"pyro_examples_hmm_model1_used_keys": 14.16,
                                         "pyro_examples_hmm_model7_used_keys": 5.35, "dmm_full": 6.87}}
 
@@ -198,9 +218,111 @@ def run_pos(data: Path, quick: bool, iterations: int, seeds: list[int], configs:
             "reference": {"em_hmm_wsj_many_to_one_johnson2007": 0.62}}
 
 
+# ----------------------------------------------------------------------------- the HMM family on JSB
+
+_ADAM = ["--trainer", "adam", "--iterations", "200", "--lr", "0.05", "--batch-size", "32", "--patience", "20"]
+_NEURAL = ["--emission", "neural", "--hidden", "48", "--iterations", "200", "--lr", "0.02", "--batch-size", "32",
+           "--patience", "25"]
+JSB_FAMILY = {
+    "hmm": ["--chain", "hmm", "--states", "16", "--trainer", "em", "--iterations", "100"],
+    "arhmm": ["--chain", "hmm", "--states", "16", "--emission", "autoregressive", "--trainer", "em",
+              "--iterations", "100"],
+    "fhmm": ["--chain", "fhmm", "--sizes", "4", "4", *_ADAM],
+    "pfhmm": ["--chain", "pfhmm", "--sizes", "4", "4", *_ADAM],
+    "2hmm": ["--chain", "2hmm", "--states", "16", *_ADAM],
+    "2hmm_raftery": ["--chain", "2hmm", "--states", "16", "--raftery", *_ADAM],
+    "nnhmm": ["--chain", "hmm", "--states", "16", *_NEURAL],
+    "nnhmm_within_frame": ["--chain", "hmm", "--states", "16", *_NEURAL, "--within-frame"],
+}
+
+
+def run_jsb_family(data: Path, protocols: list[str], variants: list[str], quick: bool = False) -> dict:
+    """Each variant of :data:`JSB_FAMILY` on each protocol through the chorales task; test NLL
+    per frame, seconds per epoch (per EM iteration), wall and CPU time."""
+    runs = {}
+    for protocol in protocols:
+        for name in variants:
+            argv = list(JSB_FAMILY[name])
+            if quick:  # a few iterations, to check the script runs
+                argv[argv.index("--iterations") + 1] = "2"
+            metrics = chorales_run(data, protocol, argv, f"/tmp/hmm_quality/family/{protocol}/{name}")
+            runs[f"{protocol}/{name}"] = metrics
+            print(protocol, name, {k: metrics[k] for k in ("test_nll_per_step", "iterations", "seconds_per_epoch")},
+                  flush=True)
+    return {"runs": runs, "reference": {"pyro_model7_shifted_used_keys": 7.58, "dmm_full": 6.87,
+                                        "hmm16_em_used_keys_previous": 8.21}}
+
+
+# ----------------------------------------------------------------------------- every POS emission on MASC
+
+_POS_EM = ["--iterations", "300", "--tol", "1e-5", "--restarts", "3", "--restart-iterations", "10"]
+# The Gaussian over word vectors: structured skip-gram vectors (window 1) on MASC + PTB + the
+# Wikipedia sample, each state also emitting the word's spelling class, the tokens' variance
+# doubled (picked on the first 8,000 sentences by --part pos-variance, gold tags used for that
+# one choice). One run gives two rows: the Gaussian HMM after EM ("before-flow" in its progress)
+# and after He et al.'s projection has been trained with it.
+_EMBEDDING = ["--emission", "embedding", "--spelling", "--variance-scale", "2", "--vector-contexts", "positional",
+              "--vector-epochs", "10", "--iterations", "100", "--tol", "1e-5", "--restarts", "3",
+              "--restart-iterations", "5"]
+POS_EMISSIONS = {
+    "categorical": ["--emission", "categorical", *_POS_EM],
+    "features": ["--emission", "features", "--l2", "1.0", "--iterations", "200", "--tol", "1e-5", "--restarts", "3",
+                 "--restart-iterations", "5"],
+    "embedding_flow": [*_EMBEDDING, "--flow-layers", "4", "--flow-epochs", "10", "--lr", "0.01"],
+    "neural": ["--emission", "neural", "--neural-vectors", "--vector-contexts", "positional", "--vector-epochs", "10",
+               "--iterations", "40", "--tol", "1e-5", "--m-steps", "20", "--lr", "0.01", "--restarts", "3",
+               "--restart-iterations", "2"],
+}
+# The variance scale of the Gaussian HMM, on the first 8,000 MASC sentences (EM, 30 iterations).
+POS_VARIANCE = {f"scale{scale}": [*_EMBEDDING[:_EMBEDDING.index("--iterations")], "--iterations", "30",
+                                  "--max-sentences", "8000"] for scale in ("1", "2", "4")}
+for _name, _argv in POS_VARIANCE.items():
+    _argv[_argv.index("--variance-scale") + 1] = _name[len("scale"):]
+
+
+def run_pos_emissions(data: Path, emissions: list[str], seeds: list[int], quick: bool = False,
+                      configs: dict = POS_EMISSIONS) -> dict:
+    """Each emission of ``configs`` (:data:`POS_EMISSIONS`) with each seed on MASC (45 states);
+    the word vectors come from MASC + PTB + the Wikipedia sample."""
+    runs = {}
+    for name in emissions:
+        for seed in seeds:
+            argv = ["--data-path", str(data / "masc_tagged.zip"), "--states", "45", "--no-figures", "--seed", str(seed),
+                    "--vector-ptb", str(data / "ptb.zip"), "--vector-wikipedia", "--overwrite",
+                    "--out", f"/tmp/hmm_quality/pos_emissions/{name}_{seed}", *configs[name]]
+            if quick:
+                argv += ["--max-sentences", "300", "--iterations", "2", "--restart-iterations", "1",
+                         "--vector-epochs", "1"]
+            t0 = time.perf_counter()
+            metrics = pos_induction.main(task_args(pos_induction, argv))
+            metrics.pop("history")
+            metrics.update(wall_seconds=round(time.perf_counter() - t0, 1), args=configs[name])
+            runs[f"{name}/seed{seed}"] = metrics
+            print(name, seed, {k: metrics[k] for k in ("many_to_one", "v_measure", "log_lik_per_token",
+                                                        "train_seconds")}, flush=True)
+    summary = {}
+    for name in emissions:
+        mine = [r for key, r in runs.items() if key.startswith(name + "/")]
+        summary[name] = {f"{m}_mean": sum(r[m] for r in mine) / len(mine) for m in ("many_to_one", "one_to_one",
+                                                                                       "v_measure", "train_seconds")}
+        summary[name].update(seeds=len(mine), many_to_one_min=min(r["many_to_one"] for r in mine),
+                             many_to_one_max=max(r["many_to_one"] for r in mine))
+        before = [p for r in mine for p in r["progress"] if p["phase"] == "before-flow"]
+        if before:  # the Gaussian HMM's own scores, before its projection was trained
+            summary[name]["before_flow"] = {f"{m}_mean": sum(p[m] for p in before) / len(before)
+                                            for m in ("many_to_one", "one_to_one", "v_measure")}
+    return {"runs": runs, "summary": summary, "states": 45}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", required=True, choices=["jsb", "pos", "pos-features", "pyro7"])
+    p.add_argument("--part", required=True, choices=["jsb", "pos", "pos-features", "pyro7", "jsb-family", "pos-emissions",
+                                                           "pos-variance"])
+    p.add_argument("--family-protocols", nargs="+", default=["used-keys", "full"], choices=["used-keys", "full"])
+    p.add_argument("--family-variants", nargs="+", default=list(JSB_FAMILY), choices=list(JSB_FAMILY))
+    p.add_argument("--pos-emissions", nargs="+", default=None,
+                   help=f"pos-emissions: some of {list(POS_EMISSIONS)}; pos-variance: some of {list(POS_VARIANCE)}")
+    p.add_argument("--tag", default="", help="suffix of the result file (a partial run of a part)")
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--pos-iterations", type=int, default=None, help="default: 150 (pos), 100 (pos-features)")
     p.add_argument("--pos-seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -216,10 +338,17 @@ def main() -> None:
         result = run_pos(data, args.quick, args.pos_iterations or 150, args.pos_seeds)
     elif args.part == "pos-features":
         result = run_pos(data, args.quick, args.pos_iterations or 100, args.pos_seeds, POS_FEATURE_CONFIGS)
+    elif args.part == "jsb-family":
+        result = run_jsb_family(data, args.family_protocols, args.family_variants, args.quick)
+    elif args.part == "pos-emissions":
+        result = run_pos_emissions(data, args.pos_emissions or list(POS_EMISSIONS), args.pos_seeds, args.quick)
+    elif args.part == "pos-variance":
+        result = run_pos_emissions(data, args.pos_emissions or list(POS_VARIANCE), args.pos_seeds[:1], args.quick,
+                                   POS_VARIANCE)
     else:
         result = run_pyro_model7(data, [2] if args.quick else args.pyro7_steps)
     result.update({"command": "python " + " ".join(sys.argv), "threads": 1, "quick": args.quick})
-    name = f"hmm_quality_{args.part.replace('-', '_')}" + ("_quick" if args.quick else "")
+    name = f"hmm_quality_{args.part.replace('-', '_')}" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
     if args.pos_iterations is not None and args.part.startswith("pos"):
         name += f"_{args.pos_iterations}it"  # a non-default length gets its own file
     atomic_json_save(result, RESULTS / f"{name}.json")

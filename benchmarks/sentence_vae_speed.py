@@ -1,145 +1,27 @@
 """Training throughput of the sentence VAE: pyro_lvm.fit on the Pyro model/guide pair versus
-the same network and loss hand-written in PyTorch, in the same run.
-
-Both variants train a copy of the same ``SentenceVAE`` (same initial weights) on the same
-length-bucketed batches of the embedded corpus (or PTB with ``--corpus``): LSTM encoder,
-LSTM decoder with ``z`` in its initial state, negative ELBO with the closed-form Gaussian KL
-(``TraceMeanField_ELBO``), fused Adam, gradient clipping at 5. The hand-written loss is
-masked cross-entropy + KL, summed over the batch, calling the model's own layers. Each round
-runs one pass over the batches per variant, interleaved, timed in process CPU time.
-Reported: tokens (words + <eos>) per CPU second, medians over rounds, and the median of the
-per-round ratios Pyro / hand-written (target >= 0.85). A check at the start confirms that
-both losses agree at the same parameters and the same z.
+the same network and loss hand-written in PyTorch, in the same run. What is timed and how:
+pyro_lvm/reproduce/sentence_vae_speed.py, the code this script shares with
+`pyro-lvm reproduce sentence-vae-speed`. Writes benchmarks/results/sentence_vae_speed.json.
 
     python benchmarks/sentence_vae_speed.py                     # ~3 minutes on one core
     python benchmarks/sentence_vae_speed.py --rounds 3 --batches 5 --out /tmp/speed.json   # quick
 """
 
-from __future__ import annotations
-
-import argparse
-import copy
 import json
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
-import pyro
-import pyro.poutine as poutine
-import torch
-from torch.nn import functional as F
-from torch.utils.data import DataLoader
-
-from pyro_lvm import fit, set_seed
-from pyro_lvm.data.text import Vocabulary, bucket_loader, count_tokens, encode_sentences, load_corpus
-from pyro_lvm.models.sentence_vae import SentenceVAE, word_dropout
+from pyro_lvm.reproduce.sentence_vae_speed import parser, run
 
 
-def hand_loss(vae: SentenceVAE, tokens: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-    """Negative ELBO of a batch, summed, in plain PyTorch with the model's layers."""
-    loc, scale = vae.encode_dist(tokens)
-    if z is None:
-        z = loc + scale * torch.randn_like(loc)
-    inputs, targets, mask = vae.split(tokens)
-    if vae.training:
-        inputs = word_dropout(inputs, vae.word_keep)
-    logits = vae.decoder_logits(inputs, z)
-    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    kl = 0.5 * (loc ** 2 + scale ** 2 - 1 - 2 * scale.log()).sum()
-    return (nll * mask.reshape(-1)).sum() + kl
-
-
-def hand_epoch(vae: SentenceVAE, opt: torch.optim.Optimizer, batches: list[torch.Tensor], clip: float) -> None:
-    vae.train()
-    for tokens in batches:
-        loss = hand_loss(vae, tokens)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), clip)
-        opt.step()
-
-
-def loss_agreement(vae: SentenceVAE, tokens: torch.Tensor) -> float:
-    """|Pyro loss - hand loss| / |Pyro loss| at the same parameters and the same sampled z."""
-    vae.eval()
-    guide_trace = poutine.trace(vae.guide).get_trace(tokens)
-    z = guide_trace.nodes["z"]["value"]
-    pyro_loss = pyro.infer.TraceMeanField_ELBO().differentiable_loss(
-        vae.model, poutine.replay(vae.guide, trace=guide_trace), tokens)
-    with torch.no_grad():
-        return float((pyro_loss - hand_loss(vae, tokens, z)).abs() / pyro_loss.abs())
-
-
-def main(args: argparse.Namespace) -> dict:
-    torch.set_num_threads(args.threads)
-    corpus = load_corpus(args.corpus)
-    sentences = corpus.train[:args.batches * args.batch_size]
-    vocab = Vocabulary.build(corpus.train, max_size=args.vocab)
-    tokens = encode_sentences(sentences, vocab, max_len=args.max_len)
-    batches = list(bucket_loader(tokens, args.batch_size, seed=0))
-    n_tokens = count_tokens(tokens)
-
-    set_seed(0)
-    base = SentenceVAE(len(vocab), args.embed_dim, args.hidden_dim, args.z_dim, word_keep=args.word_keep, max_len=args.max_len)
-    agreement = loss_agreement(base, batches[0])
-    pyro_vae, hand_vae = copy.deepcopy(base), copy.deepcopy(base)
-    hand_opt = torch.optim.Adam(hand_vae.parameters(), lr=1e-3, fused=True)
-    loader = DataLoader(batches, batch_size=None)  # the same batches, in the same order, for fit()
-
-    variants = {
-        "pyro_fit": lambda: fit(pyro_vae, loader, epochs=1, lr=1e-3, clip_norm=5.0, progress=False,
-                                elbo=pyro.infer.TraceMeanField_ELBO(), validate="never"),
-        "hand_written": lambda: hand_epoch(hand_vae, hand_opt, batches, 5.0),
-    }
-    for f in variants.values():  # warm-up
-        f()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for r in range(args.rounds):
-        order = list(variants) if r % 2 == 0 else list(reversed(variants))
-        for name in order:
-            t = time.process_time()
-            variants[name]()
-            times[name].append(time.process_time() - t)
-    tok_s = {k: [n_tokens / t for t in v] for k, v in times.items()}
-    ratio = statistics.median(p / h for p, h in zip(tok_s["pyro_fit"], tok_s["hand_written"]))
-    result = {
-        "benchmark": "sentence_vae_speed",
-        "command": "python " + " ".join(sys.argv),
-        "setup": (f"SentenceVAE embed {args.embed_dim}, hidden {args.hidden_dim}, z {args.z_dim}, vocab {len(vocab)}, "
-                  f"word keep {args.word_keep}, batch {args.batch_size}, {len(batches)} bucketed batches "
-                  f"({n_tokens} tokens) per round, {args.rounds} interleaved rounds, {args.threads} torch thread(s), "
-                  f"process CPU time; corpus {corpus.name}"),
-        "tokens_per_second": {k: statistics.median(v) for k, v in tok_s.items()},
-        "ratio_pyro_over_hand": ratio,
-        "target": "ratio >= 0.85",
-        "meets_target": ratio >= 0.85,
-        "loss_agreement_relative_diff": agreement,
-        "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version(),
-    }
+def main(args) -> dict:
+    r = run(args)
+    result = {"benchmark": r["benchmark"], "command": "python " + " ".join(sys.argv), **r}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", default="embedded", help="'embedded' or a ptb.zip path")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--batches", type=int, default=20, help="batches per round")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--vocab", type=int, default=10000)
-    p.add_argument("--max-len", type=int, default=40)
-    p.add_argument("--embed-dim", type=int, default=256)
-    p.add_argument("--hidden-dim", type=int, default=256)
-    p.add_argument("--z-dim", type=int, default=32)
-    p.add_argument("--word-keep", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="benchmarks/results/sentence_vae_speed.json")
-    return p
 
 
 if __name__ == "__main__":

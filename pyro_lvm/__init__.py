@@ -7,7 +7,8 @@ KL control (:mod:`pyro_lvm.infer`) and inspection.
 
 from .base import ModelGuidePair, check_pair
 from .checkpoint import load_checkpoint, set_seed
-from .metrics import elbo_terms, evaluation_report, log_likelihood
+from .metrics import elbo_terms, log_likelihood
+from .report import evaluation_report
 from .train import Callback, History, TrainingDivergedError, TrainState, fit
 
 __version__ = "0.1.0"

@@ -27,6 +27,7 @@ from torch import nn
 
 from .base import batch_args
 from .traces import is_deterministic, is_random
+from .validation import check
 
 
 def _model_sites(fn: Any, args: tuple, kwargs: dict) -> tuple[dict[str, bool], dict[str, torch.Size]]:
@@ -60,7 +61,7 @@ def to_inference_data(pair: Any, batch: Any, sites: Sequence[str], num_samples: 
                       dims: Mapping[str, Sequence[str]] | None = None,
                       coords: Mapping[str, Sequence[Any]] | None = None,
                       posterior_predictive: bool | Sequence[str] = False, seed: int | None = 0,
-                      parallel: bool = False):
+                      parallel: bool = False) -> Any:
     """Posterior draws of ``sites`` from ``pair.guide`` as an ``arviz.InferenceData``.
 
     Args:
@@ -88,8 +89,7 @@ def to_inference_data(pair: Any, batch: Any, sites: Sequence[str], num_samples: 
 
     if not sites:
         raise ValueError("name at least one latent site to convert")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    num_samples = check(num_samples=num_samples)["num_samples"]
     args, kwargs = batch_args(batch)
     dims = {k: list(v) for k, v in (dims or {}).items()}
     known, shapes = _model_sites(pair.model, args, kwargs)

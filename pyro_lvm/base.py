@@ -19,7 +19,7 @@ a tuple or list is splatted (``model(*batch)``), a dict is passed as keywords
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -39,12 +39,6 @@ def check_pair(pair: Any) -> ModelGuidePair:
     from .validation import pair as check
 
     return check(pair)
-
-
-def batch_call(fn: Callable[..., Any], batch: Any) -> Any:
-    """Call ``fn`` with ``batch`` unpacked by the convention in the module docstring."""
-    args, kwargs = batch_args(batch)
-    return fn(*args, **kwargs)
 
 
 def batch_args(batch: Any) -> tuple[tuple, dict]:

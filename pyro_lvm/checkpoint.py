@@ -52,6 +52,17 @@ def set_seed(seed: int) -> None:
     pyro.set_rng_seed(seed_rule("seed", seed))
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s shuffling in a run seeded ``seed``. It depends on nothing
+    else, so a resumed run orders every epoch as an uninterrupted one did (exact resume)."""
+    return (seed * 100_003 + epoch) % 2**32  # NumPy's generators take seeds in [0, 2**32)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A torch generator seeded by :func:`epoch_seed`."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
+
+
 # ----------------------------------------------------------------------------- random-number state
 
 def rng_state() -> dict[str, Any]:

@@ -62,10 +62,10 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def add_argument(self, *args: Any, **kwargs: Any):
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         return super().add_argument(*args, **_default_help(args, kwargs))
 
-    def add_argument_group(self, *args: Any, **kwargs: Any):
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
         group = super().add_argument_group(*args, **kwargs)
         add = group.add_argument
         group.add_argument = lambda *a, **kw: add(*a, **_default_help(a, kw))  # type: ignore[method-assign]
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         tracking.add_arguments(sentence)
         sentence.set_defaults(out="runs/demo_sentence")
 
-    train = verbs.add_parser("train", help="train a model: pyro-lvm train MODEL --help")
+    train = verbs.add_parser("train", help="train a model (pyro-lvm train MODEL --help) or your own pair (pyro-lvm train FILE.py:FUNCTION)")
     models = train.add_subparsers(dest="task", required=True, metavar="MODEL", parser_class=Parser)
     for name in sorted(TASKS):
         aliases = [name.replace("_", "-")] if "_" in name else []  # train ss-vae == train ss_vae
@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "evaluate":
             sub.add_argument("--samples", type=validation.positive_int.cli, default=1000,
                              help="importance samples per datapoint (the ELBO uses one draw; see elbo_samples)")
-            sub.add_argument("--split", default="test", choices=["train", "valid", "test"])
+            sub.add_argument("--split", default=None, choices=["train", "valid", "test"],
+                             help="default: the task's held-out split (test; valid for a pair run, which holds out one part)")
         if verb == "sample":
             sub.add_argument("-n", "--num", type=validation.positive_int.cli, default=32)
             sub.add_argument("--out", default=None, help="output path (default: a file in RUN)")
@@ -187,6 +188,8 @@ def _run_verb(args: argparse.Namespace) -> Any:
     fn = getattr(module, args.verb, None)
     if fn is None:
         raise CommandError(_not_applicable(task, module, args.verb))
+    if getattr(args, "split", "") is None:
+        args.split = getattr(module, "HELD_OUT_SPLIT", "test")
     set_seed(args.seed)  # one place that honours --seed for every task's verb
     return fn(args)
 
@@ -229,9 +232,17 @@ def _tracked(args: argparse.Namespace, name: str, run: Any) -> Any:
         return run(args)
 
 
+def _pair_shorthand(argv: Sequence[str]) -> list[str]:
+    """``train FILE.py:FUNCTION ...`` is ``train pair --pair FILE.py:FUNCTION ...``."""
+    argv = list(argv)
+    if len(argv) > 1 and argv[0] == "train" and ".py:" in argv[1]:
+        return ["train", "pair", "--pair", *argv[1:]]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_pair_shorthand(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:  # --help (0) or a usage error (2, already printed)
         return int(e.code or 0)
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .tracking import flatten, is_number
-from .train import History
+from .callbacks import History
 
 FORMATS = ("md", "csv", "json")
 MISSING = "–"

@@ -36,7 +36,8 @@ from .base import batch_args, batch_size as _batch_size
 from .infer.objectives import site_kl
 from .traces import (base_distribution, data_plate_frame, guide_and_model_traces, is_auxiliary, is_categorical_index,
                      is_point_mass, is_random, local_and_global, max_plate_nesting)
-from .train import Callback, TrainState, evaluation_batches
+from .batching import evaluation_batches
+from .callbacks import Callback, TrainState
 
 ACTIVE_THRESHOLD = 0.01
 _DRAWS = "_lvm_draws"
@@ -81,7 +82,7 @@ def _traces(pair: Any, data: Any, batch_size: int, with_model: bool) -> Iterator
         yield _batch_size(batch), guide_trace, model_trace, batch
 
 
-def _per_datapoint(t: torch.Tensor, idx: int, batch_rank: int | None = None) -> torch.Tensor:
+def _per_datapoint(t: torch.Tensor, idx: int) -> torch.Tensor:
     """``(batch_shape + rest)`` -> ``(n, units)`` with the datapoint dim first."""
     t = t.movedim(idx, 0)
     return t.reshape(t.shape[0], -1)

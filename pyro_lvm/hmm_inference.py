@@ -25,9 +25,12 @@ Posterior marginals and expected transition counts are gradients of the log-like
 from __future__ import annotations
 
 import itertools
+from typing import Sequence
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from .validation import positive_int
 
 
 def check_hmm_inputs(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: torch.Tensor,
@@ -36,8 +39,7 @@ def check_hmm_inputs(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: 
     if log_emit.dim() != 3:
         raise ValueError(f"log_emit must have shape (N, T, K), got {tuple(log_emit.shape)}")
     n, t, k = log_emit.shape
-    if k < 1:
-        raise ValueError(f"number of states must be positive, got {k}")
+    positive_int("the number of states (log_emit.shape[-1])", k)
     if t < 1:
         raise ValueError("sequences of length 0: log_emit has T = 0 steps")
     if log_init.shape != (k,) or log_trans.shape != (k, k):
@@ -56,69 +58,120 @@ def last_observed(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, steps, -1).max(dim=1).values
 
 
-def _scaled_forward(init: torch.Tensor, trans: torch.Tensor, emit: torch.Tensor, active: torch.Tensor):
-    """Filtered ``alpha (N, T, K)`` and normalisers ``c (N, T)`` for probabilities ``init (K,)``,
-    ``trans (K, K)`` and shifted emission likelihoods ``emit (N, T, K)``. Where ``active (N, T, 1)``
-    is False (after a sequence's last observed step) the chain stops: alpha is carried over."""
-    # Per step only a matmul, a product, a sum and a division: on a CPU the loop costs about
-    # 10 microseconds per operation, so everything that can is done on whole tensors outside it.
-    everyone = active.all(dim=0).flatten().tolist()  # before the shortest sequence ends no where() is needed
-    emit_t, active_t = emit.unbind(1), active.unbind(1)
-    alphas, norms = [], []
-    alpha = init * emit_t[0]
-    for t in range(emit.shape[1]):
-        if t > 0:
-            new = (alpha @ trans) * emit_t[t]
-            alpha = new if everyone[t] else torch.where(active_t[t], new, alpha)
-        norm = alpha.sum(dim=-1, keepdim=True)
-        alpha = alpha / norm
-        alphas.append(alpha)
+def _recursion(start: torch.Tensor, mats: torch.Tensor, emit: Sequence[torch.Tensor]):
+    """Scaled recursions ``v_s = normalise((v_{s-1} @ mats) * emit[s])`` from ``v_0 = start``.
+
+    ``start`` and each ``emit[s]`` are ``(..., N, K)``, ``mats`` ``(..., K, K)`` (one matrix,
+    or a batch of them run side by side). Returns the normalised ``v (..., T, N, K)`` and the
+    normalisers ``(..., T, N, 1)``. Per step one matmul, an in-place product, a sum and an
+    in-place division: on a CPU each operation costs microseconds of dispatch, so everything
+    else is done on whole tensors outside the loop.
+    """
+    mm = torch.mm if mats.dim() == 2 else torch.bmm
+    v, values, norms = start, [], []
+    for s in range(len(emit)):
+        if s > 0:
+            v = mm(v, mats).mul_(emit[s])
+        norm = v.sum(dim=-1, keepdim=True)
+        v = v.div_(norm)
+        values.append(v)
         norms.append(norm)
-    return torch.stack(alphas, dim=1), torch.cat(norms, dim=1)
+    return torch.stack(values, dim=-3), torch.stack(norms, dim=-3)
+
+
+def _reversed_rows(last: torch.Tensor, steps: int) -> torch.Tensor:
+    """Row indices into a time-first ``(T * N, K)`` table that read each sequence backwards from
+    its own last observed step: row ``s * N + n`` holds step ``max(last_n - s, 0)`` of sequence ``n``."""
+    s = torch.arange(steps, device=last.device).unsqueeze(-1)
+    return ((last - s).clamp(min=0) * len(last) + torch.arange(len(last), device=last.device)).reshape(-1)
+
+
+def _shifted_emissions(log_emit: torch.Tensor, mask: torch.Tensor, copies: int = 1):
+    """``(shift (N, T, 1), emit (copies, T, N, K))``: ``emit[0] = exp(log_emit - shift)`` time
+    first, with ``shift`` the per-step maximum (so ``exp`` cannot underflow to all zeros), and
+    emission 1, shift 0 on masked steps whatever ``log_emit`` holds there. Further copies are
+    left for the caller to fill."""
+    n, steps, k = log_emit.shape
+    shift = log_emit.amax(dim=-1, keepdim=True)
+    centred = log_emit - shift
+    if not bool(mask.all()):
+        observed = mask.unsqueeze(-1)
+        shift = shift.masked_fill(~observed, 0.0)
+        centred = centred.masked_fill_(~observed, 0.0)
+    emit = log_emit.new_empty(copies, steps, n, k)
+    emit[0] = centred.exp_().transpose(0, 1)  # time first: contiguous rows for the loop
+    return shift, emit
+
+
+def _active(last: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(T, N, 1)`` bool: step ``t`` is at or before sequence ``n``'s last observed step."""
+    return (torch.arange(steps, device=last.device).unsqueeze(-1) <= last).unsqueeze(-1)
+
+
+def _log_likelihood(shift: torch.Tensor, norms: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """``log p(x)`` ``(N,)`` from the shifts ``(N, T, 1)`` and the forward normalisers ``(T, N, 1)``
+    (those after each sequence's end dropped)."""
+    return shift.squeeze(-1).sum(dim=1) + torch.where(active, norms.log(), 0.0).sum(dim=(0, 2))
+
+
+@torch.no_grad()
+def _filter(log_init, log_trans, log_emit, mask, last) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(x) (N,), filtered p(z_t | x_{1:t}) (T, N, K))`` by the forward recursion alone."""
+    shift, emit = _shifted_emissions(log_emit, mask)
+    alphas, norms = _recursion(log_init.exp() * emit[0, 0], log_trans.exp(), emit[0].unbind(0))
+    return _log_likelihood(shift, norms, _active(last, log_emit.shape[1])), alphas
 
 
 class _ForwardAlgorithm(torch.autograd.Function):
-    """``log p(x)`` per sequence with its exact gradient from one backward (beta) recursion.
+    """``log p(x)`` per sequence with its exact gradient, the classical expected counts:
+    ``d log p / d log_emit[n, t, k] = p(z_t = k | x)`` and ``d log p / d log_trans[i, j] =
+    sum_t p(z_{t-1} = i, z_t = j | x)`` (Eisner 2016).
 
-    Writing the gradient by hand rather than letting autograd record every operation of every
-    step made loss + gradient 1.6x (16 states) to 2.8x (64 states) faster than autograd through a
-    plain scaled forward (``benchmarks/hmm_speed.py``). The gradients
-    are the classical expected counts: ``d log p / d log_emit[n, t, k] = p(z_t = k | x)`` and
-    ``d log p / d log_trans[i, j] = sum_t p(z_{t-1} = i, z_t = j | x)`` (Eisner 2016).
+    When a gradient is needed the forward (alpha) and backward recursions run in the same loop,
+    stacked into one batched matmul per step. The backward one reads each sequence from its own
+    last observed step, so both start at their boundary together and no step needs a ``where``.
+    Its state is ``u_t = e_t beta_t``, so it has the forward's form ``u_{t-1} = (u_t @ T.T) *
+    e_{t-1}``. Both are scaled independently and the posteriors renormalise them:
+    ``beta_t = u_{t+1} @ T.T``, ``gamma_t = alpha_t beta_t / z_t`` and ``xi_t = alpha_{t-1} T
+    u_t / z_{t-1}`` with ``z_t = sum_k alpha_t beta_t``. Chains run to step ``T``; what follows a
+    sequence's last observed step is computed and dropped (``active``), which is cheaper than
+    freezing the chain step by step. Hand-written rather than autograd through the loop: see
+    ``benchmarks/hmm_speed.py`` for the measured difference.
     """
 
     @staticmethod
-    def forward(ctx, log_init, log_trans, log_emit, active):
-        shift = log_emit.max(dim=-1, keepdim=True).values  # exp() of the rest cannot underflow to all zeros
-        init, trans, emit = log_init.exp(), log_trans.exp(), (log_emit - shift).exp()
-        alphas, norms = _scaled_forward(init, trans, emit, active)
-        ctx.save_for_backward(trans, emit, alphas, norms, active)
-        return shift.squeeze(-1).sum(dim=1) + norms.log().sum(dim=1)
+    def forward(ctx, log_init, log_trans, log_emit, mask, last):
+        if not any(ctx.needs_input_grad[:3]):
+            return _filter(log_init, log_trans, log_emit, mask, last)[0]
+        n, steps, k = log_emit.shape
+        shift, emit = _shifted_emissions(log_emit, mask, copies=2)
+        trans = log_trans.exp()
+        back = _reversed_rows(last, steps)
+        torch.index_select(emit[0].view(-1, k), 0, back, out=emit[1].view(-1, k))
+        (alphas, u_back), norms = _recursion(torch.stack([log_init.exp() * emit[0, 0], emit[1, 0]]),
+                                             torch.stack([trans, trans.T]), emit.unbind(1))
+        active = _active(last, steps)
+        ctx.save_for_backward(trans, alphas, u_back, back, active, mask)
+        return _log_likelihood(shift, norms[0], active)
 
     @staticmethod
     @once_differentiable  # the backward is not itself differentiable: a second derivative raises
     def backward(ctx, grad):
-        trans, emit, alphas, norms, active = ctx.saved_tensors
-        # Scaled backward variables: beta_{t-1} = trans @ (emit_t beta_t / c_t), beta_{T-1} = 1;
-        # beta stays 1 from each sequence's last observed step on (nothing after it is modelled).
-        everyone = active.all(dim=0).flatten().tolist()
-        scaled = emit / norms.unsqueeze(-1)  # emit_t / c_t
-        scaled_t, active_t, trans_t = scaled.unbind(1), active.unbind(1), trans.T.contiguous()
-        beta = torch.ones_like(emit[:, 0])
-        betas = [beta]
-        for t in range(emit.shape[1] - 1, 0, -1):
-            new = (scaled_t[t] * beta) @ trans_t
-            beta = new if everyone[t] else torch.where(active_t[t], new, beta)
-            betas.append(beta)
-        betas = torch.stack(betas[::-1], dim=1)
-        g = grad.reshape(-1, 1, 1)
-        grad_emit = alphas * betas * g  # posterior marginals gamma, times the upstream gradient
-        grad_init = grad_emit[:, 0].sum(0)
-        # xi summed over sequences and steps: alpha_{t-1}^T (emit_t beta_t / c_t), times trans.
-        k = trans.shape[0]
-        prev = (alphas[:, :-1] * g).reshape(-1, k)
-        nxt = (scaled[:, 1:] * betas[:, 1:] * active[:, 1:]).reshape(-1, k)
-        return grad_init, (prev.T @ nxt) * trans, grad_emit, None
+        trans, alphas, u_back, back, active, mask = ctx.saved_tensors
+        steps, n, k = alphas.shape
+        # Reversed layout: beta = 1 at each sequence's last observed step (row 0), then
+        # beta_t = u_{t+1} @ trans.T; then both tables back to forward time.
+        beta_back = alphas.new_empty(steps, n, k)
+        beta_back[0] = 1.0
+        torch.mm(u_back[:-1].view(-1, k), trans.T, out=beta_back[1:].view(-1, k))
+        betas = beta_back.view(-1, k).index_select(0, back).view(steps, n, k)
+        us = u_back.view(-1, k).index_select(0, back).view(steps, n, k)
+        gamma = alphas * betas
+        weight = torch.where(active, grad.view(1, -1, 1) / gamma.sum(dim=-1, keepdim=True), 0.0)  # (T, N, 1)
+        gamma.mul_(weight * mask.T.unsqueeze(-1))  # posterior marginals times the upstream gradient
+        prev = (alphas[:-1] * weight[:-1]).view(-1, k)
+        nxt = us[1:].mul_(active[1:]).view(-1, k)
+        return gamma[0].sum(0), (prev.T @ nxt) * trans, gamma.transpose(0, 1), None, None
 
 
 def forward_log_likelihood(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: torch.Tensor,
@@ -130,15 +183,11 @@ def forward_log_likelihood(log_init: torch.Tensor, log_trans: torch.Tensor, log_
     ``p(z_t | x_{1:t})`` as ``(N, T, K)`` (no gradient; used by forward-filter backward-sample).
     """
     mask = check_hmm_inputs(log_init, log_trans, log_emit, mask)
-    log_emit = log_emit.masked_fill(~mask.unsqueeze(-1), 0.0)
-    steps = torch.arange(mask.shape[1], device=mask.device)
-    active = (steps <= last_observed(mask).unsqueeze(-1)).unsqueeze(-1)  # (N, T, 1)
+    last = last_observed(mask)
     if return_filtered:
-        with torch.no_grad():
-            shift = log_emit.max(dim=-1, keepdim=True).values
-            alphas, norms = _scaled_forward(log_init.exp(), log_trans.exp(), (log_emit - shift).exp(), active)
-            return shift.squeeze(-1).sum(dim=1) + norms.log().sum(dim=1), alphas
-    return _ForwardAlgorithm.apply(log_init, log_trans, log_emit, active)
+        log_lik, alphas = _filter(log_init, log_trans, log_emit, mask, last)
+        return log_lik, alphas.transpose(0, 1)
+    return _ForwardAlgorithm.apply(log_init, log_trans, log_emit, mask, last)
 
 
 def expected_counts(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: torch.Tensor,

@@ -27,7 +27,7 @@ import torch
 from . import validation
 from .base import batch_size as _batch_size
 from .metrics import log_weight_terms
-from .train import evaluation_batches
+from .batching import evaluation_batches
 
 __all__ = ["pareto_khat", "psis_khat", "psis_summary", "psis_report", "THRESHOLDS"]
 

@@ -25,6 +25,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from .base import batch_plate_frames, batch_size as _batch_size
+from .validation import positive_int
 
 
 class _BatchScale(Messenger):
@@ -52,8 +53,7 @@ class DatasetScale(_BatchScale):
     """
 
     def __init__(self, num_datapoints: int, batch_size: int, data_plate: str | None = None):
-        if not isinstance(num_datapoints, int) or num_datapoints < 1:
-            raise ValueError(f"num_datapoints must be a positive int, got {num_datapoints!r}")
+        positive_int("num_datapoints", num_datapoints)
         if batch_size > num_datapoints:
             raise ValueError(f"a batch of {batch_size} datapoints is larger than num_datapoints={num_datapoints}")
         super().__init__(batch_size, data_plate)

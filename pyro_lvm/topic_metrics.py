@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 
 from .data.bow import check_counts
+from .validation import check
 
 
 def top_word_ids(topic_word: torch.Tensor, n: int = 10) -> torch.Tensor:
@@ -105,8 +106,7 @@ def heldout_log_likelihood(model: Any, counts: torch.Tensor, num_samples: int = 
     ``mean_s log w_s`` and ``log p(counts) ~= logsumexp_s log w_s - log S`` (a lower bound
     in expectation that tightens as S grows). The model is put in eval mode.
     """
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    check(num_samples=num_samples)
     check_counts(counts, getattr(model, "vocab_size", None), what="held-out counts")
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):

@@ -17,139 +17,30 @@ import contextlib
 import contextvars
 import math
 import sys
-import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyro
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from .base import batch_args, batch_size as _batch_size, batch_to, check_pair, pair_device
-from .checkpoint import (CHECKPOINT_FORMAT, atomic_json_save, atomic_torch_save, decode_param_store, encode_param_store,
+from .base import batch_args, batch_size as _batch_size, batch_to, check_pair
+from .checkpoint import (CHECKPOINT_FORMAT, atomic_torch_save, decode_param_store, encode_param_store,
                          load_best_or_last, load_checkpoint, load_module_state, rng_state, set_rng_state, set_seed)
 from . import distributed, runs, validation
+# Re-exported: the names users and tasks import from here (each defined once, in its own module).
+from .batching import (differentiable_loss, evaluate_loss, evaluation_batches, iterate_batches,  # noqa: F401
+                       loss_value, num_batches, num_datapoints, resolve_device, set_epoch)
+from .callbacks import Callback, History, TimeLimit, TrainState  # noqa: F401
 from .traces import (discover_parameters, enumerated_sites, guide_and_model_traces, max_plate_nesting,
                      preserved_rng, restore, restore_param_store, snapshot)
-from .validation import as_tensors
 
 CHECKPOINT_FILES = ("last.pt", "best.pt", "history.json")
 
 
 class TrainingDivergedError(FloatingPointError):
     """The loss or a gradient became NaN/inf; parameters were not updated by that step."""
-
-
-@dataclass
-class History:
-    """Per-epoch records: a list of dicts such as ``{"epoch": 3, "train_loss": 97.1, ...}``."""
-
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-
-    def __getitem__(self, key: str) -> list[Any]:
-        """All recorded values of one key, in epoch order (epochs lacking it are skipped)."""
-        return [e[key] for e in self.epochs if key in e]
-
-    def __len__(self) -> int:
-        return len(self.epochs)
-
-    def last(self) -> dict[str, Any]:
-        return self.epochs[-1] if self.epochs else {}
-
-    def save(self, path: str | Path) -> None:
-        atomic_json_save({"epochs": self.epochs}, path)
-
-
-@dataclass
-class TrainState:
-    """What callbacks see and may change while ``fit`` runs.
-
-    ``logs`` collects the current epoch's record; anything a callback puts there ends up in
-    the history. Setting ``stop = True`` ends training after the current epoch.
-    """
-
-    pair: Any
-    elbo: Any
-    optimizer: torch.optim.Optimizer | None
-    params: list[torch.Tensor]
-    device: torch.device
-    param_names: list[str] = field(default_factory=list)  # one per tensor of ``params``
-    epoch: int = 0
-    step: int = 0
-    history: History = field(default_factory=History)
-    logs: dict[str, Any] = field(default_factory=dict)
-    stop: bool = False
-    rank: distributed.RankContext | None = None  # set on each process of a strategy="ddp" run
-    train_data: Any = None  # what fit() was given, for callbacks that draw their own batches
-    valid_data: Any = None
-    checkpoint_dir: Path | None = None  # fit()'s, for callbacks that write beside the checkpoints
-
-    def loss(self, batch: Any) -> torch.Tensor:
-        """Differentiable negative ELBO of one batch (summed over its datapoints)."""
-        return differentiable_loss(self.elbo, self.pair, batch)
-
-
-class Callback:
-    """Hooks into :func:`fit`. Override what you need; all default to doing nothing.
-
-    A callback with state that must survive ``resume=True`` implements ``state_dict`` and
-    ``load_state_dict``.
-    """
-
-    def on_train_begin(self, state: TrainState) -> None: ...
-
-    def on_epoch_begin(self, state: TrainState) -> None: ...
-
-    def on_step_begin(self, state: TrainState, batch: Any) -> None: ...
-
-    def on_after_backward(self, state: TrainState, batch: Any) -> None:
-        """Gradients are in ``.grad`` and not yet clipped or applied (e.g. all-reduce them here)."""
-
-    def on_step_end(self, state: TrainState, batch: Any, loss: float) -> None: ...
-
-    def on_epoch_end(self, state: TrainState) -> None: ...
-
-    def on_train_end(self, state: TrainState) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class TimeLimit(Callback):
-    """Stop training at the end of the epoch during which ``seconds`` of process CPU time
-    (or wall time, ``clock="wall"``) have passed since training began."""
-
-    def __init__(self, seconds: float, clock: str = "cpu"):
-        if not seconds > 0:
-            raise ValueError(f"seconds must be positive, got {seconds!r}")
-        if clock not in ("cpu", "wall"):
-            raise ValueError(f"clock must be 'cpu' or 'wall', got {clock!r}")
-        self.seconds, self.clock = float(seconds), clock
-        self.used = 0.0
-        self._start = 0.0
-
-    def _now(self) -> float:
-        return time.process_time() if self.clock == "cpu" else time.perf_counter()
-
-    def on_epoch_begin(self, state: TrainState) -> None:
-        self._start = self._now()
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        self.used += self._now() - self._start
-        state.logs[f"{self.clock}_seconds"] = self.used
-        if self.used >= self.seconds:
-            state.stop = True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"used": self.used}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.used = state["used"]
 
 
 _ADDED_CALLBACKS: contextvars.ContextVar[tuple[Callback, ...]] = contextvars.ContextVar("added_callbacks", default=())
@@ -164,32 +55,6 @@ def added_callbacks(*callbacks: Callback) -> Iterator[None]:
         yield
     finally:
         _ADDED_CALLBACKS.reset(token)
-
-
-def differentiable_loss(elbo: Any, pair: Any, batch: Any) -> torch.Tensor:
-    """``elbo.differentiable_loss(pair.model, pair.guide, *batch)`` with the batch convention."""
-    args, kwargs = batch_args(batch)
-    if not hasattr(elbo, "differentiable_loss"):
-        raise TypeError(
-            f"{type(elbo).__name__} has no differentiable_loss; fit() needs an ELBO that has one "
-            "(Trace_ELBO, TraceMeanField_ELBO, TraceEnum_ELBO, JitTrace_ELBO, ... or pyro_lvm's "
-            "objectives). For TraceGraph_ELBO use pyro_lvm.infer.estimators."
-        )
-    return elbo.differentiable_loss(pair.model, pair.guide, *args, **kwargs)
-
-
-def loss_value(elbo: Any, pair: Any, batch: Any) -> float:
-    """The objective's value on one batch (summed over its datapoints), without gradients.
-
-    Uses the ELBO's ``loss`` where it has one: some Pyro ELBOs (``TraceEnum_ELBO``) refuse to
-    build a ``differentiable_loss`` when nothing requires a gradient, as in evaluation.
-    """
-    if callable(getattr(elbo, "loss", None)):
-        args, kwargs = batch_args(batch)
-        with torch.no_grad():
-            return float(elbo.loss(pair.model, pair.guide, *args, **kwargs))
-    with torch.no_grad():
-        return float(differentiable_loss(elbo, pair, batch))
 
 
 _SAMPLING_ELBOS = (pyro.infer.Trace_ELBO, pyro.infer.TraceGraph_ELBO)  # (subclasses: MeanField, Jit variants)
@@ -248,94 +113,6 @@ def _check_enumeration(elbo: Any, enumerated: Sequence[str], plate_nesting: int)
             f"infer={{'enumerate': ...}}), but {type(inner).__name__} samples them instead of summing them out. "
             f"Pass elbo=pyro.infer.TraceEnum_ELBO(max_plate_nesting={plate_nesting}) (or leave elbo unset and fit() "
             "chooses it), or remove the enumeration marks to sample them.")
-
-
-# ----------------------------------------------------------------------------- data
-
-def num_datapoints(data: Any) -> int | None:
-    """Number of datapoints, or None for a stream that does not know it (an IterableDataset)."""
-    tensors = as_tensors(data)
-    if tensors is not None:
-        return int(tensors[0].shape[0])
-    try:
-        return len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def _num_batches(data: Any, batch_size: int) -> int | None:
-    """Batches per epoch, for the progress bar; None for a stream of unknown length."""
-    if isinstance(data, DataLoader):
-        try:
-            return len(data)
-        except TypeError:  # a DataLoader over an IterableDataset without __len__
-            return None
-    n = num_datapoints(data)
-    return None if n is None else math.ceil(n / batch_size)
-
-
-def _set_epoch(data: Any, epoch: int) -> None:
-    """Tell data that reshuffles by epoch (a sampler, a stream) which epoch this is."""
-    for obj in (data, getattr(data, "dataset", None), getattr(data, "sampler", None), getattr(data, "batch_sampler", None)):
-        if callable(getattr(obj, "set_epoch", None)):
-            obj.set_epoch(epoch)
-
-
-def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch: int) -> Iterator[Any]:
-    """Yield mini-batches of ``data`` (a tensor, a tuple of tensors, a Dataset or a DataLoader).
-
-    Shuffling uses a generator seeded by ``(seed, epoch)``, so the order of an epoch does not
-    depend on what ran before it: a resumed run sees the same batches as an uninterrupted one.
-    A DataLoader, or an IterableDataset that yields batches, is iterated as it is (it decides
-    the order; ``fit`` calls its ``set_epoch`` if it has one).
-    """
-    tensors = as_tensors(data)
-    if tensors is not None:
-        n = tensors[0].shape[0]
-        if shuffle:
-            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            order = torch.randperm(n, generator=g)
-            tensors = tuple(t[order.to(t.device)] for t in tensors)
-        for start in range(0, n, batch_size):
-            chunk = tuple(t[start:start + batch_size] for t in tensors)
-            yield chunk[0] if len(chunk) == 1 else chunk
-    elif isinstance(data, (DataLoader, IterableDataset)):
-        yield from data  # a stream yields whole batches (e.g. pyro_lvm.data.streaming)
-    elif isinstance(data, Dataset):
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=g)
-    else:
-        raise TypeError(
-            f"training data must be a tensor, a tuple of tensors, a torch Dataset or a DataLoader; "
-            f"got {type(data).__name__}"
-        )
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``torch.device`` for a name, refusing devices this machine does not have (see :mod:`pyro_lvm.validation`)."""
-    return validation.device_rule("device", device)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-def evaluation_batches(pair: Any, data: Any, batch_size: int, device: str | torch.device | None = None) -> Iterator[Any]:
-    """``data`` in order, in batches moved to ``device`` (default: where the pair's parameters
-    are), so evaluating a pair trained on a GPU needs no manual moves."""
-    device = device if device is not None else pair_device(pair)
-    for batch in iterate_batches(data, batch_size, shuffle=False, seed=0, epoch=0):
-        yield batch if device is None else batch_to(batch, device)
-
-
-def evaluate_loss(pair: Any, data: Any, elbo: Any, batch_size: int = 512, device: str | torch.device | None = None) -> float:
-    """Mean loss of ``elbo`` per datapoint over ``data`` (no gradients, no parameter change).
-
-    Any Pyro ELBO works (see :func:`loss_value`), ``TraceEnum_ELBO`` included.
-    """
-    total, count = 0.0, 0
-    for batch in evaluation_batches(pair, data, batch_size, device):
-        total += loss_value(elbo, pair, batch)
-        count += _batch_size(batch)
-    return total / count
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -622,13 +399,13 @@ def fit(
             for cb in callbacks:
                 cb.on_epoch_begin(state)
             total, count = 0.0, 0
-            _set_epoch(train_data, state.epoch)
+            set_epoch(train_data, state.epoch)
             batches = iterate_batches(train_data, batch_size, shuffle=True, seed=seed, epoch=state.epoch)
             if show_progress:
                 from tqdm.auto import tqdm
 
                 batches = tqdm(batches, desc=f"epoch {state.epoch + 1}/{epochs}", leave=False,
-                               total=_num_batches(train_data, batch_size))
+                               total=num_batches(train_data, batch_size))
             for batch in batches:
                 n = _batch_size(batch)
                 if rank is not None:
@@ -713,32 +490,53 @@ def fit(
     return state.history
 
 
-def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> None:
-    """Look at the pair once before its first step: trace it (in eval mode, the random state
-    left as it was, so the run's numbers do not depend on this look), then
-
-    * restore a checkpoint (``pending``): parameters created lazily (autoguides, ``PyroModule``)
-      exist now, so the module state loads strictly, and the param store is restored in
-      place, ``pyro.module`` parameters included;
-    * settle the objective: the default chooses ``TraceEnum_ELBO`` for enumeration marks, a
-      sampling ELBO given for such a pair is refused, an objective that would guess its plate
-      nesting gets it.
-    """
+def _look(pair: Any, batch: Any) -> list:
+    """The guide's and the replayed model's traces on ``batch``, taken in eval mode with the
+    random state left as it was, so a run's numbers do not depend on this look."""
     was_training = isinstance(pair, nn.Module) and pair.training
     if was_training:
         pair.eval()
     try:
         args, kwargs = batch_args(batch)
         with preserved_rng():
-            traces = guide_and_model_traces(pair.model, pair.guide, args, kwargs)
+            return list(guide_and_model_traces(pair.model, pair.guide, args, kwargs))
     finally:
         if was_training:
             pair.train()
+
+
+def _restore(pair: Any, traces: Sequence[Any], pending: dict) -> None:
+    """Put a checkpoint's module weights and param store into ``pair``, after :func:`_look`:
+    parameters created lazily (autoguides, ``PyroModule``) exist by then, so the module state
+    loads strictly, and the param store is restored in place, ``pyro.module`` parameters included."""
+    if isinstance(pair, nn.Module) and pending["pair"] is not None:
+        load_module_state(pair, pending, pending["path"])
+    param_sites = [s for tr in traces for s in tr.nodes.values() if s["type"] == "param"]
+    restore_param_store(pending["param_store"], sites=param_sites)
+
+
+def load_trained(pair: Any, batch: Any, checkpoint_dir: str | Path) -> Path:
+    """Load what :func:`fit` saved in ``checkpoint_dir`` (``best.pt``, else ``last.pt``) into
+    ``pair``, ready for evaluation; ``batch`` is one example batch the pair is traced on once, so
+    that parameters it creates lazily exist. Returns the file that was read.
+    Nothing in the file is run: see :func:`pyro_lvm.checkpoint.load_checkpoint`."""
+    ckpt, path = load_best_or_last(checkpoint_dir)
+    _restore(pair, _look(pair, batch), {"pair": ckpt.get("pair"), "param_store": decode_param_store(ckpt["param_store"]),
+                                        "path": path})
+    if isinstance(pair, nn.Module):
+        pair.eval()
+    return path
+
+
+def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> None:
+    """Look at the pair once before its first step (:func:`_look`), then restore a checkpoint
+    (``pending``, :func:`_restore`) and settle the objective: the default chooses
+    ``TraceEnum_ELBO`` for enumeration marks, a sampling ELBO given for such a pair is refused,
+    an objective that would guess its plate nesting gets it.
+    """
+    traces = _look(pair, batch)
     if pending is not None:
-        if isinstance(pair, nn.Module) and pending["pair"] is not None:
-            load_module_state(pair, pending, pending["path"])
-        param_sites = [s for tr in traces for s in tr.nodes.values() if s["type"] == "param"]
-        restore_param_store(pending["param_store"], sites=param_sites)
+        _restore(pair, traces, pending)
     enumerated, nesting = enumerated_sites(*traces), max_plate_nesting(*traces)
     if isinstance(elbo, DefaultELBO):
         elbo.choose(enumerated, nesting)

@@ -38,6 +38,7 @@ TRAIN = {
                            "--estimators", "score-function", "--no-figures"],
     "hmm_chorales": ["--states", "2", "--iterations", "2", "--no-figures"],  # + --data-path (a tiny pickle)
     "pos_induction": ["--toy-sentences", "40", "--states", "4", "--iterations", "2", "--no-figures"],
+    "pair": ["--epochs", "1", "--samples", "3"],  # + --pair (a user's file, written by _inputs)
     "sentence_vae": ["--epochs", "1", "--embed-dim", "8", "--hidden-dim", "8", "--z-dim", "2", "--max-vocab", "40",
                      "--samples", "2", "--batch-size", "10", "--max-len", "12", "--models", "vae", "ae"],
     "symbol_sequences": ["--epochs", "1", "--symbols", "2", "--alphabet", "2", "--embed-dim", "8", "--hidden-dim", "8",
@@ -49,7 +50,7 @@ WORKS = {
     "vae": {"evaluate", "sample", "interpolate"}, "sentence_vae": {"evaluate", "sample", "interpolate"},
     "gumbel_vae": {"evaluate", "sample"}, "ss_vae": {"evaluate", "sample"}, "hmm_chorales": {"evaluate", "sample"},
     "pos_induction": {"evaluate", "sample"}, "collapse": {"evaluate"}, "prodlda": {"evaluate"}, "lda": {"evaluate"},
-    "compare_estimators": set(), "symbol_sequences": {"evaluate", "sample"},
+    "compare_estimators": set(), "symbol_sequences": {"evaluate", "sample"}, "pair": {"evaluate"},
 }
 VERB_ARGS = {"evaluate": ["--samples", "3"], "sample": ["-n", "2"], "interpolate": ["--steps", "3"]}
 
@@ -66,8 +67,44 @@ def _inputs(folder: Path) -> dict[str, list[str]]:
     words = "the a cat dog sees likes runs big small red".split()
     lines = [" ".join(words[(i * k) % len(words)] for k in range(1, 6)) for i in range(80)]
     (folder / "corpus.txt").write_text("\n".join(lines) + "\n")
+    (folder / "user_pair.py").write_text(USER_PAIR)
     return {"hmm_chorales": ["--data-path", str(jsb)], "sentence_vae": ["--corpus", str(folder / "corpus.txt")],
-            "symbol_sequences": ["--corpus", str(folder / "corpus.txt")]}
+            "symbol_sequences": ["--corpus", str(folder / "corpus.txt")],
+            "pair": ["--pair", f"{folder / 'user_pair.py'}:make"]}
+
+
+# A pair as a user writes it, the way Pyro's VAE tutorial does: pyro.module in model and guide,
+# a global latent (a bias) next to the local code, and the whole data set returned with it.
+USER_PAIR = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec = nn.Linear(6, 4), nn.Linear(2, 6)
+
+    def model(self, x):
+        pyro.module("dec", self.dec)
+        bias = pyro.sample("bias", dist.Normal(torch.zeros(6), 1.0).to_event(1))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.dec(z) + bias).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("enc", self.enc)
+        loc = pyro.param("bias_loc", torch.zeros(6))
+        pyro.sample("bias", dist.Normal(loc, 0.1).to_event(1))
+        h = self.enc(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(h[:, :2], h[:, 2:].exp()).to_event(1))
+
+
+def make():
+    x = torch.bernoulli(torch.full((30, 6), 0.3), generator=torch.Generator().manual_seed(0))
+    return Pair(), x
+"""
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +317,58 @@ def test_a_broken_vocabulary_is_named(runs, tmp_path, capsys):
         assert cli_main([verb, str(run), *VERB_ARGS[verb]]) == 2
         line = _refusal(capsys)
         assert str(run / "vocab.json") in line and "is not a vocabulary saved by pyro_lvm" in line
+
+
+# ----------------------------------------------------------------------------- your own pair
+
+def test_train_your_own_pair_by_file_and_function(runs, tmp_path, capsys):
+    """``train FILE.py:FUNCTION`` is ``train pair --pair FILE.py:FUNCTION``; ``evaluate`` rebuilds
+    the pair from the file and loads the best checkpoint into it, exactly."""
+    import pyro
+
+    from pyro_lvm.checkpoint import set_seed
+    from pyro_lvm.report import evaluation_report
+    from pyro_lvm.tasks import pair as pair_task
+    from pyro_lvm.tasks.user_pair import load_user_pair
+    from pyro_lvm.train import load_trained
+
+    spec = json.loads((runs["pair"] / "config.json").read_text())["pair"]
+    run = tmp_path / "short"
+    with _quiet():
+        assert cli_main(["train", spec, "--epochs", "2", "--samples", "3", "--out", str(run)]) == 0
+    trained = _result(capsys.readouterr().out)
+    assert trained["epochs"] == 2 and trained["valid"]["num_datapoints"] == 3  # 10% of 30 held out
+    assert "log_likelihood" in trained["valid"] and "kl_global" in trained["valid"]
+
+    with _quiet():
+        assert cli_main(["evaluate", str(run), "--samples", "4", "--seed", "5"]) == 0
+    report = _result(capsys.readouterr().out)
+    assert report["split"] == "valid" and report["checkpoint"] == "best.pt"
+
+    pyro.clear_param_store()  # a fresh process, as far as Pyro is concerned
+    pair, data = load_user_pair(spec)
+    _, valid = pair_task.split(data, 0.1, 0)
+    load_trained(pair, valid[:2], run / "pair")
+    set_seed(5)
+    with _quiet():
+        assert evaluation_report(pair, valid, num_samples=4)["elbo"] == report["elbo"]
+
+    with _quiet():
+        assert cli_main(["evaluate", str(run), "--split", "test"]) == 2
+    assert "choose --split train or valid" in _refusal(capsys)
+    with _quiet():
+        assert cli_main(["train", spec, "--epochs", "1", "--out", str(run)]) == 2  # the run-folder rule holds
+    assert "--resume" in _refusal(capsys)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "missing.py:make"], "--pair file not found: missing.py"),
+    (["train", "pair", "--pair", "no_function"], "--pair must look like FILE.py:FUNCTION"),
+    (["train", "pair", "--pair", "PAIR", "--valid-fraction", "0.9"], "--valid-fraction"),
+])
+def test_train_your_own_pair_refuses_bad_input(runs, argv, words, tmp_path, capsys):
+    spec = json.loads((runs["pair"] / "config.json").read_text())["pair"]
+    argv = [spec if a == "PAIR" else a for a in argv]
+    assert cli_main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert words in _refusal(capsys)
+    assert not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@ from pyro_lvm import fit
 from pyro_lvm import hmm_inference as inf
 from pyro_lvm.data import music
 from pyro_lvm.data.tagged_text import load_masc_tagged, pad_ids, word_features, word_shape
-from pyro_lvm.models.hmm import (HMM, BernoulliEmission, CategoricalEmission, FeatureCategoricalEmission,
+from pyro_lvm.models.hmm import (HMM, AutoregressiveBernoulliEmission, BernoulliEmission, CategoricalEmission, FeatureCategoricalEmission,
                                  GaussianEmission, NeuralBernoulliEmission, lengths_to_mask)
 from pyro_lvm.tasks.pos_induction import tagging_scores
 
@@ -148,6 +148,8 @@ def make_hmm(kind, k=3, inference="fast", parameters="map", seed=0):
     emission = {"bernoulli": lambda: BernoulliEmission(k, 5), "categorical": lambda: CategoricalEmission(k, 6),
                 "gaussian": lambda: GaussianEmission(k, 2), "neural": lambda: NeuralBernoulliEmission(k, 5, 4),
                 "features": lambda: FeatureCategoricalEmission(k, word_features(SIX_WORDS)[0], init_scale=1.0),
+                "autoregressive": lambda: AutoregressiveBernoulliEmission(k, 5),
+                "neural_within_frame": lambda: NeuralBernoulliEmission(k, 5, 4, within_frame=True),
                 }[kind]()
     return HMM(emission, inference=inference, parameters=parameters, concentration=1.5 if parameters == "bayes" else 1.0)
 
@@ -164,8 +166,25 @@ def make_data(kind, n=4, steps=6, seed=0):
     return torch.randint(0, 2, (n, steps, 5), generator=g).float()
 
 
+def test_within_frame_emission_is_normalised_and_samples_its_own_law():
+    """OrderedBernoulli: key d sees the keys below it; its probabilities over all 2^D frames sum
+    to 1, and draws follow them."""
+    from pyro_lvm.models.hmm_emissions import OrderedBernoulli
+
+    torch.manual_seed(0)
+    law = OrderedBernoulli(torch.randn(2, 4), 2.0 * torch.randn(4, 4))  # a batch of two
+    frames = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)))  # (16, 4)
+    probs = law.log_prob(frames.unsqueeze(1)).exp()  # (16, 2)
+    assert torch.allclose(probs.sum(0), torch.ones(2), atol=1e-5)
+    draws = law.sample((20000,))  # (20000, 2, 4)
+    codes = (draws[:, 0] * torch.tensor([8.0, 4.0, 2.0, 1.0])).sum(-1).long()
+    assert torch.allclose(torch.bincount(codes, minlength=16).float() / 20000, probs[:, 0], atol=0.015)
+    assert torch.equal(law.weight, law.weight.tril(-1))  # only the keys below count
+
+
 @pytest.mark.parametrize("parameters", ["map", "bayes"])
-@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "neural", "features"])
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "neural", "features", "autoregressive",
+                                  "neural_within_frame"])
 def test_fast_path_equals_markov_path(kind, parameters):
     x, mask = make_data(kind), lengths_to_mask(torch.tensor([6, 3, 1, 5]))
     fast = make_hmm(kind, parameters=parameters)
@@ -181,7 +200,7 @@ def test_fast_path_equals_markov_path(kind, parameters):
         assert torch.allclose(losses[0], -ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "features"])
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "features", "autoregressive"])
 def test_em_never_decreases_the_likelihood(kind):
     hmm = make_hmm(kind)
     if kind == "features":  # generalised EM (L-BFGS M-step): monotone in the likelihood when unpenalised
@@ -361,10 +380,10 @@ def test_tagging_scores_exact():
 def test_hmm_chorales_example(tmp_path):
     pytest.importorskip("music21")
     example = load_example("hmm_chorales")
-    args = example.argparse.Namespace(data_path=None, limit=6, cache_dir=str(tmp_path / "cache"), protocol="full",
-                                      states=3, emission="bernoulli", hidden=4, parameters="map", trainer="auto", device="cpu", inference="fast",
-                                      iterations=3, lr=0.05, batch_size=4, seed=0, no_figures=False,
-                                      out=str(tmp_path / "run"))
+    parser = example.argparse.ArgumentParser()
+    example.hmm_chorales.add_arguments(parser)
+    args = parser.parse_args(["--limit", "6", "--cache-dir", str(tmp_path / "cache"), "--states", "3", "--hidden", "4",
+                              "--iterations", "3", "--lr", "0.05", "--batch-size", "4", "--out", str(tmp_path / "run")])
     metrics = example.main(args)
     assert metrics["iterations"] == 3 and metrics["test_nll_per_step"] > 0
     assert all(Path(f).stat().st_size > 1000 for f in metrics["figures"])

@@ -44,12 +44,13 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .reading import reading
+from ..validation import Integer, Number, positive_int
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
@@ -102,12 +103,9 @@ def vocabulary_from_document_frequencies(df: Mapping[str, int], num_docs: int, m
     documents (what one pass over a stream can count)."""
     if num_docs < 1:
         raise ValueError("cannot build a vocabulary from 0 documents")
-    if min_df < 1:
-        raise ValueError(f"min_df must be >= 1, got {min_df}")
-    if not 0 < max_df <= 1:
-        raise ValueError(f"max_df must be a share in (0, 1], got {max_df}")
-    if max_vocab is not None and max_vocab < 1:
-        raise ValueError(f"max_vocab must be positive, got {max_vocab}")
+    min_df = positive_int("min_df", min_df)
+    max_df = Number(0.0, maximum=1.0)("max_df", max_df)
+    max_vocab = Integer(1, optional=True)("max_vocab", max_vocab)
     ceiling = max_df * num_docs
     kept = [w for w, n in df.items() if min_df <= n <= ceiling]
     if not kept:
@@ -187,7 +185,7 @@ class BowCorpus:
         """Total number of tokens."""
         return int(self.counts.sum())
 
-    def sparse(self):
+    def sparse(self) -> Any:
         """The counts as a ``scipy.sparse.csr_matrix`` (for scikit-learn)."""
         import scipy.sparse
 

@@ -102,7 +102,7 @@ def _read_amat(path: Path) -> np.ndarray:
             return np.loadtxt(path, dtype=np.float32, ndmin=2)
 
 
-def load_binarized_mnist(folder: str | Path, test_from_valid: bool = False) -> ImageData:
+def load_binarized_mnist(folder: str | Path) -> ImageData:
     """Statically binarized MNIST from ``folder`` holding ``{train,valid[,test]}.amat``.
 
     Files may be named ``binarized_mnist_train.amat`` etc. as well. When there is no test

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from ..validation import Integer
+
 NUM_KEYS = 88
 LOWEST_MIDI = 21
 CACHE_VERSION = 1
@@ -168,8 +170,7 @@ def load_music21_chorales(limit: int | None = None, cache_dir: str | Path | None
     """
     paths = chorale_paths()
     if limit is not None:
-        if limit < 3:
-            raise ValueError(f"limit must be at least 3 (one score per split), got {limit}")
+        Integer(3)("limit (one score per split at least)", limit)
         paths = paths[:limit]
     cache_file = Path(cache_dir or Path.home() / ".cache" / "pyro_lvm") / f"music21_bach_rolls_v{CACHE_VERSION}.pt"
     cache = _read_cache(cache_file)

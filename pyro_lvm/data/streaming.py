@@ -30,7 +30,9 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import IterableDataset
 
+from ..checkpoint import epoch_generator
 from .text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, Vocabulary
+from ..validation import Integer, positive_int
 
 
 def _paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -74,10 +76,7 @@ class _BufferedStream(IterableDataset):
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], batch_size: int,
                  buffer_batches: int, shuffle: bool, seed: int):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if not isinstance(buffer_batches, int) or buffer_batches < 1:
-            raise ValueError(f"buffer_batches must be a positive int, got {buffer_batches!r}")
+        batch_size, buffer_batches = positive_int("batch_size", batch_size), positive_int("buffer_batches", buffer_batches)
         self.paths = _paths(paths)
         self.batch_size, self.buffer_batches = batch_size, buffer_batches
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
@@ -95,7 +94,7 @@ class _BufferedStream(IterableDataset):
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        g = epoch_generator(self.seed, self.epoch)
         buffer: list[list[int]] = []
         for item in self._items():
             buffer.append(item)
@@ -123,8 +122,7 @@ class StreamingSentences(_BufferedStream):
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], vocab: Vocabulary, batch_size: int = 64,
                  max_len: int | None = None, buffer_batches: int = 100, shuffle: bool = True, seed: int = 0):
         super().__init__(paths, batch_size, buffer_batches, shuffle, seed)
-        if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
-            raise ValueError(f"max_len must be a positive int or None, got {max_len!r}")
+        Integer(1, optional=True)("max_len", max_len)
         if list(vocab.itos[:len(SPECIALS)]) != list(SPECIALS):
             raise ValueError("the vocabulary does not start with the special tokens <pad> <unk> <bos> <eos>")
         self.vocab, self.max_len = vocab, max_len
@@ -147,11 +145,6 @@ class StreamingSentences(_BufferedStream):
                 tokens = tokens[:self.max_len]
                 self.truncated += 1
             yield [BOS_ID, *self.vocab.encode(tokens), EOS_ID]
-
-
-def iter_sentences(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterable[list[str]]:
-    """The token lists of the files, lazily (empty lines skipped)."""
-    return _lines(_paths(paths))
 
 
 # ----------------------------------------------------------------------------- bags of words

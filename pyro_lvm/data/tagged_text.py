@@ -1,14 +1,19 @@
-"""Part-of-speech tagged text: the MASC corpus as NLTK ships it (``masc_tagged.zip``).
+"""Part-of-speech tagged text in the formats users have. Words feed the model; tags are kept
+for evaluation only.
 
-Each ``.txt`` file under ``written/`` and ``spoken/`` holds one sentence a line as
-``word_TAG`` tokens (Penn Treebank tags). Words feed the model; tags are kept for evaluation.
+* MASC as NLTK ships it (``masc_tagged.zip``): each ``.txt`` file under ``written/`` and
+  ``spoken/`` holds one sentence a line as ``word_TAG`` tokens (:func:`read_masc_sentences`);
+* CoNLL-U (Universal Dependencies), the UPOS or the XPOS column (:func:`read_conllu`);
+* ``word/TAG`` text in the Penn Treebank ``.pos`` style: ``[ ]`` chunk brackets and ``-NONE-``
+  traces removed, ``\\/`` unescaped, the first of ``NN|JJ`` kept (:func:`read_slash_tagged`).
 
-    corpus = load_masc_tagged("../shared/data/masc_tagged.zip")
-    x, mask = corpus.padded(corpus.sentences[:100])   # (N, T) word ids, (N, T) bool
+    corpus = load_tagged_corpus("en_ewt-ud-train.conllu", tag_column="xpos")
+    x, mask, tags = corpus.batches()[0]     # (B, T) word ids, (B, T) bool, (B, T) tag ids
 """
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .reading import reading
+from ..validation import positive_int
 
 UNK = "<unk>"
 
@@ -86,6 +92,99 @@ def read_masc_sentences(path: str | Path) -> list[list[tuple[str, str]]]:
     return sentences
 
 
+CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
+
+
+def read_conllu(path: str | Path, tag_column: str = "upos") -> list[list[tuple[str, str]]]:
+    """Sentences of a CoNLL-U file as lists of ``(FORM, tag)``, the tag from column
+    ``tag_column`` (``"upos"`` or ``"xpos"``). Comment lines and the extra lines of multiword
+    tokens (``3-4``) and empty nodes (``5.1``) are skipped; a line without 10 tab-separated
+    columns is an error naming the line."""
+    if tag_column not in ("upos", "xpos"):
+        raise ValueError(f"tag_column must be 'upos' or 'xpos' (CoNLL-U columns {', '.join(CONLLU_COLUMNS)}), "
+                         f"got {tag_column!r}")
+    column = CONLLU_COLUMNS.index(tag_column)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no CoNLL-U file at {path}")
+    sentences, current, missing = [], [], 0
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                if current:
+                    sentences.append(current)
+                current = []
+                continue
+            if line.startswith("#"):
+                continue
+            fields = line.split("\t")
+            if len(fields) != 10:
+                raise ValueError(f"{path}:{number}: a CoNLL-U token line has 10 tab-separated columns, "
+                                 f"this one has {len(fields)}: {line[:60]!r}")
+            if "-" in fields[0] or "." in fields[0]:
+                continue  # multiword token range or empty node: the words are on their own lines
+            if not fields[0].isdigit():
+                raise ValueError(f"{path}:{number}: the ID column must be a word index, got {fields[0]!r}")
+            if fields[column] == "_":
+                missing += 1
+            current.append((fields[1], fields[column]))
+    if current:
+        sentences.append(current)
+    if not sentences:
+        raise ValueError(f"{path} holds no CoNLL-U sentences")
+    tokens = sum(map(len, sentences))
+    if missing == tokens:
+        raise ValueError(f"{path} has no {tag_column.upper()} tags (the column is '_' throughout); "
+                         f"use tag_column={'upos' if tag_column == 'xpos' else 'xpos'!r}")
+    return sentences
+
+
+_SEPARATOR = re.compile(r"^=+$")
+_SLASH_TOKEN = re.compile(r"^(.+)(?<!\\)/([^/]+)$")  # the last unescaped slash splits word from tag
+
+
+def read_slash_tagged(path: str | Path, one_per_line: bool = False) -> list[list[tuple[str, str]]]:
+    """``word/TAG`` text as sentences of ``(word, tag)``: the Penn Treebank ``.pos`` style, where
+    a sentence runs over several lines until a blank or ``=====`` line (``one_per_line=True``: each
+    line is a sentence). ``[`` / ``]`` chunk brackets and ``-NONE-`` traces are dropped, ``\\/``
+    in a word is a slash, and of alternative tags ``VBN|JJ`` the first is kept. A token without a
+    ``/TAG`` is an error naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no word/TAG file at {path}")
+    sentences, current = [], []
+
+    def close():
+        nonlocal current
+        if current:
+            sentences.append(current)
+        current = []
+
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            stripped = line.strip()
+            if not stripped or _SEPARATOR.match(stripped):
+                close()
+                continue
+            for token in stripped.split():
+                if token in ("[", "]"):
+                    continue
+                match = _SLASH_TOKEN.match(token)
+                if match is None:
+                    raise ValueError(f"{path}:{number}: token {token!r} is not word/TAG")
+                word, tag = match.groups()
+                if tag == "-NONE-":
+                    continue  # an empty element (trace) of the treebank, not a word
+                current.append((word.replace("\\/", "/"), tag.split("|")[0]))
+            if one_per_line:
+                close()
+    close()
+    if not sentences:
+        raise ValueError(f"{path} holds no word/TAG sentences")
+    return sentences
+
+
 _SUFFIXES = ("ing", "ed", "ly", "ion", "ies", "es", "s", "er", "est", "al", "ous", "ive", "able", "ible", "ment",
              "ness", "ity", "ic", "ful", "less", "ize", "ise", "ism", "ist", "an", "y")
 
@@ -145,14 +244,50 @@ def word_features(vocab: list[str], suffix_lengths: tuple[int, ...] = (1, 2, 3))
 
 def load_masc_tagged(path: str | Path, lowercase: bool = False, min_count: int = 1,
                      max_sentences: int | None = None, rare: str = "unk") -> TaggedCorpus:
-    """MASC as a :class:`TaggedCorpus`. Words seen fewer than ``min_count`` times become ``<unk>``
-    (``rare="unk"``) or their spelling class :func:`word_shape` (``rare="shape"``, computed
-    before lowercasing)."""
-    if min_count < 1:
-        raise ValueError(f"min_count must be at least 1, got {min_count}")
+    """MASC as a :class:`TaggedCorpus` (see :func:`corpus_from_sentences` for the options)."""
+    return corpus_from_sentences(read_masc_sentences(path), lowercase, min_count, max_sentences, rare)
+
+
+def read_tagged(path: str | Path, format: str = "auto", tag_column: str = "upos",
+                one_per_line: bool = False) -> list[list[tuple[str, str]]]:
+    """Sentences of ``(word, tag)`` from any of the three formats. ``format``: ``"masc"`` (a zip
+    or folder of ``word_TAG`` files), ``"conllu"`` (``tag_column`` ``"upos"`` or ``"xpos"``),
+    ``"slash"`` (``word/TAG``, Penn ``.pos`` style), or ``"auto"``: by the name's ending
+    (``.zip`` or a folder, ``.conllu``, ``.pos``)."""
+    path = Path(path)
+    if format == "auto":
+        name = path.name.lower()
+        format = ("masc" if path.is_dir() or name.endswith(".zip") else "conllu" if name.endswith(".conllu")
+                  else "slash" if name.endswith(".pos") else "unknown")
+        if format == "unknown":
+            raise ValueError(f"cannot tell the format of {path.name} from its name; pass format='masc', "
+                             "'conllu' or 'slash'")
+    if format == "masc":
+        return read_masc_sentences(path)
+    if format == "conllu":
+        return read_conllu(path, tag_column)
+    if format == "slash":
+        return read_slash_tagged(path, one_per_line)
+    raise ValueError(f"format must be 'auto', 'masc', 'conllu' or 'slash', got {format!r}")
+
+
+def load_tagged_corpus(path: str | Path, format: str = "auto", tag_column: str = "upos", lowercase: bool = False,
+                       min_count: int = 1, max_sentences: int | None = None, rare: str = "unk",
+                       one_per_line: bool = False) -> TaggedCorpus:
+    """:func:`read_tagged` then :func:`corpus_from_sentences`."""
+    return corpus_from_sentences(read_tagged(path, format, tag_column, one_per_line), lowercase, min_count,
+                                 max_sentences, rare)
+
+
+def corpus_from_sentences(sentences: list[list[tuple[str, str]]], lowercase: bool = False, min_count: int = 1,
+                          max_sentences: int | None = None, rare: str = "unk") -> TaggedCorpus:
+    """Sentences of ``(word, tag)`` -> :class:`TaggedCorpus`. Words seen fewer than ``min_count``
+    times become ``<unk>`` (``rare="unk"``) or their spelling class :func:`word_shape`
+    (``rare="shape"``, computed before lowercasing)."""
+    positive_int("min_count", min_count)
     if rare not in ("unk", "shape"):
         raise ValueError(f"rare must be 'unk' or 'shape', got {rare!r}")
-    sentences = read_masc_sentences(path)[:max_sentences]
+    sentences = sentences[:max_sentences]
     norm = str.lower if lowercase else str
     counts = Counter(norm(w) for s in sentences for w, _ in s)
     kept = {w for w, c in counts.items() if c >= min_count}

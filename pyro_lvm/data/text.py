@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..checkpoint import atomic_json_save
+from ..checkpoint import atomic_json_save, epoch_seed
 from .images import split_indices
 from .reading import reading
 
@@ -150,10 +150,6 @@ class Vocabulary:
                 continue
             out.append(self.itos[i])
         return out
-
-    def fingerprint(self) -> str:
-        """Short description used in mismatch errors: size and first/last words."""
-        return f"{len(self)} tokens ({', '.join(self.itos[4:7])}, ..., {self.itos[-1]})"
 
     def check_same(self, other: "Vocabulary", where: str = "checkpoint") -> None:
         """Raise ``ValueError`` unless ``other`` is this vocabulary, saying how they differ."""
@@ -449,7 +445,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.RandomState((self.seed * 100_003 + self.epoch) % 2**32)
+        rng = np.random.RandomState(epoch_seed(self.seed, self.epoch))
         n = len(self.lengths)
         tiebreak = rng.permutation(n) if self.shuffle else np.arange(n)
         order = np.lexsort((tiebreak, self.lengths))
@@ -500,7 +496,7 @@ def unk_rate(tokens: torch.Tensor) -> float:
 
 def bucket_epoch_callback(loader: DataLoader):
     """A :class:`pyro_lvm.Callback` that tells ``loader``'s bucket sampler the epoch ``fit`` is in."""
-    from ..train import Callback
+    from ..callbacks import Callback
 
     sampler = loader.batch_sampler
     if not isinstance(sampler, BucketBatchSampler):

@@ -40,8 +40,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..base import batch_args, batch_size as _batch_size, batch_to
 from ..traces import (detached, discover_parameters, is_auxiliary, is_latent_site, is_random, local_and_global,
                       preserved_rng, replay_model)
-from ..train import Callback, TrainState
-from ..validation import as_tensors as _as_tensors
+from ..callbacks import Callback, TrainState
+from ..validation import Number, as_tensors as _as_tensors, check, positive_int
 
 
 def _reached(output: torch.Tensor, params: list[torch.Tensor]) -> set[int]:
@@ -96,12 +96,9 @@ class AggressiveTraining(Callback):
                  recent_batches: int = 10, lr: float | None = None):
         for name, v in (("max_inner_steps", max_inner_steps), ("check_every", check_every),
                         ("mi_batch_size", mi_batch_size), ("recent_batches", recent_batches)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if clip_norm is not None and not clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive, got {clip_norm!r}")
-        if lr is not None and not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+            positive_int(name, v)
+        check(clip_norm=clip_norm)
+        Number(0.0, optional=True)("lr", lr)
         self.lr = lr
         self.max_inner_steps, self.check_every = max_inner_steps, check_every
         self.data, self.valid_data, self.monitor = data, valid_data, monitor

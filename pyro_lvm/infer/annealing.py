@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..train import Callback, TrainState
+from ..callbacks import Callback, TrainState
 from .handlers import KLScaledELBO, check_beta
 from .schedules import make_schedule
 

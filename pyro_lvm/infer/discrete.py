@@ -46,7 +46,7 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import constraints
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from ..train import Callback
+from ..callbacks import Callback
 
 ESTIMATORS: dict[str, str] = {
     "enumerate": "exact sum over the guide's discrete values (TraceEnum_ELBO)",

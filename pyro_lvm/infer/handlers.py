@@ -33,8 +33,6 @@ from pyro.poutine.messenger import Messenger
 
 from ..traces import is_latent_site
 
-SiteSpec = "None | str | Iterable[str] | Callable[[str], bool]"
-
 
 def check_beta(beta: Any, what: str = "beta") -> float:
     """Return ``beta`` as a float, or raise ``ValueError`` unless it is finite and >= 0."""

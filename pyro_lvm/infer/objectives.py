@@ -41,6 +41,7 @@ from ..base import batch_size as _batch_size
 from ..traces import (data_plate_frame, enumeration_mark, is_auxiliary, is_latent_site, is_point_mass,
                       pair_plate_nesting, replay_model, unwrap_independent)
 from .handlers import _selector
+from ..validation import positive_int
 
 
 def _masked_value(value: torch.Tensor, mask: Any) -> torch.Tensor:
@@ -139,8 +140,7 @@ class FreeBitsELBO:
             raise ValueError(f"free bits lambda must be a number >= 0, got {lam!r}") from None
         if not math.isfinite(lam_f) or lam_f < 0:
             raise ValueError(f"free bits lambda must be a finite number >= 0, got {lam!r}")
-        if not isinstance(num_particles, int) or num_particles < 1:
-            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+        positive_int("num_particles", num_particles)
         self.lam = lam_f
         self.per_dimension = bool(per_dimension)
         self.select, self.names = _selector(sites)

@@ -40,7 +40,8 @@ from torch import nn
 from .. import runs, validation
 from ..base import batch_args
 from ..checkpoint import atomic_torch_save, load_checkpoint
-from ..train import CHECKPOINT_FILES, Callback, History, fit, iterate_batches
+from ..batching import iterate_batches
+from ..callbacks import Callback, History
 from .aggressive import split_parameters
 from .handlers import KLScaledELBO, is_latent_site
 from .objectives import FreeBitsELBO
@@ -134,6 +135,8 @@ def _fresh_resetters(pair: Any, chosen: list[tuple[str, torch.Tensor]]) -> list[
 
 
 def _files(folder: Path) -> list[Path]:
+    from ..train import CHECKPOINT_FILES  # infer sits below the training loop: imported when used
+
     return [folder / name for name in CHECKPOINT_FILES if (folder / name).exists()]
 
 
@@ -162,6 +165,8 @@ def pretrain_and_fit(pair: Any, train_data: Any, valid_data: Any = None, *, pret
         pyro_lvm.validation.InvalidArgumentError: a bad argument.
         ValueError: ``reset`` on a pair with no decoder parameters (see :func:`decoder_parameters`).
     """
+    from ..train import fit  # the recipe is two fit() calls; infer sits below the loop, so imported here
+
     validation.pair(pair)
     validation.Integer(1)("pretrain_epochs", pretrain_epochs)
     validation.check(epochs=epochs, batch_size=batch_size)

@@ -18,26 +18,19 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from ..validation import non_negative_int, non_negative_number, positive_int, positive_number
 
-def _number(value: Any, name: str, low: float = 0.0, strict: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v < low or (strict and v == low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {value!r}")
-    return v
+
+def _number(value: Any, name: str, strict: bool = False) -> float:
+    return (positive_number if strict else non_negative_number)(name, value)
 
 
 def _steps(value: Any, name: str = "steps") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return positive_int(name, value)
 
 
 def _check_step(step: Any) -> int:
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be a non-negative int, got {step!r}")
+    return non_negative_int("step", step)
     return step
 
 

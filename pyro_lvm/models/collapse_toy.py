@@ -19,6 +19,7 @@ The pair :class:`SequenceVAE`, for tokens ``x: (batch, length)`` (long)::
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -143,7 +144,7 @@ def lstm_sequences(n: int, vocab: int = 50, length: int = 10, hidden: int = 32, 
 
 
 def toy_splits(n_train: int = 2000, n_valid: int = 500, n_test: int = 500, seed: int = 0, length: int = 10,
-               **kwargs) -> dict:
+               **kwargs: Any) -> dict:
     """``{"train", "valid", "test"}`` token tensors from one random LSTM, ``"z_*"`` their true
     latents, and ``"source"``: the :class:`RandomLSTMSource` that drew them."""
     n = n_train + n_valid + n_test

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..infer.discrete import check_num_classes
+from ..validation import positive_number
 
 
 class CategoricalMixture(nn.Module):
@@ -37,8 +38,7 @@ class CategoricalMixture(nn.Module):
     def __init__(self, n_classes: int = 10, x_dim: int = 2, scale: float = 1.0, spread: float = 3.0):
         super().__init__()
         check_num_classes(n_classes, "n_classes")
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale!r}")
+        positive_number("scale", scale)
         self.n_classes, self.x_dim, self.scale = n_classes, x_dim, float(scale)
         self.locs = nn.Parameter(spread * torch.randn(n_classes, x_dim))
         self.guide_net = nn.Linear(x_dim, n_classes)

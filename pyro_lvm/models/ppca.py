@@ -16,6 +16,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..validation import positive_number
+
 
 class PPCA(nn.Module):
     """Linear-Gaussian model/guide pair with :meth:`exact_log_likelihood`.
@@ -27,8 +29,7 @@ class PPCA(nn.Module):
 
     def __init__(self, x_dim: int = 5, z_dim: int = 2, sigma: float = 0.5):
         super().__init__()
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        positive_number("sigma", sigma)
         self.x_dim, self.z_dim, self.sigma = x_dim, z_dim, float(sigma)
         self.W = nn.Parameter(torch.randn(x_dim, z_dim))
         self.b = nn.Parameter(torch.randn(x_dim) * 0.1)

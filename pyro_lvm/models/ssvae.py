@@ -20,7 +20,7 @@ over the K classes, ``"score-function"`` samples, ``"gumbel"`` relaxes; see
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -69,7 +69,7 @@ class SSVAE(nn.Module):
         self.decoder = mlp([z_dim + n_classes, *reversed(tuple(hidden)), x_dim])
         self.register_buffer("prior_logits", torch.zeros(n_classes))
 
-    def objective(self, **kwargs) -> DiscreteELBO:
+    def objective(self, **kwargs: Any) -> DiscreteELBO:
         """The training objective for ``y_estimator`` (enumeration sums over ``y_u`` only)."""
         return DiscreteELBO(self.y_estimator, self.temperature, max_plate_nesting=1, **kwargs)
 

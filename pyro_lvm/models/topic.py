@@ -28,6 +28,7 @@ Shapes: ``K`` topics, ``V`` words, ``B`` documents in a batch, ``L`` the longest
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -80,7 +81,7 @@ class BagOfWords(TorchDistribution):
         self.total_count = total_count
         super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: Sequence[int], _instance: Any = None) -> "BagOfWords":
         batch_shape = torch.Size(batch_shape)
         total = None if self.total_count is None else torch.as_tensor(self.total_count).expand(batch_shape)
         return BagOfWords(self.logits.expand(batch_shape + self.event_shape), total, validate_args=False)
@@ -90,7 +91,7 @@ class BagOfWords(TorchDistribution):
             self._validate_sample(value)
         return (value * self.logits.log_softmax(-1)).sum(-1)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape: Sequence[int] = torch.Size()) -> torch.Tensor:
         if self.total_count is None:
             raise ValueError("BagOfWords needs total_count (words per document) to sample")
         shape = torch.Size(sample_shape) + self.batch_shape
@@ -118,16 +119,16 @@ class WordGivenTopic(TorchDistribution):
         super().__init__(z.shape, torch.Size(), validate_args=validate_args)
 
     @constraints.dependent_property
-    def support(self):
+    def support(self) -> constraints.Constraint:
         return constraints.integer_interval(0, self.log_phi.shape[-1] - 1)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: Sequence[int], _instance: Any = None) -> "WordGivenTopic":
         return WordGivenTopic(self.log_phi, self.z.expand(batch_shape), validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return self.log_phi[self.z, value.long()]
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape: Sequence[int] = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return dist.Categorical(logits=self.log_phi[self.z]).sample(sample_shape)
 
@@ -307,10 +308,8 @@ class LDA(nn.Module):
         _check_topics(vocab_size, num_topics)
         if assignments not in self.ASSIGNMENTS:
             raise ValueError(f"assignments must be one of {self.ASSIGNMENTS}, got {assignments!r}")
-        if not eta > 0:
-            raise ValueError(f"eta must be positive, got {eta}")
-        if num_docs is not None and num_docs < 1:
-            raise ValueError(f"num_docs must be positive, got {num_docs}")
+        validation.positive_number("eta", eta)
+        validation.Integer(1, optional=True)("num_docs", num_docs)
         self.vocab_size, self.num_topics, self.assignments = vocab_size, num_topics, assignments
         self.num_docs, self.eta = num_docs, float(eta)
         self.register_buffer("alpha", _alpha_vector(alpha, num_topics))
@@ -388,7 +387,7 @@ class LDA(nn.Module):
                 conc = conc.unsqueeze(-2)
             pyro.sample("theta", dist.Dirichlet(conc))
 
-    def elbo(self, **kwargs) -> pyro.infer.ELBO:
+    def elbo(self, **kwargs: Any) -> pyro.infer.ELBO:
         """The matching objective: ``TraceEnum_ELBO(max_plate_nesting=2)`` or ``TraceMeanField_ELBO``."""
         if self.assignments == "enumerated":
             return pyro.infer.TraceEnum_ELBO(max_plate_nesting=2, **kwargs)

@@ -111,8 +111,7 @@ class _ImageLatentModel(nn.Module):
 
         Returns ``(steps, x_dim)``; the first row decodes ``x_a``'s code, the last ``x_b``'s.
         """
-        if steps < 2:
-            raise ValueError(f"steps must be >= 2, got {steps}")
+        validation.Integer(2)("steps", steps)
         z = self.encode(torch.stack([x_a, x_b]))
         t = torch.linspace(0, 1, steps, device=z.device).unsqueeze(-1)
         return self.decode((1 - t) * z[0] + t * z[1])
@@ -153,8 +152,7 @@ class VAE(_ImageLatentModel):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """Draw ``n`` new datapoints' means from the prior: ``(n, x_dim)``."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        validation.positive_int("n", n)
         z = dist.Normal(self.prior_loc, self.prior_scale).sample((n,))
         return self.decode(z)
 

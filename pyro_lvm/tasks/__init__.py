@@ -28,6 +28,7 @@ TASKS: dict[str, str] = {
     "collapse": "pyro_lvm.tasks.collapse",
     "prodlda": "pyro_lvm.tasks.topic",
     "lda": "pyro_lvm.tasks.topic",
+    "pair": "pyro_lvm.tasks.pair",
 }
 
 

@@ -1,11 +1,18 @@
-"""Task ``hmm_chorales``: an HMM over 88-key piano rolls of Bach chorales.
+"""Task ``hmm_chorales``: Pyro's HMM family over piano rolls of Bach chorales.
 
-Plain HMM (independent Bernoulli per key given the state), trained by Baum-Welch (``--trainer
-em``) or by gradient on the Pyro loss (``adam``, either inference path); or the neural-emission
-HMM (``--emission neural``: emission logits from the state and the previous frame, the nnHMM of
-Pyro ``examples/hmm.py`` models 5/7), trained by gradient. Reports the
-exact negative log-likelihood in nats per time step on each split, and draws a test piano roll
-with its Viterbi state path and the learned transition matrix.
+Chains (``--chain``): ``hmm`` (first order), ``fhmm`` (two independent chains, Pyro's model 3),
+``pfhmm`` (partially factorial, model 4), ``2hmm`` (second order, model 6; ``--raftery`` for the
+mixture parameterisation). Emissions (``--emission``): ``bernoulli`` (independent keys given the
+state), ``autoregressive`` (each key also sees its own previous value, the arHMM of model 2),
+``neural`` (logits from the state and the previous frame, the nnHMM of models 5/7; with
+``--within-frame`` each key also sees the keys below it in the same frame).
+
+Training: Baum-Welch (``--trainer em``, first-order chain with a closed-form emission) or Adam
+on the Pyro loss (``adam``, either inference path); ``auto`` picks EM where it applies.
+``--patience N`` stops Adam when the validation NLL has not improved for N epochs and keeps
+the best epoch. Reports the exact negative log-likelihood in nats per time step on each split
+and the training time per epoch, and draws a test piano roll with its Viterbi state path and
+the learned transition matrix.
 
 Data: music21's bundled chorales by default (offline; ``--limit N`` parses only the first N
 scores, cached under ``--cache-dir``), or the standard JSB set with ``--data-path
@@ -26,12 +33,16 @@ from ..base import batch_to, pair_device
 from .. import runs, validation as V
 from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
 from ..data.music import MusicData, keep_used_keys, load_jsb_pickle, load_music21_chorales, pad_rolls
-from ..models.hmm import HMM, BernoulliEmission, NeuralBernoulliEmission
+from ..models.hmm import HMM, AutoregressiveBernoulliEmission, BernoulliEmission, HMMBase, NeuralBernoulliEmission
+from ..models.hmm_family import FactorialHMM, PartiallyFactorialHMM, SecondOrderHMM
 from ..train import fit, resolve_device
 from . import run_options
 
 MODEL_FILE = "model.pt"  # the trained HMM's weights (EM trains without fit's checkpoints)
 NOT_APPLICABLE = {"interpolate": "an HMM's states are discrete, with no code to interpolate between"}
+
+CHAINS = ("hmm", "fhmm", "pfhmm", "2hmm")
+EMISSIONS = ("bernoulli", "autoregressive", "neural")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,16 +50,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=V.Integer(3, optional=True).cli, default=None, help="music21: parse only the first N scores")
     p.add_argument("--cache-dir", default=None, help="music21 parse cache (default ~/.cache/pyro_lvm)")
     p.add_argument("--protocol", default="full", choices=["full", "used-keys"])
-    p.add_argument("--states", type=V.positive_int.cli, default=16)
-    p.add_argument("--emission", default="bernoulli", choices=["bernoulli", "neural"])
+    p.add_argument("--chain", default="hmm", choices=CHAINS)
+    p.add_argument("--states", type=V.positive_int.cli, default=16, help="states of the chain (fhmm/pfhmm: see --sizes)")
+    p.add_argument("--sizes", type=V.positive_int.cli, nargs=2, default=None, metavar=("A", "B"),
+                   help="fhmm/pfhmm: states of the two chains (default: the square root of --states twice)")
+    p.add_argument("--raftery", action="store_true", help="2hmm: Raftery's mixture instead of the full K^3 table")
+    p.add_argument("--emission", default="bernoulli", choices=EMISSIONS)
     p.add_argument("--hidden", type=V.positive_int.cli, default=16, help="neural emission width")
+    p.add_argument("--within-frame", action="store_true", help="neural: each key also sees lower keys of its frame")
     p.add_argument("--parameters", default="map", choices=["map", "bayes"],
-                   help="bayes: Dirichlet priors on the initial and transition rows and a variational posterior "
-                        "over them (trained by Adam), summarised with ArviZ in transition_summary.csv")
+                   help="hmm chain only. bayes: Dirichlet priors on the initial and transition rows and a variational "
+                        "posterior over them (trained by Adam), summarised with ArviZ in transition_summary.csv")
     p.add_argument("--trainer", default="auto", choices=["auto", "em", "adam"],
-                   help="auto: EM for the plain HMM, Adam for the neural one")
+                   help="auto: EM for a first-order chain with a closed-form emission, else Adam")
     p.add_argument("--inference", default="fast", choices=["fast", "markov"], help="adam only")
     p.add_argument("--iterations", type=V.non_negative_int.cli, default=50, help="EM iterations or Adam epochs")
+    p.add_argument("--patience", type=V.Integer(1, optional=True).cli, default=None, help="adam: stop after N epochs without a better valid NLL")
     p.add_argument("--lr", type=V.positive_number.cli, default=0.03)
     p.add_argument("--batch-size", type=V.positive_int.cli, default=32)
     p.add_argument("--seed", type=V.seed_rule.cli, default=0)
@@ -67,47 +84,72 @@ def load_data(args: argparse.Namespace) -> tuple[MusicData, dict]:
     return data, info
 
 
-def build_model(args: argparse.Namespace, dim: int, num_sequences: int) -> HMM:
+def chain_sizes(args: argparse.Namespace) -> tuple[int, int]:
+    if args.sizes is not None:
+        return tuple(args.sizes)
+    side = int(round(args.states ** 0.5))
+    if side * side != args.states:
+        raise ValueError(f"--chain {args.chain} splits --states into two chains: give a square number or --sizes A B, "
+                         f"not {args.states}")
+    return side, side
+
+
+def build_model(args: argparse.Namespace, dim: int, num_sequences: int) -> HMMBase:
+    if args.parameters == "bayes" and args.chain != "hmm":
+        raise ValueError(f"--parameters bayes is for the first-order chain; --chain {args.chain} keeps point estimates")
+    states = args.states if args.chain in ("hmm", "2hmm") else chain_sizes(args)[0] * chain_sizes(args)[1]
     if args.emission == "neural":
-        emission = NeuralBernoulliEmission(args.states, dim, args.hidden)
+        emission = NeuralBernoulliEmission(states, dim, args.hidden, within_frame=args.within_frame)
+    elif args.emission == "autoregressive":
+        emission = AutoregressiveBernoulliEmission(states, dim)
     else:
-        emission = BernoulliEmission(args.states, dim)
+        emission = BernoulliEmission(states, dim)
+    if args.chain == "fhmm":
+        return FactorialHMM(emission, chain_sizes(args), inference=args.inference)
+    if args.chain == "pfhmm":
+        return PartiallyFactorialHMM(emission, chain_sizes(args), inference=args.inference)
+    if args.chain == "2hmm":
+        return SecondOrderHMM(emission, raftery=args.raftery, inference=args.inference)
     return HMM(emission, inference=args.inference, parameters=args.parameters, num_sequences=num_sequences)
 
 
+def trainer_of(args: argparse.Namespace) -> str:
+    closed_form = args.chain == "hmm" and args.emission != "neural" and args.parameters == "map"
+    if args.trainer == "auto":
+        return "em" if closed_form else "adam"
+    if args.trainer == "em" and not closed_form:
+        if args.parameters == "bayes":
+            raise ValueError("--trainer em updates point estimates; with --parameters bayes use --trainer adam")
+        raise ValueError(f"--trainer em needs --chain hmm and a closed-form emission (bernoulli, autoregressive); "
+                         f"use --trainer adam for --chain {args.chain} --emission {args.emission}")
+    return args.trainer
+
+
 @torch.no_grad()
-def nll_per_step(hmm: HMM, rolls: list[torch.Tensor]) -> float:
+def nll_per_step(hmm: HMMBase, rolls: list[torch.Tensor]) -> float:
     """Exact ``-log p(x) / number of frames`` over a list of rolls."""
     x, mask = batch_to(pad_rolls(rolls), pair_device(hmm))
     return float(-hmm.log_likelihood(x, mask).sum() / mask.sum())
 
 
-def resolve_trainer(args: argparse.Namespace) -> str:
-    """``"em"`` or ``"adam"`` for ``--trainer`` (``auto``: EM for the plain HMM, Adam otherwise)."""
-    trainer = args.trainer
-    if trainer == "auto":
-        trainer = "adam" if args.emission == "neural" or args.parameters == "bayes" else "em"
-    if trainer == "em" and args.parameters == "bayes":
-        raise ValueError("--trainer em updates point estimates; with --parameters bayes use --trainer adam")
-    return trainer
-
-
-def train(hmm: HMM, data: MusicData, args: argparse.Namespace) -> list[float]:
+def train(hmm: HMMBase, data: MusicData, args: argparse.Namespace) -> list[float]:
     """Fit ``hmm`` on ``data.train``; returns the training NLL per step after each iteration/epoch."""
-    x, mask = batch_to(pad_rolls(data.train), pair_device(hmm))
-    trainer = resolve_trainer(args)
+    device = pair_device(hmm)
+    x, mask = batch_to(pad_rolls(data.train), device)
     frames = float(mask.sum())
-    if trainer == "em":
+    if trainer_of(args) == "em":
         return [-ll / frames for ll in hmm.em_fit([(x, mask)], args.iterations)]
-    history = fit(hmm, (x, mask), elbo=hmm.elbo(), epochs=args.iterations, batch_size=args.batch_size,
-                  lr=args.lr, seed=args.seed, device=args.device, progress=False)
+    valid = batch_to(pad_rolls(data.valid), device) if args.patience else None
+    history = fit(hmm, (x, mask), valid, elbo=hmm.elbo(), epochs=args.iterations, batch_size=args.batch_size,
+                  lr=args.lr, seed=args.seed, device=args.device, progress=False, patience=args.patience,
+                  restore_best=bool(args.patience))
     return [loss * len(x) / frames for loss in history["train_loss"]]
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     resolve_device(args.device)  # a clear error before any work when CUDA is missing
-    resolve_trainer(args)
+    trainer_of(args)  # refuse a bad combination before loading anything
     set_seed(args.seed)
     data, key_info = load_data(args)
     dim = data.train[0].shape[1]
@@ -117,14 +159,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         return _train(args, out, data, key_info, hmm)
 
 
-def _train(args: argparse.Namespace, out: Path, data: MusicData, key_info: dict, hmm: HMM) -> dict[str, Any]:
+def _train(args: argparse.Namespace, out: Path, data: MusicData, key_info: dict, hmm: HMMBase) -> dict[str, Any]:
     t0 = time.perf_counter()
     history = train(hmm, data, args)
     seconds = time.perf_counter() - t0
     metrics: dict[str, Any] = {
-        "data": data.summary(), "protocol": args.protocol, "keys": key_info["keys"], "states": args.states,
-        "emission": args.emission, "iterations": len(history), "train_seconds": round(seconds, 1),
-        "train_nll_history": history,
+        "data": data.summary(), "protocol": args.protocol, "keys": key_info["keys"], "chain": args.chain,
+        "states": hmm.num_states, "emission": args.emission, "within_frame": args.within_frame,
+        "raftery": args.raftery, "trainer": trainer_of(args), "iterations": len(history),
+        "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(len(history), 1), 3),
+        "parameters_count": sum(p.numel() for p in hmm.parameters()), "train_nll_history": history,
         **{f"{s}_nll_per_step": nll_per_step(hmm, getattr(data, s)) for s in ("train", "valid", "test")}}
     if args.parameters == "bayes":
         metrics["posterior_summary"] = str(summarise_transitions(hmm, data, out / "transition_summary.csv"))
@@ -156,11 +200,12 @@ def summarise_transitions(hmm: HMM, data: MusicData, path: Path) -> Path:
 
 # ----------------------------------------------------------------------------- figures
 
-def plot_transition_matrix(hmm: HMM, path: Path) -> Path:
+def plot_transition_matrix(hmm: HMMBase, path: Path) -> Path:
+    """The transition matrix over the chain's joint states (pairs, for factorial and second-order chains)."""
     from .. import plots
 
     plt = plots._pyplot()
-    trans = hmm.point_estimates()[1].exp().detach().cpu().numpy()
+    trans = hmm.joint_tables(hmm.point_factors())[1].exp().detach().cpu().numpy()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     im = ax.imshow(trans, cmap="Blues", vmin=0, vmax=1)
     ax.set_xlabel("next state")
@@ -170,7 +215,7 @@ def plot_transition_matrix(hmm: HMM, path: Path) -> Path:
     return plots._save(fig, path)
 
 
-def plot_roll_with_states(hmm: HMM, roll: torch.Tensor, path: Path) -> Path:
+def plot_roll_with_states(hmm: HMMBase, roll: torch.Tensor, path: Path) -> Path:
     """Piano roll (keys x frames) above its Viterbi state path."""
     from .. import plots
 
@@ -189,7 +234,7 @@ def plot_roll_with_states(hmm: HMM, roll: torch.Tensor, path: Path) -> Path:
 
 # ----------------------------------------------------------------------------- CLI verbs on a run folder
 
-def load_run(run: str | Path) -> tuple[HMM, MusicData, dict]:
+def load_run(run: str | Path) -> tuple[HMMBase, MusicData, dict]:
     """``(hmm, data, key info)`` of a run folder written by :func:`main` (data rebuilt from ``config.json``)."""
     run = Path(run)
     options = argparse.Namespace(**runs.read_config(run))

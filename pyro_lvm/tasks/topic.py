@@ -27,7 +27,7 @@ from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state,
 from ..data.bow import BowCorpus, english_stop_words, load_lee_background, load_nvdm, read_texts, split_texts
 from ..models.topic import LDA, ProdLDA
 from ..topic_metrics import format_topics, heldout_log_likelihood, perplexity, topic_report
-from ..train import fit
+from ..train import History, fit
 
 from . import run_options
 
@@ -153,7 +153,7 @@ def _train(args: argparse.Namespace, name: str, out: Path, train: BowCorpus, tes
     return metrics
 
 
-def posterior_draws(pair: Any, test: BowCorpus, draws: int, docs: int = 3, seed: int = 0):
+def posterior_draws(pair: Any, test: BowCorpus, draws: int, docs: int = 3, seed: int = 0) -> Any:
     """``InferenceData`` of theta for the first ``docs`` test documents (named dims and coords)."""
     from ..arviz_io import to_inference_data
 
@@ -171,7 +171,7 @@ def _summary(idata):
     return az.summary(idata, var_names=["theta"], kind="stats")
 
 
-def draw_figures(history, report: dict, idata, out: Path, name: str) -> list[Path]:
+def draw_figures(history: History, report: dict, idata: Any, out: Path, name: str) -> list[Path]:
     from .. import plots
 
     plt = plots._pyplot()

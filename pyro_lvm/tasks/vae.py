@@ -20,7 +20,8 @@ from .. import runs, validation as V
 from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
 from ..data import ImageData, load_images
 from ..distributed import is_main_process
-from ..metrics import elbo_terms, evaluation_report
+from ..metrics import elbo_terms
+from ..report import evaluation_report
 from ..models import VAE, Autoencoder
 from ..train import evaluate_loss, fit
 
