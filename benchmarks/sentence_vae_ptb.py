@@ -10,6 +10,11 @@ the code this script shares with `pyro-lvm reproduce ptb-table`.
     python benchmarks/sentence_vae_ptb.py --data ../shared/data/ptb.zip --embed-dim 128 --hidden-dim 128 \\
         --z-dim 32 --epochs 10 --batches-per-epoch 200 --patience 3 --anneal-steps 1000 --free-bits 0.15 \\
         --aggressive-steps 5 --aggressive-epochs 3 --eval-subset 1000 --samples 50
+    # issue 18's rows (Yang et al.'s CNN decoder, Li et al.'s recipe) at the K = 500 table's budget,
+    # one process (and one JSON) per row; the commands of docs/sentence_vae.md
+    python benchmarks/sentence_vae_ptb.py --data ../shared/data/ptb.zip --embed-dim 128 --hidden-dim 128 \\
+        --z-dim 32 --epochs 10 --batches-per-epoch 200 --patience 3 --anneal-steps 1000 --free-bits 0.15 \\
+        --samples 500 --rows lm@cnn15 --out benchmarks/results/sentence_vae_ptb_k500_lm_cnn15.json
     # a smoke run of the whole path (< 2 minutes; `pyro-lvm reproduce ptb-table --budget quick`)
     python benchmarks/sentence_vae_ptb.py --data ../shared/data/ptb.zip --subset 500 --eval-subset 100 \\
         --epochs 1 --embed-dim 32 --hidden-dim 32 --z-dim 8 --samples 5 --out /tmp/ptb_smoke.json

@@ -41,13 +41,16 @@ TRAIN = {
     "pair": ["--epochs", "1", "--samples", "3"],  # + --pair (a user's file, written by _inputs)
     "sentence_vae": ["--epochs", "1", "--embed-dim", "8", "--hidden-dim", "8", "--z-dim", "2", "--max-vocab", "40",
                      "--samples", "2", "--batch-size", "10", "--max-len", "12", "--models", "vae", "ae"],
+    "symbol_sequences": ["--epochs", "1", "--symbols", "2", "--alphabet", "2", "--embed-dim", "8", "--hidden-dim", "8",
+                         "--symbol-dim", "4", "--max-vocab", "40", "--samples", "2", "--batch-size", "10",
+                         "--max-len", "12"],
 }
 # What each verb does on each task's run: 0 = works, 2 = refused in one line ("does not apply").
 WORKS = {
     "vae": {"evaluate", "sample", "interpolate"}, "sentence_vae": {"evaluate", "sample", "interpolate"},
     "gumbel_vae": {"evaluate", "sample"}, "ss_vae": {"evaluate", "sample"}, "hmm_chorales": {"evaluate", "sample"},
     "pos_induction": {"evaluate", "sample"}, "collapse": {"evaluate"}, "prodlda": {"evaluate"}, "lda": {"evaluate"},
-    "compare_estimators": set(), "pair": {"evaluate"},
+    "compare_estimators": set(), "symbol_sequences": {"evaluate", "sample"}, "pair": {"evaluate"},
 }
 VERB_ARGS = {"evaluate": ["--samples", "3"], "sample": ["-n", "2"], "interpolate": ["--steps", "3"]}
 
@@ -66,6 +69,7 @@ def _inputs(folder: Path) -> dict[str, list[str]]:
     (folder / "corpus.txt").write_text("\n".join(lines) + "\n")
     (folder / "user_pair.py").write_text(USER_PAIR)
     return {"hmm_chorales": ["--data-path", str(jsb)], "sentence_vae": ["--corpus", str(folder / "corpus.txt")],
+            "symbol_sequences": ["--corpus", str(folder / "corpus.txt")],
             "pair": ["--pair", f"{folder / 'user_pair.py'}:make"]}
 
 

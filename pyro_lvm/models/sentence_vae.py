@@ -25,6 +25,11 @@ flat "prior": reconstruction only, as :class:`pyro_lvm.models.Autoencoder`) and
 :class:`LSTMLanguageModel` (the same decoder without ``z``; its guide has no latent sites,
 so its negative ELBO *is* its exact negative log-likelihood).
 
+**The decoder network** is an LSTM (``decoder="lstm"``) or Yang et al.'s causal dilated CNN with
+a limited receptive field (``decoder="cnn"``, ``receptive_field=R``;
+:mod:`pyro_lvm.models.cnn_decoder`), which sees only the last R inputs and takes ``z`` at every
+position: the same pair, likelihood and decoders otherwise.
+
 Every model also exposes ``init_state``/``step`` for the decoders in
 :mod:`pyro_lvm.decoding` (greedy, sampling, beam search, homotopies).
 """
@@ -39,6 +44,7 @@ from pyro.distributions import constraints
 from torch import nn
 
 from ..data.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from .cnn_decoder import build_decoder, resolve_conditioning
 
 CONDITIONINGS = ("init", "concat", "both")
 ENCODERS = ("lstm", "gru")
@@ -117,8 +123,10 @@ class _SentenceModel(nn.Module):
     """Embedding, LSTM decoder and output layer shared by the three models; optional encoder."""
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, z_dim: int, encoder: str | None,
-                 conditioning: str, word_keep: float, max_len: int, dropout: float = 0.0):
+                 conditioning: str | None, word_keep: float, max_len: int, dropout: float = 0.0,
+                 decoder: str = "lstm", receptive_field: int | str | None = None):
         super().__init__()
+        conditioning = resolve_conditioning(decoder, conditioning)
         for name, v in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("hidden_dim", hidden_dim), ("max_len", max_len)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -140,7 +148,10 @@ class _SentenceModel(nn.Module):
         self.drop = nn.Dropout(dropout)  # on embeddings and decoder outputs, in training only
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
         concat = z_dim > 0 and conditioning in ("concat", "both")
-        self.decoder_rnn = nn.LSTM(embed_dim + (z_dim if concat else 0), hidden_dim, batch_first=True)
+        # The LSTM, or Yang et al.'s dilated CNN (pyro_lvm.models.cnn_decoder): same interface.
+        self.decoder_type, self.receptive_field = decoder, receptive_field
+        self.decoder_rnn = build_decoder(decoder, embed_dim + (z_dim if concat else 0), hidden_dim, receptive_field,
+                                         max_len)
         self.z_to_state = nn.Linear(z_dim, 2 * hidden_dim) if z_dim > 0 and conditioning in ("init", "both") else None
         self.output = nn.Linear(hidden_dim, vocab_size)
         if encoder is not None:
@@ -152,6 +163,9 @@ class _SentenceModel(nn.Module):
     def config(self) -> dict:
         """Constructor arguments (saved with checkpoints)."""
         raise NotImplementedError
+
+    def _decoder_config(self) -> dict:
+        return {"decoder": self.decoder_type, "receptive_field": self.receptive_field}
 
     # -------------------------------------------------------------- checks and pieces
     def _check(self, tokens: torch.Tensor) -> None:
@@ -240,20 +254,26 @@ class SentenceVAE(_SentenceModel):
         z_dim: latent dimension.
         encoder: ``"lstm"`` or ``"gru"``.
         conditioning: how ``z`` enters the decoder: ``"init"`` (initial state), ``"concat"``
-            (appended to every input), ``"both"``.
+            (appended to every input), ``"both"``; default ``"init"`` for the LSTM decoder,
+            ``"concat"`` for the CNN (the only choice it has).
         word_keep: word-dropout keep rate k (1 = no word dropout, 0 = the decoder sees only
             ``<unk>``: Bowman et al.'s "inputless" decoder).
         max_len: longest sentence the decoders generate (words, without ``<eos>``).
+        decoder: ``"lstm"`` or ``"cnn"`` (Yang et al.'s dilated convolutions,
+            :mod:`pyro_lvm.models.cnn_decoder`).
+        receptive_field: the CNN's context in positions, or ``"small"``/``"medium"``/``"large"``
+            (default ``"small"``, 15 positions).
         dropout: dropout rate on the word embeddings (encoder and decoder) and on the decoder's
-            LSTM outputs while training (0 = none); it regularises small corpora.
+            outputs while training (0 = none); it regularises small corpora.
     """
 
     def __init__(self, vocab_size: int, embed_dim: int = 256, hidden_dim: int = 256, z_dim: int = 32,
-                 encoder: str = "lstm", conditioning: str = "init", word_keep: float = 1.0, max_len: int = 60,
-                 dropout: float = 0.0):
+                 encoder: str = "lstm", conditioning: str | None = None, word_keep: float = 1.0, max_len: int = 60,
+                 dropout: float = 0.0, decoder: str = "lstm", receptive_field: int | str | None = None):
         if z_dim < 1:
             raise ValueError(f"z_dim must be >= 1 for a VAE, got {z_dim!r} (use LSTMLanguageModel for no z)")
-        super().__init__(vocab_size, embed_dim, hidden_dim, z_dim, encoder, conditioning, word_keep, max_len, dropout)
+        super().__init__(vocab_size, embed_dim, hidden_dim, z_dim, encoder, conditioning, word_keep, max_len,
+                         dropout, decoder, receptive_field)
         self.encoder_type = encoder
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
@@ -261,7 +281,8 @@ class SentenceVAE(_SentenceModel):
     def config(self) -> dict:
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
                 "z_dim": self.z_dim, "encoder": self.encoder_type, "conditioning": self.conditioning,
-                "word_keep": self.word_keep, "max_len": self.max_len, "dropout": self.dropout}
+                "word_keep": self.word_keep, "max_len": self.max_len, "dropout": self.dropout,
+                **self._decoder_config()}
 
     def prior(self) -> dist.TorchDistribution:
         return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
@@ -313,12 +334,15 @@ class LSTMLanguageModel(_SentenceModel):
     guide has no latent sites (so the ELBO is the exact log-likelihood)."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 256, hidden_dim: int = 256, word_keep: float = 1.0,
-                 max_len: int = 60, dropout: float = 0.0):
-        super().__init__(vocab_size, embed_dim, hidden_dim, 0, None, "init", word_keep, max_len, dropout)
+                 max_len: int = 60, dropout: float = 0.0, decoder: str = "lstm",
+                 receptive_field: int | str | None = None):
+        super().__init__(vocab_size, embed_dim, hidden_dim, 0, None, None, word_keep, max_len, dropout, decoder,
+                         receptive_field)
 
     def config(self) -> dict:
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
-                "word_keep": self.word_keep, "max_len": self.max_len, "dropout": self.dropout}
+                "word_keep": self.word_keep, "max_len": self.max_len, "dropout": self.dropout,
+                **self._decoder_config()}
 
     def model(self, tokens: torch.Tensor) -> None:
         self._check(tokens)

@@ -11,7 +11,11 @@ selection and the aggressive phase's MI check come more often than once per pass
 
 Rows: lm, vae, vae+anneal, vae+anneal+wdrop, vae+free-bits, vae+aggressive (He et al.'s
 aggressive training *with* the same annealing, as in their experiments; the vae+anneal row is
-its control).
+its control); by name also vae+pretrain+free-bits (Li et al. 2019: ``--pretrain-epochs``
+autoencoder epochs, a decoder reset, then the free-bits row's training). Any row name with
+``@cnnR`` uses Yang et al.'s dilated CNN decoder with receptive field R (a number or
+small/medium/large) instead of the LSTM: ``lm@cnn15`` is the same-architecture CNN language
+model, ``vae+free-bits@cnn15`` its VAE.
 Targets (issue 4): some VAE within 1 nat of our LM's test NLL with KL >= 3 and AU >= 5;
 the plain VAE collapses (KL < 0.5). The code of ``benchmarks/sentence_vae_ptb.py`` (its
 docstring has the commands) and ``pyro-lvm reproduce ptb-table``.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 import warnings
@@ -31,7 +36,7 @@ import torch
 from ..checkpoint import set_seed
 from ..data.text import BucketBatchSampler, bucket_epoch_callback, bucket_loader
 from ..tasks import sentence_vae as task
-from ..train import Callback, TimeLimit, fit
+from ..train import Callback, TimeLimit
 from . import Budget, Reproduction
 
 ROWS = {  # name: (model kind, remedy, use word dropout)
@@ -41,7 +46,25 @@ ROWS = {  # name: (model kind, remedy, use word dropout)
     "vae+anneal+wdrop": ("vae", "anneal", True),
     "vae+free-bits": ("vae", "free-bits", False),
     "vae+aggressive": ("vae", "anneal+aggressive", False),
+    "vae+pretrain+free-bits": ("vae", "pretrain+free-bits", False),  # Li et al. 2019 (issue 18)
 }
+DEFAULT_ROWS = list(ROWS)[:6]  # the table's rows (the reproduce budgets were measured with these)
+# Any row with Yang et al.'s dilated CNN decoder: "<row>@cnn<R>", R the receptive field in
+# positions or small/medium/large (e.g. "lm@cnn15", "vae+free-bits@cnn63"; issue 18).
+CNN_SUFFIX = "@cnn"
+
+
+def row_spec(name: str) -> tuple[str, str, bool, str, int | str | None]:
+    """``(model kind, remedy, word dropout, decoder, receptive field)`` of a row name."""
+    base, _, field = name.partition(CNN_SUFFIX)
+    if base not in ROWS or (CNN_SUFFIX in name and not field):
+        raise ValueError(f"unknown row {name!r}; choose from {list(ROWS)}, each optionally with "
+                         f"'{CNN_SUFFIX}R' (R: receptive field, a number or small/medium/large)")
+    if not field:
+        return (*ROWS[base], "lstm", None)
+    return (*ROWS[base], "cnn", int(field) if field.isdigit() else field)
+
+
 ANCHORS = {
     "Bowman et al. 2016, PTB (unverified)": {"lm": {"nll": 100, "ppl": 116}, "vae": {"nll": 101, "kl": 2, "ppl": 119}},
     "He et al. 2019, Yahoo/Yelp": "plain VAE KL 0.0; aggressive + annealing KL 5-7 with the best NLL",
@@ -95,8 +118,11 @@ def train_loader(tokens: torch.Tensor, args: argparse.Namespace):
 
 
 def run_row(name: str, args: argparse.Namespace, data: dict, vocab_size: int) -> dict:
-    kind, remedy, wdrop = ROWS[name]
-    row_args = argparse.Namespace(**{**vars(args), "remedy": remedy, "word_keep": args.word_keep if wdrop else 1.0})
+    kind, remedy, wdrop, decoder, field = row_spec(name)
+    row_args = argparse.Namespace(**{**vars(args), "remedy": remedy, "word_keep": args.word_keep if wdrop else 1.0,
+                                     "decoder": decoder, "receptive_field": field,
+                                     "conditioning": args.conditioning if decoder == "lstm" else None})
+    load_before = os.getloadavg()
     elbo, callbacks, extra = task.remedy_setup(remedy if kind == "vae" else "none", row_args)
     if args.aggressive_epochs:
         callbacks += [AggressiveEpochCap(c, args.aggressive_epochs) for c in callbacks
@@ -105,13 +131,16 @@ def run_row(name: str, args: argparse.Namespace, data: dict, vocab_size: int) ->
     model = task.build(kind, row_args, vocab_size)
     loader = train_loader(data["train"], args)
     limit = [TimeLimit(args.time_limit, clock="wall")] if args.time_limit else []
-    t0 = time.perf_counter()
-    history = fit(model, loader, task.eval_loader(data["valid"]), elbo=elbo, epochs=args.epochs, lr=args.lr,
-                  clip_norm=args.clip_norm, seed=args.seed, patience=args.patience, restore_best=True,
-                  progress=args.progress, callbacks=[bucket_epoch_callback(loader), *callbacks, *limit], **extra)
-    wall = time.perf_counter() - t0
+    if "pretrain_epochs" in extra:
+        extra["pretrain_callbacks"] = [bucket_epoch_callback(loader)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    history = task.train_function(extra)(
+        model, loader, task.eval_loader(data["valid"]), elbo=elbo, epochs=args.epochs, lr=args.lr,
+        clip_norm=args.clip_norm, seed=args.seed, patience=args.patience, restore_best=True,
+        progress=args.progress, callbacks=[bucket_epoch_callback(loader), *callbacks, *limit], **extra)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     test = task.evaluate_model(model, data["test"], args.samples)
     valid = history["valid_loss"]
     keep = ("kl_weight", "aggressive", "aggressive_mi", "aggressive_inner_steps", "aggressive_capped")
@@ -119,8 +148,13 @@ def run_row(name: str, args: argparse.Namespace, data: dict, vocab_size: int) ->
            "best_epoch": valid.index(min(valid)) + 1, "steps": len(history) * len(loader),
            "train_seconds": round(wall, 1), "seconds_per_epoch": round(wall / max(len(history), 1), 1),
            "eval_seconds": round(time.perf_counter() - t1, 1), "best_valid_loss": min(valid),
+           "train_cpu_seconds": round(cpu, 1), "eval_cpu_seconds": round(time.process_time() - c1, 1),
            "history": [{k: e[k] for k in ("epoch", "train_loss", "valid_loss", *keep) if k in e} for e in history.epochs],
-           "test": test}
+           "test": test, "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
+    if hasattr(history, "pretraining"):  # the pretrain+ rows: the autoencoder phase and what was reset
+        row["pretraining"] = [{k: e[k] for k in ("epoch", "train_loss", "valid_loss") if k in e}
+                              for e in history.pretraining.epochs]
+        row["reset"] = history.reset
     print(f"[{name}] {json.dumps({k: v for k, v in row.items() if k not in ('config', 'history')})}", flush=True)
     return row
 
@@ -157,9 +191,8 @@ def markdown(rows: dict) -> str:
 def run(args: argparse.Namespace) -> dict:
     """Train and evaluate every row of ``args.rows``; the benchmark's result, less its command."""
     torch.set_num_threads(args.threads)
-    unknown = [r for r in args.rows if r not in ROWS]
-    if unknown:
-        raise ValueError(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    for r in args.rows:
+        row_spec(r)
     data_args = argparse.Namespace(corpus=args.data, subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
                                    max_vocab=args.max_vocab, min_freq=1, max_len=args.max_len)
     with warnings.catch_warnings(record=True) as caught:
@@ -181,7 +214,9 @@ def run(args: argparse.Namespace) -> dict:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="../shared/data/ptb.zip", help="ptb.zip or a folder with ptb.{train,valid,test}.txt")
-    p.add_argument("--rows", nargs="+", default=list(ROWS), help=f"which rows, of {list(ROWS)}")
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS,
+                   help=f"which rows, of {list(ROWS)}, each optionally with {CNN_SUFFIX}R (the CNN decoder; "
+                        f"default: the first {len(DEFAULT_ROWS)})")
     p.add_argument("--subset", type=int, default=None, help="first N training sentences only")
     p.add_argument("--eval-subset", type=int, default=None, help="first N valid/test sentences only")
     p.add_argument("--max-vocab", type=int, default=10004)
@@ -200,6 +235,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batches-per-epoch", type=int, default=None,
                    help="an epoch is this many batches (default: one pass over the training data)")
     p.add_argument("--free-bits", type=float, default=0.5)
+    p.add_argument("--pretrain-epochs", type=int, default=5, help="autoencoder epochs of the pretrain+ rows (Li et al.)")
+    p.add_argument("--reset", default="initial", choices=["initial", "fresh"], help="decoder reset of the pretrain+ rows")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--time-limit", type=float, default=None, help="wall seconds per row (stops after that epoch)")

@@ -19,6 +19,7 @@ from types import ModuleType
 TASKS: dict[str, str] = {
     "vae": "pyro_lvm.tasks.vae",
     "sentence_vae": "pyro_lvm.tasks.sentence_vae",
+    "symbol_sequences": "pyro_lvm.tasks.symbol_sequences",
     "gumbel_vae": "pyro_lvm.tasks.gumbel_vae",
     "ss_vae": "pyro_lvm.tasks.ss_vae",
     "compare_estimators": "pyro_lvm.tasks.compare_estimators",

@@ -33,16 +33,19 @@ from ..checkpoint import atomic_json_save, set_seed
 from ..data.text import (TextCorpus, Vocabulary, bucket_epoch_callback, bucket_loader, count_tokens, encode_sentences,
                          load_corpus, tokenize_text, unk_rate)
 from ..metrics import elbo_terms, log_likelihood
+from ..models.cnn_decoder import DECODERS, receptive_field_option
 from ..models.sentence_vae import (LSTMLanguageModel, SentenceAutoencoder, SentenceVAE, load_sentence_model,
                                    save_sentence_model)
 from ..train import Callback, evaluate_loss, fit
 from .. import decoding, infer
 from ..diagnostics import active_units, mutual_information
+from ..infer.pretraining import pretrain_and_fit
 
 KINDS = ("vae", "ae", "lm")
 NAMES = {"vae": "VAE", "ae": "AE", "lm": "LM"}
-REMEDY_PARTS = ("anneal", "free-bits", "aggressive")
-REMEDIES = ("none", *REMEDY_PARTS, "anneal+aggressive")
+REMEDY_PARTS = ("anneal", "free-bits", "aggressive", "pretrain")
+# "pretrain+...": Li et al. 2019, autoencoder pretraining and a decoder reset first (pyro_lvm.infer.pretraining).
+REMEDIES = ("none", *REMEDY_PARTS[:3], "anneal+aggressive", "pretrain+free-bits", "pretrain+anneal+free-bits")
 DEFAULT_REMEDY = "free-bits"
 # Why free bits is the default (docs/sentence_vae.md; benchmarks/sentence_vae_ptb.py and
 # sentence_vae_remedies.py): the rule is the best test NLL among the remedies that keep a code
@@ -55,7 +58,8 @@ REMEDY_HELP = ("KL control for the VAE from pyro_lvm.infer. Default free-bits, b
                "one of free-bits, anneal, anneal + word dropout and aggressive that keeps a code; on the "
                "embedded corpus, at this budget, anneal (with or without word dropout) and aggressive collapse "
                "and free bits has a better NLL than free bits + word dropout (docs/sentence_vae.md). "
-               "'none' shows the collapse. Word dropout is --word-keep")
+               "'none' shows the collapse. 'pretrain+free-bits' is Li et al. 2019's recipe (autoencoder "
+               "pretraining, decoder reset, free bits). Word dropout is --word-keep")
 SHOWCASE = ("The lecture's sentence-VAE example, offline, sized for a few minutes on 2 idle CPU cores: trains "
             "a sentence VAE (free bits), a deterministic autoencoder and an LSTM language model on the embedded "
             "Wikipedia sample's simple sentences, then prints five sentences from the VAE's prior, the VAE's homotopy between two "
@@ -84,9 +88,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--hidden-dim", type=int, default=192)
     model.add_argument("--z-dim", type=int, default=32)
     model.add_argument("--encoder", default="lstm", choices=["lstm", "gru"])
-    model.add_argument("--conditioning", default="both", choices=["init", "concat", "both"],
-                       help="how z enters the decoder: initial state, concatenated to each input, or both (the "
-                            "default: z at every step is the shortest path, which a few minutes of training finds)")
+    model.add_argument("--conditioning", default=None, choices=["init", "concat", "both"],
+                       help="how z enters the decoder: initial state, concatenated to each input, or both. None: "
+                            "both for the LSTM decoder (z at every step is the shortest path, which a few minutes of "
+                            "training finds) and concat for the CNN, its only choice (it has no initial state)")
+    model.add_argument("--decoder", default="lstm", choices=list(DECODERS),
+                       help="decoder network of every model: LSTM, or Yang et al.'s causal dilated CNN")
+    model.add_argument("--receptive-field", type=receptive_field_option, default=None,
+                       help="context of the CNN decoder: small (15), medium (63), large (125) or a number of "
+                            "positions. None: small")
     model.add_argument("--dropout", type=float, default=0.0, help="dropout on embeddings and decoder outputs")
     model.add_argument("--word-keep", type=float, default=1.0,
                        help="word-dropout keep rate of the VAE decoder (1 = off; Bowman et al.'s decoder weakening)")
@@ -100,6 +110,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     kl.add_argument("--anneal-start", type=float, default=0.1, help="KL weight at step 0 (--remedy anneal)")
     kl.add_argument("--aggressive-steps", type=int, default=5,
                     help="most encoder-only steps per joint step (--remedy aggressive; He et al. use 100)")
+    kl.add_argument("--pretrain-epochs", type=int, default=5,
+                    help="autoencoder (beta = 0) epochs before the decoder reset (--remedy pretrain+...; Li et al.)")
+    kl.add_argument("--reset", default="initial", choices=["initial", "fresh"],
+                    help="decoder reset after pretraining: back to its initial values, or a fresh draw")
     train = p.add_argument_group("training")
     train.add_argument("--models", nargs="+", default=list(KINDS), choices=KINDS, help="which models to train")
     train.add_argument("--epochs", type=int, default=4)
@@ -151,12 +165,23 @@ def _option_names() -> list[str]:
 TASK_OPTIONS = _option_names()  # what config.json records of a run's options
 
 
+def conditioning(args: argparse.Namespace) -> str:
+    """``--conditioning``, or its default: ``both`` for the LSTM decoder, ``concat`` (its only
+    choice, having no initial state) for the CNN."""
+    given = getattr(args, "conditioning", None)
+    if given is not None:
+        return given
+    return "concat" if getattr(args, "decoder", "lstm") == "cnn" else "both"
+
+
 def check_arguments(args: argparse.Namespace) -> None:
-    """Refuse settings that would fail only after training, before anything is trained."""
+    """Refuse settings that would fail only after training, before anything is trained, and fill
+    in ``--conditioning``'s default, which depends on ``--decoder``."""
+    args.conditioning = conditioning(args)  # config.json records the choice made
     steps = getattr(args, "steps", 7)
     if not isinstance(steps, int) or steps < 2:
         raise ValueError(f"--steps must be >= 2 (a homotopy has both ends), got {steps!r}")
-    for name in ("epochs", "samples", "batch_size", "beam_size", "threads"):
+    for name in ("epochs", "samples", "batch_size", "beam_size", "threads", "pretrain_epochs"):
         v = getattr(args, name, 1)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {v!r}")
@@ -208,11 +233,12 @@ def _check_resumed_vocab(args: argparse.Namespace, out: Path, vocab: Vocabulary)
 
 def build(kind: str, args: argparse.Namespace, vocab_size: int):
     common = dict(vocab_size=vocab_size, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, max_len=args.max_len,
-                  dropout=getattr(args, "dropout", 0.0))
+                  dropout=getattr(args, "dropout", 0.0), decoder=getattr(args, "decoder", "lstm"),
+                  receptive_field=getattr(args, "receptive_field", None))
     if kind == "lm":
         return LSTMLanguageModel(**common)
     cls = SentenceVAE if kind == "vae" else SentenceAutoencoder
-    return cls(**common, z_dim=args.z_dim, encoder=args.encoder, conditioning=args.conditioning,
+    return cls(**common, z_dim=args.z_dim, encoder=args.encoder, conditioning=conditioning(args),
                word_keep=args.word_keep if kind == "vae" else 1.0)
 
 
@@ -246,7 +272,11 @@ def remedy_setup(remedy: str, args: argparse.Namespace) -> tuple[Any, list[Callb
       latent dimension (Li et al. 2019);
     * ``aggressive``: :class:`~pyro_lvm.infer.AggressiveTraining` (He et al. 2019): encoder-only
       inner loop of at most ``args.aggressive_steps`` steps on training batches, until the
-      validation MI stops rising (fit's ``train_data``/``valid_data`` are what it reads).
+      validation MI stops rising (fit's ``train_data``/``valid_data`` are what it reads);
+    * ``pretrain+free-bits`` (Li et al. 2019; ``pretrain+anneal+free-bits`` with their annealing):
+      ``args.pretrain_epochs`` epochs as an autoencoder (beta = 0), a decoder reset (``args.reset``),
+      then free bits; the extra kwargs are those of
+      :func:`~pyro_lvm.infer.pretraining.pretrain_and_fit` (:func:`train_function` picks it).
     """
     parts = parse_remedy(remedy)
     elbo: Any = pyro.infer.TraceMeanField_ELBO()
@@ -259,7 +289,16 @@ def remedy_setup(remedy: str, args: argparse.Namespace) -> tuple[Any, list[Callb
     if "aggressive" in parts:
         callbacks.append(infer.AggressiveTraining(max_inner_steps=getattr(args, "aggressive_steps", 100),
                                                   clip_norm=getattr(args, "clip_norm", None)))
+    if "pretrain" in parts:  # trained by pretrain_and_fit (see train_function), which builds the free-bits ELBO
+        return pyro.infer.TraceMeanField_ELBO(), callbacks, {
+            "pretrain_epochs": getattr(args, "pretrain_epochs", 5), "reset": getattr(args, "reset", "initial"),
+            "free_bits": getattr(args, "free_bits", 0.5) if "free-bits" in parts else 0.0}
     return elbo, callbacks, {}
+
+
+def train_function(extra: dict):
+    """``fit``, or :func:`~pyro_lvm.infer.pretraining.pretrain_and_fit` for a ``pretrain+...`` remedy."""
+    return pretrain_and_fit if "pretrain_epochs" in extra else fit
 
 
 # ----------------------------------------------------------------------------- progress
@@ -411,8 +450,13 @@ def _train(args: argparse.Namespace, out: Path, corpus: TextCorpus, vocab: Vocab
         elbo, callbacks, extra = remedy_setup(args.remedy if kind == "vae" else "none", args)
         loader = bucket_loader(data["train"], args.batch_size, seed=args.seed)
         bar = TrainingProgress(NAMES[kind], args.epochs, len(loader), enabled=args.progress)
+        if "pretrain_epochs" in extra:  # Li et al.: the pretraining phase gets its own bar
+            extra["pretrain_callbacks"] = [bucket_epoch_callback(loader), TrainingProgress(
+                f"{NAMES[kind]} (autoencoder pretraining)", extra["pretrain_epochs"], len(loader),
+                enabled=args.progress)]
         t0, c0 = time.perf_counter(), time.process_time()
-        history = fit(model, loader, eval_loader(data["valid"]), elbo=elbo, epochs=args.epochs, lr=args.lr,
+        history = train_function(extra)(
+                      model, loader, eval_loader(data["valid"]), elbo=elbo, epochs=args.epochs, lr=args.lr,
                       clip_norm=args.clip_norm, seed=args.seed, device=args.device, patience=args.patience,
                       restore_best=True, resume=args.resume, progress=False, checkpoint_dir=out / kind,
                       callbacks=[bucket_epoch_callback(loader), *callbacks, bar], **extra)
