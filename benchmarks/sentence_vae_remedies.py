@@ -158,7 +158,6 @@ def main(argv: list[str] | None = None) -> dict:
         return result
     torch.set_num_threads(opts.threads)
     base = task_args(rest)
-    base.threads = opts.threads  # the task sets its own thread count: this script's option is the one
     reused = {k: r for run in opts.from_run for k, r in rows_from_run(run, base).items() if k in opts.rows}
     data = json.loads((opts.from_run[0] / "metrics.json").read_text())["data"] if opts.from_run else None
     with tempfile.TemporaryDirectory() as tmp:

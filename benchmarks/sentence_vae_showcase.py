@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="benchmarks/results/sentence_vae_showcase.json")
     p.add_argument("--parallel", action="store_true", help="train the three models in three processes")
     opts = p.parse_args(own)
+    torch.set_num_threads(1)  # as `pyro-lvm demo sentence` does by default (--threads 1)
     parser = argparse.ArgumentParser(prog="pyro-lvm demo sentence")
     task.add_arguments(parser)
     args = parser.parse_args([*(QUICK if opts.quick else []), *rest, "--out", opts.run])

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from . import tracking
-from .tasks import TASKS, load_task
+from .tasks import TASKS, add_threads_argument, load_task
 
 RUN_VERBS = ("evaluate", "sample", "interpolate")
 # Verbs provided by task modules: verb -> task name.
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "'demo sentence': the sentence VAE showcase")
     load_task("vae").add_arguments(demo)
     tracking.add_arguments(demo)
+    add_threads_argument(demo)
     showcases = demo.add_subparsers(dest="showcase", metavar="{sentence}", parser_class=Parser)
     try:
         sentence_task = load_task("sentence_vae")
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         description=sentence_task.SHOWCASE)
         sentence_task.add_arguments(sentence)
         tracking.add_arguments(sentence)
+        add_threads_argument(sentence)
         sentence.set_defaults(out="runs/demo_sentence")
 
     train = verbs.add_parser("train", help="train a model (pyro-lvm train MODEL --help) or your own pair (pyro-lvm train FILE.py:FUNCTION)")
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = models.add_parser(name, aliases=aliases, help=summary(module), description=summary(module))
         module.add_arguments(sub)
         tracking.add_arguments(sub)
+        add_threads_argument(sub)
 
     for verb in RUN_VERBS:
         sub = verbs.add_parser(verb, help=f"{verb} a trained run folder")
@@ -165,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = load_task(task)
         sub = verbs.add_parser(verb, help=summary(module))
         getattr(module, f"add_{verb.replace('-', '_')}_arguments")(sub)
+        add_threads_argument(sub)
 
     for verb, path in TOOL_VERBS.items():
         module = importlib.import_module(path)
@@ -245,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(_pair_shorthand(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:  # --help (0) or a usage error (2, already printed)
         return int(e.code or 0)
+    if getattr(args, "threads", None):  # the one place the command sets torch's thread count
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         if args.verb == "demo" and getattr(args, "showcase", None) == "sentence":
             task = load_task("sentence_vae")

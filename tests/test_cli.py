@@ -372,3 +372,23 @@ def test_train_your_own_pair_refuses_bad_input(runs, argv, words, tmp_path, caps
     assert cli_main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert words in _refusal(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_threads_are_set_once_by_the_command_not_by_the_task(runs, tmp_path, capsys, monkeypatch):
+    """``--threads`` reaches torch before the task runs; the task itself leaves the count alone."""
+    import torch
+
+    from pyro_lvm.tasks import TASKS, load_task
+
+    seen = []
+    task = load_task("collapse")
+    monkeypatch.setattr(task, "main", lambda args: seen.append(torch.get_num_threads()) or {})
+    try:
+        with _quiet():
+            assert cli_main(["train", "collapse", *TRAIN["collapse"], "--threads", "2", "--out", str(tmp_path / "r")]) == 0
+        assert seen == [2]
+    finally:
+        torch.set_num_threads(1)
+    for name in TASKS:  # no task sets the process-wide count itself
+        source = Path(load_task(name).__file__).read_text()
+        assert "set_num_threads" not in source, name

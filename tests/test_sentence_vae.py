@@ -546,7 +546,7 @@ def test_cli_interpolate_evaluate_sample(trained_run, capsys):
     (["--sentences", "zebra quokka", "the war ended ."], r"every word of 'zebra quokka' .*\(unknown: zebra, quokka\)"),
     (["--samples", "0"], "--samples must be a positive int"),
     (["--top-p", "0"], r"--top-p must be in \(0, 1\]"),
-    (["--threads", "0"], "--threads must be a positive int"),
+    (["--threads", "0"], "--threads: must be a positive int"),
 ])
 def test_showcase_refuses_bad_input_before_training(tmp_path, capsys, argv, message):
     """Each is refused in the CLI's words (exit 2) before any model is trained."""

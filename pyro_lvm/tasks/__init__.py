@@ -40,9 +40,19 @@ def load_task(name: str) -> ModuleType:
     return importlib.import_module(TASKS[name])
 
 
+def add_threads_argument(parser) -> None:
+    """``--threads``, which the ``pyro-lvm`` entry point applies once (``torch.set_num_threads``)
+    before it runs a task: tasks leave the process-wide thread count to their caller."""
+    from ..validation import positive_int
+
+    parser.add_argument("--threads", type=positive_int.cli, default=1,
+                        help="torch CPU threads (one is fastest for these small networks and on shared cores, "
+                             "where more threads mostly spin; raise it for large models on a machine of your own)")
+
+
 def run_options(args) -> dict:
     """The options of a task's command line as JSON-ready ``config.json`` entries (without
     the command's own bookkeeping: verb, output folder, resume/overwrite, progress)."""
-    skip = {"verb", "out", "resume", "overwrite", "progress", "func"}
+    skip = {"verb", "out", "resume", "overwrite", "progress", "func", "threads"}
     return {k: (str(v) if not isinstance(v, (str, int, float, bool, list, type(None))) else v)
             for k, v in vars(args).items() if k not in skip}

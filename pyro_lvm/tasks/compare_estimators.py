@@ -81,7 +81,6 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(1)
     set_seed(args.seed)
     pyro.clear_param_store()
     device = resolve_device(args.device)

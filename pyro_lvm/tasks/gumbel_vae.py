@@ -68,7 +68,6 @@ def _build(config: dict, x_dim: int) -> CategoricalVAE:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(1)
     set_seed(args.seed)
     pyro.clear_param_store()
     data = load_images(args.dataset, args.data_path, binarize=True, seed=args.seed)

@@ -147,7 +147,6 @@ def train(hmm: HMMBase, data: MusicData, args: argparse.Namespace) -> list[float
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(1)
     resolve_device(args.device)  # a clear error before any work when CUDA is missing
     trainer_of(args)  # refuse a bad combination before loading anything
     set_seed(args.seed)

@@ -347,7 +347,6 @@ def decode(hmm: HMM, batches: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(1)
     resolve_device(args.device)  # a clear error before any work when CUDA is missing
     if args.emission != "embedding":
         for flag, used in (("--flow-layers", args.flow_layers), ("--spelling", args.spelling),

@@ -147,9 +147,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           f"{HOMOTOPY_MAX_WORDS} words)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (one is enough: the models are small, more threads mostly spin, "
-                        "and on a shared machine they cost several times the CPU time)")
     runs.add_run_arguments(p, resume=True)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="a progress bar per phase on stderr (also when it is not a terminal)")
@@ -181,7 +178,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     steps = getattr(args, "steps", 7)
     if not isinstance(steps, int) or steps < 2:
         raise ValueError(f"--steps must be >= 2 (a homotopy has both ends), got {steps!r}")
-    for name in ("epochs", "samples", "batch_size", "beam_size", "threads", "pretrain_epochs"):
+    for name in ("epochs", "samples", "batch_size", "beam_size", "pretrain_epochs"):
         v = getattr(args, name, 1)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {v!r}")
@@ -415,7 +412,6 @@ def sentence_nll(model, vocab: Vocabulary, sentences: Sequence[str]) -> dict[str
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     check_arguments(args)
-    torch.set_num_threads(getattr(args, "threads", 1))
     started = time.perf_counter(), time.process_time(), _load()
     out = Path(args.out)
     corpus, vocab, data = prepare_data(args)

@@ -80,7 +80,6 @@ def _build(config: dict, x_dim: int, n_classes: int) -> SSVAE:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(1)
     set_seed(args.seed)
     pyro.clear_param_store()
     config = {**run_options(args), "task": "ss_vae"}
