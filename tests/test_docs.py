@@ -21,3 +21,21 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
             exec(compile(code, f"{page.name}[block {i}]", "exec"), namespace)
         except Exception as e:  # report which block of which page broke
             raise AssertionError(f"{page.name}, python block {i} failed: {type(e).__name__}: {e}") from e
+
+
+def test_no_path_of_our_machines_in_what_we_ship():
+    """Docs, code and committed results name data as the user's copy, never our folders."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    offenders = []
+    for name in tracked.stdout.splitlines():
+        path = root / name
+        if path.suffix not in {".py", ".md", ".json", ".toml", ".yml", ".txt"} or name.startswith("tests/"):
+            continue
+        if "/work/" in path.read_text(encoding="utf-8", errors="replace"):
+            offenders.append(name)
+    assert not offenders, offenders
