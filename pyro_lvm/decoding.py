@@ -24,12 +24,12 @@ from typing import Callable, Sequence
 import torch
 
 from .data.text import BOS_ID, EOS_ID, UNK_ID, Vocabulary, encode_sentences, tokenize_text
+from .validation import Integer, non_negative_int, positive_int, positive_number
 
 
 def _setup(model, z: torch.Tensor | None, n: int | None, max_len: int | None, block_ngram: int = 0):
     if z is None:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"without codes z, n (number of sentences) must be a positive int, got {n!r}")
+        positive_int("n (the number of sentences, without codes z)", n)
         if model.z_dim > 0:
             raise ValueError(f"{type(model).__name__} decodes from a latent code: pass z of shape (N, {model.z_dim})")
     else:
@@ -37,10 +37,8 @@ def _setup(model, z: torch.Tensor | None, n: int | None, max_len: int | None, bl
             raise ValueError(f"z must be a (N, {model.z_dim}) tensor, got {tuple(getattr(z, 'shape', ()))}")
         n = z.shape[0]
     max_len = model.max_len if max_len is None else max_len
-    if not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be a positive int, got {max_len!r}")
-    if not isinstance(block_ngram, int) or isinstance(block_ngram, bool) or block_ngram < 0:
-        raise ValueError(f"block_ngram must be an int >= 0 (0 = no blocking), got {block_ngram!r}")
+    positive_int("max_len", max_len)
+    non_negative_int("block_ngram (0 = no blocking)", block_ngram)
     return n, max_len
 
 
@@ -120,8 +118,7 @@ def sample(model, z: torch.Tensor | None = None, n: int | None = None, temperatu
            block_ngram: int = 0) -> list[list[int]]:
     """Draw each word from ``softmax(logits / temperature)`` (1 = the model's own distribution),
     restricted to the nucleus of mass ``top_p`` (1 = no restriction)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    positive_number("temperature", temperature)
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
@@ -148,8 +145,7 @@ def beam_search(model, z: torch.Tensor | None = None, n: int | None = None, beam
     makes a beam wider than the number of candidates exact. ``beam_size=1`` without a length
     penalty is exactly greedy decoding.
     """
-    if not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+    positive_int("beam_size", beam_size)
     if not (isinstance(length_penalty, (int, float)) and length_penalty >= 0):
         raise ValueError(f"length_penalty must be a number >= 0, got {length_penalty!r}")
     n, max_len = _setup(model, z, n, max_len, block_ngram)
@@ -268,8 +264,7 @@ def homotopy(model, vocab: Vocabulary, sentence_a: str, sentence_b: str, steps: 
 
     The first and last lines decode the codes of ``sentence_a`` and ``sentence_b`` themselves.
     """
-    if not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+    Integer(2)("steps", steps)
     z = encode_text(model, vocab, [sentence_a, sentence_b])
     t = torch.linspace(0, 1, steps).unsqueeze(-1)
     return to_text(vocab, decode(model, (1 - t) * z[0] + t * z[1], None, method, **kw))

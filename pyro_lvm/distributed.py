@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from . import validation
 from .traces import restore_param_store
 from .checkpoint import atomic_text_save, atomic_torch_save, decode_param_store, encode_param_store, load_checkpoint
 from .scaling import ScaledELBO, ShardScale
@@ -152,8 +153,7 @@ def check_strategy(strategy: str, num_processes: int, device: torch.device) -> N
     """Refuse bad settings before any process starts."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
-    if not isinstance(num_processes, int) or isinstance(num_processes, bool) or num_processes < 1:
-        raise ValueError(f"num_processes must be an int >= 1, got {num_processes!r}")
+    validation.positive_int("num_processes", num_processes)
     if strategy == "single" and num_processes != 1:
         raise ValueError(f"num_processes={num_processes} needs strategy='ddp'")
     if strategy == "ddp" and device.type == "cuda" and current_rank_context() is None and _launched_world_size() == 1:

@@ -157,7 +157,7 @@ def test_the_first_recorded_failure_is_reported_and_a_cut_short_record_is_skippe
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"strategy": "ddp", "num_processes": 0}, "num_processes must be an int >= 1"),
+    ({"strategy": "ddp", "num_processes": 0}, "num_processes must be a positive int"),
     ({"strategy": "horovod"}, "unknown strategy 'horovod'"),
     ({"num_processes": 2}, "needs strategy='ddp'"),
 ])

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..checkpoint import atomic_json_save, epoch_seed
 from .images import split_indices
 from .reading import reading
+from ..validation import Integer, positive_int
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -112,10 +113,8 @@ class Vocabulary:
     @classmethod
     def from_counts(cls, counts: Mapping[str, int], max_size: int | None = None, min_freq: int = 1) -> "Vocabulary":
         """The vocabulary of token counts (what :meth:`build` counts; a stream can count them itself)."""
-        if max_size is not None and (not isinstance(max_size, int) or max_size < len(SPECIALS) + 1):
-            raise ValueError(f"max_size must be an int >= {len(SPECIALS) + 1} (it includes the 4 special tokens), got {max_size!r}")
-        if not isinstance(min_freq, int) or min_freq < 1:
-            raise ValueError(f"min_freq must be a positive int, got {min_freq!r}")
+        Integer(len(SPECIALS) + 1, optional=True)("max_size (it includes the 4 special tokens)", max_size)
+        positive_int("min_freq", min_freq)
         counts = {w: c for w, c in counts.items() if w not in SPECIALS}
         words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
         if max_size is not None:
@@ -203,8 +202,7 @@ class TextCorpus:
     def subset(self, n_train: int | None, n_eval: int | None = None) -> "TextCorpus":
         """First ``n_train`` training sentences and first ``n_eval`` of valid and test (quick runs)."""
         for name, n in (("n_train", n_train), ("n_eval", n_eval)):
-            if n is not None and (not isinstance(n, int) or n < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {n!r}")
+            Integer(1, optional=True)(name, n)
         ev = n_eval if n_eval is not None else n_train
         return TextCorpus(self.train[:n_train], self.valid[:ev], self.test[:ev], self.name, dict(self.skipped))
 
@@ -334,8 +332,7 @@ def simple_sentences(sentences: Sequence[Sequence[str]], min_count: int = SIMPLE
     a small training split could only read as ``<unk>``.
     """
     for name, v in (("min_count", min_count), ("max_tokens", max_tokens)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        positive_int(name, v)
     counts = collections.Counter(t for s in sentences for t in s)
     return [list(s) for s in sentences if len(s) <= max_tokens and all(counts[t] >= min_count for t in s)]
 
@@ -389,8 +386,7 @@ def encode_sentences(sentences: Sequence[Sequence[str]], vocab: Vocabulary, max_
     """
     if too_long not in ("truncate", "drop", "error"):
         raise ValueError(f"too_long must be 'truncate', 'drop' or 'error', got {too_long!r}")
-    if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
-        raise ValueError(f"max_len must be a positive int or None, got {max_len!r}")
+    Integer(1, optional=True)("max_len", max_len)
     if isinstance(sentences, str):
         raise TypeError("encode_sentences expects a list of token lists, got one str (tokenize it first)")
     rows, n_long = [], 0
@@ -436,8 +432,7 @@ class BucketBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         self.lengths = np.asarray(lengths)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch import nn
 
+from .. import validation
 from ..data.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .cnn_decoder import build_decoder, resolve_conditioning
 
@@ -128,8 +129,7 @@ class _SentenceModel(nn.Module):
         super().__init__()
         conditioning = resolve_conditioning(decoder, conditioning)
         for name, v in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("hidden_dim", hidden_dim), ("max_len", max_len)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            validation.positive_int(name, v)
         if vocab_size < 5:
             raise ValueError(f"vocab_size must be > 4 (4 special tokens plus words), got {vocab_size}")
         if not isinstance(z_dim, int) or z_dim < 0:
@@ -304,9 +304,7 @@ class SentenceVAE(_SentenceModel):
     @torch.no_grad()
     def sample_prior_codes(self, n: int) -> torch.Tensor:
         """``n`` codes from ``p(z)``: ``(n, z_dim)``."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        return self.prior().sample((n,))
+        return self.prior().sample((validation.positive_int("n", n),))
 
 
 class SentenceAutoencoder(SentenceVAE):

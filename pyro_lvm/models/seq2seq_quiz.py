@@ -25,6 +25,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..validation import Integer
+
 __all__ = ["AttentionSeq2Seq"]
 
 
@@ -40,8 +42,7 @@ class AttentionSeq2Seq(nn.Module):
     def __init__(self, src_vocab: int = 12, tgt_vocab: int = 12, hidden: int = 16):
         super().__init__()
         for name, v in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab), ("hidden", hidden)):
-            if not isinstance(v, int) or v < 2:
-                raise ValueError(f"{name} must be an int >= 2, got {v!r}")
+            Integer(2)(name, v)
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.src_embed = nn.Embedding(src_vocab, hidden)
         self.tgt_embed = nn.Embedding(tgt_vocab, hidden)

@@ -186,10 +186,8 @@ class Encoder(nn.Module):
 
 
 def _check_topics(vocab_size: int, num_topics: int) -> None:
-    if not isinstance(num_topics, int) or num_topics < 2:
-        raise ValueError(f"num_topics must be an int >= 2 (K < 2 is not a topic model), got {num_topics!r}")
-    if not isinstance(vocab_size, int) or vocab_size < 2:
-        raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
+    validation.Integer(2)("num_topics (K < 2 is not a topic model)", num_topics)
+    validation.Integer(2)("vocab_size", vocab_size)
 
 
 def _alpha_vector(alpha: float | torch.Tensor, k: int, what: str = "alpha") -> torch.Tensor:
