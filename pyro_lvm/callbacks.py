@@ -65,6 +65,7 @@ class TrainState:
     train_data: Any = None  # what fit() was given, for callbacks that draw their own batches
     valid_data: Any = None
     checkpoint_dir: Path | None = None  # fit()'s, for callbacks that write beside the checkpoints
+    datapoints: int = 0  # in the current step's batch (all ranks together)
 
     def loss(self, batch: Any) -> torch.Tensor:
         """Differentiable negative ELBO of one batch (summed over its datapoints)."""

@@ -208,6 +208,92 @@ def _save_checkpoint(path: Path, state: TrainState, callbacks: Sequence[Callback
     )
 
 
+class _Monitor(Callback):
+    """Tracks ``monitor``'s best value; stops after ``patience`` epochs without improvement
+    (early stopping). ``improved`` says whether the epoch just recorded was the best so far."""
+
+    def __init__(self, monitor: str, mode: str, patience: int | None, required: bool):
+        self.monitor, self.mode, self.patience, self.required = monitor, mode, patience, required
+        self.best_value: float | None = None
+        self.bad_epochs = 0
+        self.improved = False
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.improved = False
+        if self.monitor not in state.logs:
+            if self.required:
+                raise ValueError(f"monitor {self.monitor!r} was not logged; logged keys: {sorted(state.logs)}")
+            return
+        value = float(state.logs[self.monitor])
+        if _better(value, self.best_value, self.mode):
+            self.best_value, self.bad_epochs, self.improved = value, 0, True
+        else:
+            self.bad_epochs += 1
+        if self.patience is not None and self.bad_epochs >= self.patience:
+            state.stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.best_value, self.bad_epochs = saved.get("best_value"), saved.get("bad_epochs", 0)
+
+
+class _BestState(Callback):
+    """Keeps the parameters of the best epoch (by :class:`_Monitor`) and puts them back at the end."""
+
+    def __init__(self, monitor: _Monitor):
+        self.monitor = monitor
+        self.best: dict | None = None  # a snapshot; resume reads it back from best.pt
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.monitor.improved:
+            self.best = snapshot(state.pair)
+
+    def on_train_end(self, state: TrainState) -> None:
+        if self.best is not None:
+            restore(state.pair, self.best)
+
+
+class _Checkpoints(Callback):
+    """Writes ``best.pt`` when the monitored value improves, ``last.pt`` every ``every`` epochs
+    and at the end, and ``history.json``; the state of every callback goes into the file."""
+
+    def __init__(self, folder: Path, every: int, epochs: int, monitor: _Monitor, callbacks: Sequence[Callback],
+                 options: dict):
+        self.folder, self.every, self.epochs, self.monitor = folder, every, epochs, monitor
+        self.callbacks, self.options = callbacks, options
+
+    def save(self, name: str, state: TrainState) -> None:
+        _save_checkpoint(self.folder / name, state, self.callbacks, {"options": self.options, **self.monitor.state_dict()})
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.monitor.improved:
+            self.save("best.pt", state)
+        if (state.epoch + 1) % self.every == 0 or state.stop or state.epoch + 1 == self.epochs:
+            self.save("last.pt", state)
+        state.history.save(self.folder / "history.json")
+
+
+class _ProgressBar(Callback):
+    """A tqdm bar per epoch: batches done, the loss per datapoint of the last step."""
+
+    def __init__(self, epochs: int, batches_per_epoch: int | None):
+        self.epochs, self.total, self.bar = epochs, batches_per_epoch, None
+
+    def on_epoch_begin(self, state: TrainState) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(desc=f"epoch {state.epoch + 1}/{self.epochs}", leave=False, total=self.total)
+
+    def on_step_end(self, state: TrainState, batch: Any, loss: float) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss / max(state.datapoints, 1):.3f}")
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.bar.close()
+
+
 def _better(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
@@ -345,9 +431,8 @@ def fit(
 
         state = TrainState(pair=pair, elbo=step_elbo, optimizer=None, params=[], device=device, rank=rank,
                            train_data=train_data, valid_data=valid_data, checkpoint_dir=ckpt_dir)
-        best_value: float | None = None
-        best_state: dict | None = None
-        bad_epochs = 0
+        monitor_cb = _Monitor(monitor, mode, patience, required=patience is not None or restore_best)
+        best_cb = _BestState(monitor_cb)
         pending: dict | None = None  # what a checkpoint restores at the first step (see _prepare)
         options = {"seed": seed, "lr": lr, "optimizer": optimizer if isinstance(optimizer, str) else None}
         # Ranks draw different guide noise; parameters start equal (rank 0's are broadcast).
@@ -367,13 +452,13 @@ def fit(
             state.history = History(list(ckpt["history"]))
             for cb, cb_state in zip(callbacks, ckpt["callbacks"]):
                 cb.load_state_dict(cb_state)
-            best_value, bad_epochs = ckpt.get("best_value"), ckpt.get("bad_epochs", 0)
+            monitor_cb.load_state_dict(ckpt)
             set_rng_state(ckpt["rng"])
             if rank is not None and rank.rank > 0:  # the checkpoint holds rank 0's generators
                 set_seed(seed + 7919 * rank.rank + 104_729 * state.epoch)
             if restore_best and (ckpt_dir / "best.pt").is_file():
                 best, _ = load_best_or_last(ckpt_dir, map_location=device)
-                best_state = {"pair": best["pair"], "param_store": decode_param_store(best["param_store"])}
+                best_cb.best = {"pair": best["pair"], "param_store": decode_param_store(best["param_store"])}
 
         def build_optimizer(params: list[torch.Tensor], names: list[str]) -> torch.optim.Optimizer:
             opt = _make_optimizer(optimizer, params, lr)
@@ -384,30 +469,27 @@ def fit(
         def prepare(batch: Any) -> None:
             _prepare(pair, batch, elbo, pending)
 
-        def checkpoint(name: str) -> None:
-            if ckpt_dir is not None and main_process:
-                _save_checkpoint(ckpt_dir / name, state, callbacks,
-                                 {"best_value": best_value, "bad_epochs": bad_epochs, "options": options})
+        # What fit adds itself, run after the user's callbacks at each hook (in this order).
+        internal: list[Callback] = [monitor_cb, *([best_cb] if restore_best else [])]
+        if ckpt_dir is not None and main_process:
+            internal.append(_Checkpoints(ckpt_dir, checkpoint_every, epochs, monitor_cb, callbacks, options))
+        if show_progress:
+            internal.append(_ProgressBar(epochs, num_batches(train_data, batch_size)))
 
         pyro.enable_validation(validate != "never")
         if isinstance(pair, nn.Module):
             pair.train()
-        for cb in callbacks:
+        everyone = [*callbacks, *internal]
+        for cb in everyone:
             cb.on_train_begin(state)
         while state.epoch < epochs and not state.stop:
             state.logs = {"epoch": state.epoch}
-            for cb in callbacks:
+            for cb in everyone:
                 cb.on_epoch_begin(state)
             total, count = 0.0, 0
             set_epoch(train_data, state.epoch)
-            batches = iterate_batches(train_data, batch_size, shuffle=True, seed=seed, epoch=state.epoch)
-            if show_progress:
-                from tqdm.auto import tqdm
-
-                batches = tqdm(batches, desc=f"epoch {state.epoch + 1}/{epochs}", leave=False,
-                               total=num_batches(train_data, batch_size))
-            for batch in batches:
-                n = _batch_size(batch)
+            for batch in iterate_batches(train_data, batch_size, shuffle=True, seed=seed, epoch=state.epoch):
+                n = state.datapoints = _batch_size(batch)
                 if rank is not None:
                     if n < rank.world_size:
                         continue  # too small to give every rank a datapoint (all ranks skip it)
@@ -423,9 +505,7 @@ def fit(
                     pyro.enable_validation(False)
                 total += step_loss
                 count += n
-                if show_progress:
-                    batches.set_postfix(loss=f"{step_loss / n:.3f}")  # type: ignore[union-attr]
-                for cb in callbacks:
+                for cb in everyone:
                     cb.on_step_end(state, batch, step_loss)
             if count == 0:
                 raise ValueError(f"the training data gave no batches in epoch {state.epoch + 1}"
@@ -452,26 +532,8 @@ def fit(
             if isinstance(pair, nn.Module):
                 pair.train()
             state.history.epochs.append(dict(state.logs))
-
-            improved = False
-            if monitor in state.logs:
-                value = float(state.logs[monitor])
-                if _better(value, best_value, mode):
-                    best_value, bad_epochs, improved = value, 0, True
-                else:
-                    bad_epochs += 1
-                if patience is not None and bad_epochs >= patience:
-                    state.stop = True
-            elif patience is not None or restore_best:
-                raise ValueError(f"monitor {monitor!r} was not logged; logged keys: {sorted(state.logs)}")
-            if improved and restore_best:
-                best_state = snapshot(pair)
-            if improved:
-                checkpoint("best.pt")
-            if (state.epoch + 1) % checkpoint_every == 0 or state.stop or state.epoch + 1 == epochs:
-                checkpoint("last.pt")
-            if ckpt_dir is not None and main_process:
-                state.history.save(ckpt_dir / "history.json")
+            for cb in internal:  # early stopping, best state, checkpoints: on the epoch as recorded
+                cb.on_epoch_end(state)
             state.epoch += 1
     finally:
         pyro.enable_validation(was_validating)
@@ -483,9 +545,7 @@ def fit(
         restore_param_store(pending["param_store"])
     if isinstance(pair, nn.Module):
         pair.eval()
-    if restore_best and best_state is not None:
-        restore(pair, best_state)
-    for cb in callbacks:
+    for cb in [*internal, *callbacks]:  # the best state is back before the user's callbacks see the end
         cb.on_train_end(state)
     return state.history
 
