@@ -487,18 +487,3 @@ def unk_rate(tokens: torch.Tensor) -> float:
     """Share of the words of ``tokens (N, T)`` (not ``<bos>``, ``<eos>``, ``<pad>``) that are ``<unk>``."""
     words = (tokens != PAD_ID) & (tokens != BOS_ID) & (tokens != EOS_ID)
     return int((tokens == UNK_ID).sum()) / max(int(words.sum()), 1)
-
-
-def bucket_epoch_callback(loader: DataLoader):
-    """A :class:`pyro_lvm.Callback` that tells ``loader``'s bucket sampler the epoch ``fit`` is in."""
-    from ..callbacks import Callback
-
-    sampler = loader.batch_sampler
-    if not isinstance(sampler, BucketBatchSampler):
-        raise TypeError("the loader was not made by bucket_loader (its batch sampler is not a BucketBatchSampler)")
-
-    class BucketEpoch(Callback):
-        def on_epoch_begin(self, state) -> None:
-            sampler.set_epoch(state.epoch)
-
-    return BucketEpoch()

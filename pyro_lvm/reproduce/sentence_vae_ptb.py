@@ -34,7 +34,7 @@ import pyro
 import torch
 
 from ..checkpoint import set_seed
-from ..data.text import BucketBatchSampler, bucket_epoch_callback, bucket_loader
+from ..data.text import BucketBatchSampler, bucket_loader
 from ..tasks import sentence_vae as task
 from ..train import Callback, TimeLimit
 from . import Budget, Reproduction
@@ -131,13 +131,11 @@ def run_row(name: str, args: argparse.Namespace, data: dict, vocab_size: int) ->
     model = task.build(kind, row_args, vocab_size)
     loader = train_loader(data["train"], args)
     limit = [TimeLimit(args.time_limit, clock="wall")] if args.time_limit else []
-    if "pretrain_epochs" in extra:
-        extra["pretrain_callbacks"] = [bucket_epoch_callback(loader)]
     t0, c0 = time.perf_counter(), time.process_time()
     history = task.train_function(extra)(
         model, loader, task.eval_loader(data["valid"]), elbo=elbo, epochs=args.epochs, lr=args.lr,
         clip_norm=args.clip_norm, seed=args.seed, patience=args.patience, restore_best=True,
-        progress=args.progress, callbacks=[bucket_epoch_callback(loader), *callbacks, *limit], **extra)
+        progress=args.progress, callbacks=[*callbacks, *limit], **extra)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     t1, c1 = time.perf_counter(), time.process_time()

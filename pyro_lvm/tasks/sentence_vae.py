@@ -30,7 +30,7 @@ import torch
 
 from .. import runs
 from ..checkpoint import atomic_json_save, set_seed
-from ..data.text import (TextCorpus, Vocabulary, bucket_epoch_callback, bucket_loader, count_tokens, encode_sentences,
+from ..data.text import (TextCorpus, Vocabulary, bucket_loader, count_tokens, encode_sentences,
                          load_corpus, tokenize_text, unk_rate)
 from ..metrics import elbo_terms, log_likelihood
 from ..models.cnn_decoder import DECODERS, receptive_field_option
@@ -447,7 +447,7 @@ def _train(args: argparse.Namespace, out: Path, corpus: TextCorpus, vocab: Vocab
         loader = bucket_loader(data["train"], args.batch_size, seed=args.seed)
         bar = TrainingProgress(NAMES[kind], args.epochs, len(loader), enabled=args.progress)
         if "pretrain_epochs" in extra:  # Li et al.: the pretraining phase gets its own bar
-            extra["pretrain_callbacks"] = [bucket_epoch_callback(loader), TrainingProgress(
+            extra["pretrain_callbacks"] = [TrainingProgress(
                 f"{NAMES[kind]} (autoencoder pretraining)", extra["pretrain_epochs"], len(loader),
                 enabled=args.progress)]
         t0, c0 = time.perf_counter(), time.process_time()
@@ -455,7 +455,7 @@ def _train(args: argparse.Namespace, out: Path, corpus: TextCorpus, vocab: Vocab
                       model, loader, eval_loader(data["valid"]), elbo=elbo, epochs=args.epochs, lr=args.lr,
                       clip_norm=args.clip_norm, seed=args.seed, device=args.device, patience=args.patience,
                       restore_best=True, resume=args.resume, progress=False, checkpoint_dir=out / kind,
-                      callbacks=[bucket_epoch_callback(loader), *callbacks, bar], **extra)
+                      callbacks=[*callbacks, bar], **extra)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         model.cpu().eval()
         save_sentence_model(model, vocab, out / kind / "model.pt")
