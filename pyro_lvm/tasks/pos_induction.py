@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .. import runs, validation as V
-from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
+from ..checkpoint import atomic_json_save, atomic_torch_save, epoch_generator, load_checkpoint, load_module_state, set_seed
 from ..data.tagged_text import TaggedCorpus, corpus_from_sentences, read_tagged, word_features, word_shape
 from ..models.hmm import HMM, CategoricalEmission, FeatureCategoricalEmission
 from ..train import resolve_device
@@ -263,7 +263,7 @@ def run_adam(hmm: HMM, pairs: list, epochs: int, args: argparse.Namespace, repor
                             {"params": list(hmm.emission.parameters()), "lr": args.lr}])
     elbo, history = hmm.elbo(), []
     for epoch in range(epochs):
-        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        order = torch.randperm(len(pairs), generator=epoch_generator(seed, epoch))
         total = 0.0
         for i in order.tolist():
             opt.zero_grad()
