@@ -4,7 +4,7 @@ model on the same text; prior samples and VAE-vs-AE homotopies between two sente
     python examples/sentence_vae.py                                    # the showcase: a few minutes, offline
     python examples/sentence_vae.py --remedy none                      # the same, collapsed
     python examples/sentence_vae.py --corpus embedded --epochs 20      # all of the embedded Wikipedia sample
-    python examples/sentence_vae.py --corpus ../shared/data/ptb.zip    # Penn Treebank (bring your own copy)
+    python examples/sentence_vae.py --corpus DATA/ptb.zip    # Penn Treebank (bring your own copy)
     python examples/sentence_vae.py --decoder cnn --receptive-field small   # Yang et al.'s dilated CNN decoder
     python examples/sentence_vae.py --remedy pretrain+free-bits --pretrain-epochs 2   # Li et al. 2019's recipe
 
