@@ -36,6 +36,7 @@ BUDGETS = ("quick", "standard", "full")
 # name -> module defining REPRODUCTION (imported when the entry is used).
 ENTRIES: dict[str, str] = {
     "vae-mnist": "pyro_lvm.reproduce.vae_mnist",
+    "gumbel-mnist": "pyro_lvm.reproduce.discrete_mnist",
     "collapse-synthetic": "pyro_lvm.reproduce.collapse_synthetic:SMALL",
     "collapse-he": "pyro_lvm.reproduce.collapse_synthetic:HE",
     "ptb-table": "pyro_lvm.reproduce.sentence_vae_ptb",
