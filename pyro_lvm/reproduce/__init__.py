@@ -42,6 +42,7 @@ ENTRIES: dict[str, str] = {
     "ptb-table": "pyro_lvm.reproduce.sentence_vae_ptb",
     "prodlda-20ng": "pyro_lvm.reproduce.topic_20ng",
     "vae-overhead": "pyro_lvm.reproduce.vae_overhead",
+    "hmm-speed": "pyro_lvm.reproduce.hmm_speed",
     "sentence-vae-speed": "pyro_lvm.reproduce.sentence_vae_speed",
     "ddp-throughput": "pyro_lvm.reproduce.ddp_throughput",
 }
