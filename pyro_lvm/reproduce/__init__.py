@@ -43,6 +43,8 @@ ENTRIES: dict[str, str] = {
     "prodlda-20ng": "pyro_lvm.reproduce.topic_20ng",
     "vae-overhead": "pyro_lvm.reproduce.vae_overhead",
     "hmm-speed": "pyro_lvm.reproduce.hmm_speed",
+    "jsb-used-keys": "pyro_lvm.reproduce.jsb_family:USED_KEYS",
+    "jsb-all-keys": "pyro_lvm.reproduce.jsb_family:ALL_KEYS",
     "sentence-vae-speed": "pyro_lvm.reproduce.sentence_vae_speed",
     "ddp-throughput": "pyro_lvm.reproduce.ddp_throughput",
 }
