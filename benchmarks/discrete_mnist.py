@@ -2,205 +2,34 @@
 
 Reproduces the setting of Jang et al. (2017), Table 1 (VAE column, -ELBO in nats on
 binarized MNIST: SF 110.6, ST Gumbel 107.8, Gumbel-softmax 101.5 after full training) with a
-much smaller budget, and checks the *ordering*. Every estimator starts from the same
-initialisation (same seed), takes the same number of Adam steps on the same batches, and
-is evaluated by the same bound: the discrete model's -ELBO (exact categorical KL, one-hot
-samples) on the 10,000 validation images.
-
-Also times one training step of each estimator against a hand-written PyTorch step of the
-*same* estimator on the same networks (``F.gumbel_softmax``, BCE, closed-form KL for the
-relaxations; one-hot samples and the leave-one-out baseline for ``rloo``), interleaved,
-process CPU time, median ratios.
+much smaller budget, and checks the *ordering*; also times each estimator's step against a
+hand-written PyTorch step of the same estimator. The code is pyro_lvm/reproduce/discrete_mnist.py,
+shared with `pyro-lvm reproduce gumbel-mnist`.
 
     python benchmarks/discrete_mnist.py --data ../shared/data/binarized_mnist   # ~15 min, 1 core
+    python benchmarks/discrete_mnist.py --data ../shared/data/binarized_mnist --estimators gumbel --steps 40000 \
+        --timing-rounds 3 --out benchmarks/results/discrete_mnist_gumbel_long.json
     python benchmarks/discrete_mnist.py --data ../shared/data/binarized_mnist \
         --estimators rloo gumbel-rao straight-through gumbel --out benchmarks/results/discrete_mnist_unbiased.json
 
-Writes ``benchmarks/results/discrete_mnist.json``.
+Writes ``benchmarks/results/discrete_mnist.json`` (after every estimator, so a long run keeps
+what it has done).
 """
 
-from __future__ import annotations
-
-import argparse
-import math
-import statistics
 import sys
-import time
-from pathlib import Path
 
-import pyro
-import torch
-from torch.nn import functional as F
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pyro_lvm import fit  # noqa: E402
-from pyro_lvm.checkpoint import atomic_json_save, set_seed  # noqa: E402
-from pyro_lvm.data import load_binarized_mnist  # noqa: E402
-from pyro_lvm.infer.discrete import TemperatureAnnealing  # noqa: E402
-from pyro_lvm.infer.relaxed import conditional_gumbel, gumbel_noise  # noqa: E402
-from pyro_lvm.models.discrete_vae import CategoricalVAE  # noqa: E402
-from pyro_lvm.train import Callback  # noqa: E402
-
-# Jang et al. (2017), Table 1, VAE -ELBO on binarized MNIST (nats); our names for the columns.
-JANG_TABLE1 = {"score-function": 110.6, "straight-through": 107.8, "gumbel": 101.5}
+from pyro_lvm.checkpoint import atomic_json_save
+from pyro_lvm.reproduce.discrete_mnist import parser, run
 
 
-class StepTimer(Callback):
-    """Accumulates process CPU time spent inside training steps."""
-
-    def __init__(self) -> None:
-        self.cpu = 0.0
-        self._t = 0.0
-
-    def on_step_begin(self, state, batch) -> None:
-        self._t = time.process_time()
-
-    def on_step_end(self, state, batch, loss) -> None:
-        self.cpu += time.process_time() - self._t
-
-
-def train_one(estimator: str, data, args) -> dict:
-    set_seed(args.seed)
-    pyro.clear_param_store()
-    pair = CategoricalVAE(784, args.latents, args.classes, hidden=(512, 256), estimator=estimator)
-    timer = StepTimer()
-    epochs = max(1, math.ceil(args.steps * args.batch_size / len(data.train)))
-    train = data.train[: args.steps * args.batch_size] if epochs == 1 else data.train
-    curve = []
-
-    class Curve(Callback):
-        def on_epoch_end(self, state) -> None:
-            curve.append({"step": state.step, "cpu_s": timer.cpu, "temperature": state.elbo.temperature,
-                          "valid_neg_elbo_2k": float(pair.negative_elbo(data.valid[:2000]).mean())})
-
-    wall = time.perf_counter()
-    fit(pair, train, None, elbo=pair.objective(), epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, callbacks=[TemperatureAnnealing(args.anneal_rate, args.min_temperature), timer, Curve()],
-        validate="first")
-    wall = time.perf_counter() - wall
-    torch.manual_seed(1)
-    nelbo = torch.cat([pair.negative_elbo(x, num_samples=args.eval_samples) for x in data.valid.split(1000)])
-    return {"estimator": estimator, "valid_neg_elbo": float(nelbo.mean()),
-            "valid_neg_elbo_se": float(nelbo.std() / math.sqrt(len(nelbo))),
-            "steps": epochs * math.ceil(len(train) / args.batch_size),
-            "train_cpu_s": timer.cpu, "wall_s": wall, "curve": curve}
-
-
-# ----------------------------------------------------------------------------- timing
-
-def handwritten_loss(estimator, enc, dec, x, tau, n, k, rao_samples=10):
-    """The same estimator on the same networks in plain PyTorch (for timing)."""
-    logits = torch.log_softmax(enc(x).reshape(-1, n, k), -1)
-    kl = (logits.exp() * (logits + math.log(k))).sum()
-    if estimator in ("gumbel", "straight-through", "gumbel-rao"):
-        if estimator == "gumbel-rao":
-            with torch.no_grad():
-                index = (logits + gumbel_noise(logits.shape, logits)).argmax(-1)
-                hard = F.one_hot(index, k).to(logits.dtype)
-            noise = (conditional_gumbel(logits, hard, torch.Size([rao_samples])) - logits).detach()
-            soft = torch.softmax((logits + noise) / tau, -1).mean(0)
-            z = hard + soft - soft.detach()
-        else:
-            z = F.gumbel_softmax(logits, tau=tau, hard=estimator == "straight-through", dim=-1)
-        rec = F.binary_cross_entropy_with_logits(dec(z.reshape(len(x), -1)), x, reduction="sum")
-        return rec + kl
-    s = 2 if estimator == "rloo" else 1
-    with torch.no_grad():
-        z = F.one_hot(torch.distributions.Categorical(logits=logits).sample((s,)), k).to(logits.dtype)
-    rec = -F.binary_cross_entropy_with_logits(dec(z.reshape(s, len(x), -1)), x.expand(s, *x.shape),
-                                              reduction="none").sum(-1)
-    log_q = (z * logits).sum((-1, -2))
-    f = rec - n * math.log(k) - log_q
-    baseline = (f.sum(0) - f) / (s - 1) if s > 1 else 0.0
-    return -(f.mean(0).sum() + (log_q * (f - baseline).detach()).sum() / s)
-
-
-def time_steps(estimators, data, args) -> dict:
-    from pyro_lvm.models.networks import mlp
-
-    pyro.enable_validation(False)
-    x = data.train[: args.batch_size]
-    runners = {}
-
-    def runner(loss_fn, params):
-        opt = torch.optim.Adam(params, 1e-3, fused=True)
-
-        def run():
-            loss = loss_fn()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return run
-    for est in estimators:
-        pair = CategoricalVAE(784, args.latents, args.classes, estimator=est)
-        obj = pair.objective()
-        runners[est] = runner(lambda pair=pair, obj=obj: obj.differentiable_loss(pair.model, pair.guide, x),
-                              list(pair.parameters()))
-        enc = mlp([784, 512, 256, args.latents * args.classes])
-        dec = mlp([args.latents * args.classes, 256, 512, 784])
-        runners[f"handwritten {est}"] = runner(
-            lambda est=est, enc=enc, dec=dec: handwritten_loss(est, enc, dec, x, 1.0, args.latents, args.classes),
-            list(enc.parameters()) + list(dec.parameters()))
-    for run in runners.values():
-        for _ in range(5):
-            run()
-    times = {name: [] for name in runners}
-    for _ in range(args.timing_rounds):
-        for name, run in runners.items():
-            t = time.process_time()
-            for _ in range(10):
-                run()
-            times[name].append((time.process_time() - t) / 10 * 1000)
-    out = {}
-    for est in estimators:
-        ours, hw = times[est], times[f"handwritten {est}"]
-        out[est] = {"ms_per_step": statistics.median(ours), "handwritten_ms_per_step": statistics.median(hw),
-                    "ratio_vs_handwritten": statistics.median(o / h for o, h in zip(ours, hw))}
-    return out
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "binarized_mnist"))
-    p.add_argument("--estimators", nargs="+",
-                   default=["gumbel", "straight-through", "score-function", "score-function-baseline", "gumbel-concrete"])
-    p.add_argument("--latents", type=int, default=20)
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--steps", type=int, default=8000, help="Adam steps per estimator (equal budget)")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--anneal-rate", type=float, default=1.5e-4, help="tau = max(min, exp(-rate * step))")
-    p.add_argument("--min-temperature", type=float, default=0.5)
-    p.add_argument("--eval-samples", type=int, default=10)
-    p.add_argument("--timing-rounds", type=int, default=7)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "discrete_mnist.json"))
-    args = p.parse_args()
-    torch.set_num_threads(1)
-
-    data = load_binarized_mnist(args.data)
-    timing = time_steps(args.estimators, data, args)
-    print("timing", timing, flush=True)
-    results = []
-    for est in args.estimators:
-        r = train_one(est, data, args)
-        r["ms_per_step"] = timing[est]["ms_per_step"]
-        r["ratio_vs_handwritten"] = timing[est]["ratio_vs_handwritten"]
-        r["handwritten_ms_per_step"] = timing[est]["handwritten_ms_per_step"]
-        r["jang_table1"] = JANG_TABLE1.get(est)
-        results.append(r)
-        print(f"{est:>26s}  valid -ELBO {r['valid_neg_elbo']:.2f} ± {r['valid_neg_elbo_se']:.2f}  "
-              f"({r['steps']} steps, {r['train_cpu_s']:.0f} s CPU)", flush=True)
-        atomic_json_save({"config": vars(args), "threads": 1, "timing": timing, "results": results}, args.out)
-    order = [r["estimator"] for r in sorted(results, key=lambda r: r["valid_neg_elbo"])]
-    jang_order = [e for e in sorted(JANG_TABLE1, key=JANG_TABLE1.get) if e in order]
-    ours = [e for e in order if e in JANG_TABLE1]
-    atomic_json_save({"config": vars(args), "threads": 1, "timing": timing, "results": results,
-                      "order_best_first": order, "jang_order_reproduced": ours == jang_order}, args.out)
-    print("order (best first):", order, "| Jang ordering reproduced:", ours == jang_order)
+def main(args) -> dict:
+    command = {"command": "python " + " ".join(sys.argv)}
+    result = {**run(args, save=lambda partial: atomic_json_save({**partial, **command}, args.out)), **command}
+    atomic_json_save(result, args.out)
+    print("order (best first):", result["order_best_first"], "| Jang ordering reproduced:",
+          result["jang_order_reproduced"])
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    main(parser().parse_args())

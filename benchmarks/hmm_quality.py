@@ -21,7 +21,8 @@ it as written -- the logits of frame ``y_t`` computed from ``y_t`` itself -- and
 shifted by one, as its diagram and its ``pyro.markov`` twin (model 5) have it. The first is
 not a normalised model of ``y_t`` and its "NLL" keeps falling towards 0 with training.
 
-``jsb-family`` trains each variant of Pyro's ``examples/hmm.py`` (Obermeyer et al. 2019) with the
+``jsb-family`` (code and options: pyro_lvm/reproduce/jsb_family.py, shared with ``pyro-lvm reproduce
+jsb-used-keys`` / ``jsb-all-keys``) trains each variant of Pyro's ``examples/hmm.py`` (Obermeyer et al. 2019) with the
 task code: HMM and arHMM by Baum-Welch, FHMM, PFHMM, 2HMM (full and Raftery), nnHMM and the
 nnHMM whose keys also see the lower keys of their frame by Adam with early stopping on the
 validation NLL; it records test NLL and seconds per epoch (``--family-protocols``,
@@ -39,7 +40,6 @@ POS anchor (WSJ, 45 states, literature): EM-trained HMM about 62% many-to-one (J
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import time
@@ -56,27 +56,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyro_lvm.checkpoint import atomic_json_save  # noqa: E402
 from pyro_lvm.data.music import keep_used_keys, load_jsb_pickle, pad_rolls  # noqa: E402
-from pyro_lvm.tasks import hmm_chorales, pos_induction  # noqa: E402
+from pyro_lvm.reproduce.jsb_family import (JSB_FILE, chorales_run, jsb_path, parser, run_jsb_family,  # noqa: E402
+                                           task_args)
+from pyro_lvm.tasks import pos_induction  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def task_args(module, argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def chorales_run(data: Path, protocol: str, argv: list[str], out: str) -> dict:
-    """One run of the chorales task on JSB; its metrics with wall and CPU seconds and the arguments."""
-    args = task_args(hmm_chorales, [*argv, "--data-path", str(data / "jsb_chorales.pickle"), "--protocol", protocol,
-                                    "--no-figures", "--overwrite", "--out", out])
-    t0, c0 = time.perf_counter(), time.process_time()
-    metrics = hmm_chorales.main(args)
-    metrics.pop("train_nll_history")
-    metrics.update(wall_seconds=round(time.perf_counter() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1),
-                   args=argv)
-    return metrics
 
 
 def run_jsb(data: Path, quick: bool) -> dict:
@@ -90,7 +74,7 @@ def run_jsb(data: Path, quick: bool) -> dict:
     }
     for protocol in ("used-keys", "full"):
         for name, argv in configs.items():
-            runs[f"{protocol}/{name}"] = chorales_run(data, protocol, argv, f"/tmp/hmm_quality/{protocol}/{name}")
+            runs[f"{protocol}/{name}"] = chorales_run(data / JSB_FILE, protocol, argv, f"/tmp/hmm_quality/{protocol}/{name}")
             print(protocol, name, {k: runs[f"{protocol}/{name}"][k] for k in ("test_nll_per_step", "train_seconds")},
                   flush=True)
     return {"runs": runs, "reference": {"pyro_examples_hmm_model1_used_keys": 14.16,
@@ -220,39 +204,6 @@ def run_pos(data: Path, quick: bool, iterations: int, seeds: list[int], configs:
 
 # ----------------------------------------------------------------------------- the HMM family on JSB
 
-_ADAM = ["--trainer", "adam", "--iterations", "200", "--lr", "0.05", "--batch-size", "32", "--patience", "20"]
-_NEURAL = ["--emission", "neural", "--hidden", "48", "--iterations", "200", "--lr", "0.02", "--batch-size", "32",
-           "--patience", "25"]
-JSB_FAMILY = {
-    "hmm": ["--chain", "hmm", "--states", "16", "--trainer", "em", "--iterations", "100"],
-    "arhmm": ["--chain", "hmm", "--states", "16", "--emission", "autoregressive", "--trainer", "em",
-              "--iterations", "100"],
-    "fhmm": ["--chain", "fhmm", "--sizes", "4", "4", *_ADAM],
-    "pfhmm": ["--chain", "pfhmm", "--sizes", "4", "4", *_ADAM],
-    "2hmm": ["--chain", "2hmm", "--states", "16", *_ADAM],
-    "2hmm_raftery": ["--chain", "2hmm", "--states", "16", "--raftery", *_ADAM],
-    "nnhmm": ["--chain", "hmm", "--states", "16", *_NEURAL],
-    "nnhmm_within_frame": ["--chain", "hmm", "--states", "16", *_NEURAL, "--within-frame"],
-}
-
-
-def run_jsb_family(data: Path, protocols: list[str], variants: list[str], quick: bool = False) -> dict:
-    """Each variant of :data:`JSB_FAMILY` on each protocol through the chorales task; test NLL
-    per frame, seconds per epoch (per EM iteration), wall and CPU time."""
-    runs = {}
-    for protocol in protocols:
-        for name in variants:
-            argv = list(JSB_FAMILY[name])
-            if quick:  # a few iterations, to check the script runs
-                argv[argv.index("--iterations") + 1] = "2"
-            metrics = chorales_run(data, protocol, argv, f"/tmp/hmm_quality/family/{protocol}/{name}")
-            runs[f"{protocol}/{name}"] = metrics
-            print(protocol, name, {k: metrics[k] for k in ("test_nll_per_step", "iterations", "seconds_per_epoch")},
-                  flush=True)
-    return {"runs": runs, "reference": {"pyro_model7_shifted_used_keys": 7.58, "dmm_full": 6.87,
-                                        "hmm16_em_used_keys_previous": 8.21}}
-
-
 # ----------------------------------------------------------------------------- every POS emission on MASC
 
 _POS_EM = ["--iterations", "300", "--tol", "1e-5", "--restarts", "3", "--restart-iterations", "10"]
@@ -315,21 +266,7 @@ def run_pos_emissions(data: Path, emissions: list[str], seeds: list[int], quick:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", required=True, choices=["jsb", "pos", "pos-features", "pyro7", "jsb-family", "pos-emissions",
-                                                           "pos-variance"])
-    p.add_argument("--family-protocols", nargs="+", default=["used-keys", "full"], choices=["used-keys", "full"])
-    p.add_argument("--family-variants", nargs="+", default=list(JSB_FAMILY), choices=list(JSB_FAMILY))
-    p.add_argument("--pos-emissions", nargs="+", default=None,
-                   help=f"pos-emissions: some of {list(POS_EMISSIONS)}; pos-variance: some of {list(POS_VARIANCE)}")
-    p.add_argument("--tag", default="", help="suffix of the result file (a partial run of a part)")
-    p.add_argument("--data", default="../shared/data")
-    p.add_argument("--pos-iterations", type=int, default=None, help="default: 150 (pos), 100 (pos-features)")
-    p.add_argument("--pos-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--pyro7-steps", type=int, nargs="+", default=[50, 500],
-                   help="SVI step counts for --part pyro7 (50 is the example's default)")
-    p.add_argument("--quick", action="store_true", help="tiny settings, to check the script runs")
-    args = p.parse_args()
+    args = parser().parse_args()
     torch.set_num_threads(1)
     data = Path(args.data)
     if args.part == "jsb":
@@ -339,7 +276,7 @@ def main() -> None:
     elif args.part == "pos-features":
         result = run_pos(data, args.quick, args.pos_iterations or 100, args.pos_seeds, POS_FEATURE_CONFIGS)
     elif args.part == "jsb-family":
-        result = run_jsb_family(data, args.family_protocols, args.family_variants, args.quick)
+        result = run_jsb_family(jsb_path(args), args.family_protocols, args.family_variants, args.quick)
     elif args.part == "pos-emissions":
         result = run_pos_emissions(data, args.pos_emissions or list(POS_EMISSIONS), args.pos_seeds, args.quick)
     elif args.part == "pos-variance":

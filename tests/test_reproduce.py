@@ -22,7 +22,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 FULL_RESULTS = {"vae-mnist": "vae_mnist_quality.json", "collapse-synthetic": "collapse_synthetic.json",
                 "collapse-he": "collapse_synthetic_he.json", "ptb-table": "sentence_vae_ptb.json",
                 "prodlda-20ng": "topic_20ng.json", "vae-overhead": "vae_overhead.json",
-                "sentence-vae-speed": "sentence_vae_speed.json", "ddp-throughput": "ddp_throughput.json"}
+                "sentence-vae-speed": "sentence_vae_speed.json", "ddp-throughput": "ddp_throughput.json",
+                "gumbel-mnist": "discrete_mnist_gumbel_long.json", "hmm-speed": "hmm_speed.json",
+                "jsb-used-keys": "hmm_quality_jsb_family_used_keys.json",
+                "jsb-all-keys": "hmm_quality_jsb_family_full.json"}
 
 # Options that shrink a quick run to seconds (appended after the budget's, so they win).
 TINY = {
@@ -36,6 +39,10 @@ TINY = {
     "sentence-vae-speed": ["--rounds", "1", "--batches", "2", "--batch-size", "4", "--vocab", "200",
                            "--embed-dim", "8", "--hidden-dim", "8", "--z-dim", "2"],
     "ddp-throughput": ["--vae-images", "64", "--vae-epochs", "1", "--sentences", "32", "--rounds", "1"],
+    "gumbel-mnist": ["--steps", "30", "--timing-rounds", "1", "--latents", "4", "--classes", "3", "--eval-samples", "2"],
+    "hmm-speed": ["--states", "4", "--rounds", "1", "--markov-rounds", "1"],
+    "jsb-used-keys": ["--family-variants", "hmm"],
+    "jsb-all-keys": ["--family-variants", "nnhmm"],
 }
 
 
@@ -86,6 +93,14 @@ def test_full_budget_is_the_committed_benchmark_command(name):
                                                 * sum(int(_setup(r, r"\((\d+) tokens\)")) / speed
                                                       for speed in r["tokens_per_second"].values())),
                "ddp-throughput": lambda r: sum((x["total_s"] or x["train_s"]) * (x["rounds"] + 1) for x in r["rows"]),
+               "gumbel-mnist": lambda r: sum(x["train_cpu_s"] for x in r["results"]),
+               "jsb-used-keys": lambda r: sum(x["cpu_seconds"] for x in r["runs"].values()),
+               "jsb-all-keys": lambda r: sum(x["cpu_seconds"] for x in r["runs"].values()),
+               # every variant's median times its timed rounds, then the length scaling (same rounds)
+               "hmm-speed": lambda r: (sum(b["ms_per_pass"][v] * b["rounds"][v] for b in r["by_states"]
+                                           for v in b["ms_per_pass"])
+                                       + sum(r["length_scaling"]["ms_per_pass_by_steps"].values())
+                                       * r["by_states"][0]["rounds"]["handwritten"]) / 1000,
                }[name](committed)
     assert entry.budgets["full"].minutes == pytest.approx(seconds / 60, rel=0.25)
 

@@ -36,11 +36,15 @@ BUDGETS = ("quick", "standard", "full")
 # name -> module defining REPRODUCTION (imported when the entry is used).
 ENTRIES: dict[str, str] = {
     "vae-mnist": "pyro_lvm.reproduce.vae_mnist",
+    "gumbel-mnist": "pyro_lvm.reproduce.discrete_mnist",
     "collapse-synthetic": "pyro_lvm.reproduce.collapse_synthetic:SMALL",
     "collapse-he": "pyro_lvm.reproduce.collapse_synthetic:HE",
     "ptb-table": "pyro_lvm.reproduce.sentence_vae_ptb",
     "prodlda-20ng": "pyro_lvm.reproduce.topic_20ng",
     "vae-overhead": "pyro_lvm.reproduce.vae_overhead",
+    "hmm-speed": "pyro_lvm.reproduce.hmm_speed",
+    "jsb-used-keys": "pyro_lvm.reproduce.jsb_family:USED_KEYS",
+    "jsb-all-keys": "pyro_lvm.reproduce.jsb_family:ALL_KEYS",
     "sentence-vae-speed": "pyro_lvm.reproduce.sentence_vae_speed",
     "ddp-throughput": "pyro_lvm.reproduce.ddp_throughput",
 }
