@@ -178,10 +178,16 @@ def support_size(fn: Any) -> float:
     return float(k) ** m
 
 
-def guide_latents(guide: Callable, args: tuple, kwargs: dict) -> tuple[dict[str, Any], list[str]]:
-    """``({discrete site: fn} in guide order, [continuous latent sites])`` from one guide run."""
+def _guide_trace(guide: Callable, args: tuple, kwargs: dict) -> Any:
+    """One run of the guide that leaves no trace (see :func:`side_trace`)."""
     with side_trace():
-        trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        return poutine.trace(guide).get_trace(*args, **kwargs)
+
+
+def guide_latents(guide: Callable, args: tuple, kwargs: dict, trace: Any = None) -> tuple[dict[str, Any], list[str]]:
+    """``({discrete site: fn} in guide order, [continuous latent sites])`` from one guide run
+    (``trace``, when the caller has one)."""
+    trace = trace if trace is not None else _guide_trace(guide, args, kwargs)
     discrete, continuous = {}, []
     for name, site in latent_sites(trace):
         if site_family(site["fn"]) is not None:
@@ -189,13 +195,6 @@ def guide_latents(guide: Callable, args: tuple, kwargs: dict) -> tuple[dict[str,
         else:
             continuous.append(name)
     return discrete, continuous
-
-
-def _marks_enumeration(guide: Callable, args: tuple, kwargs: dict) -> bool:
-    """Whether the guide marks a latent site for enumeration (``config_enumerate``)."""
-    with side_trace():
-        trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    return any(enumeration_mark(site) for site in trace.nodes.values())
 
 
 def estimator_applicability(model: Callable, guide: Callable, *args: Any, max_enum_size: float = 1e5,
@@ -489,11 +488,11 @@ class DiscreteELBO:
     def _handles(self, name: str, fn: Any) -> bool:
         return (self.sites is None or name in self.sites) and site_family(fn) in self.info.families
 
-    def _check_sites(self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    def _check_sites(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, trace: Any = None
                      ) -> tuple[list[str], dict[str, Any]]:
         """``(the guide's discrete sites this estimator handles, in order, {discrete site: fn})``;
-        refuses the sites it cannot handle."""
-        discrete, continuous = guide_latents(guide, args, kwargs)
+        refuses the sites it cannot handle. ``trace``: a guide trace the caller already has."""
+        discrete, continuous = guide_latents(guide, args, kwargs, trace)
         for name in self.sites or []:
             if name in continuous:
                 raise ValueError(f"site {name!r} is not discrete: the {self.estimator!r} estimator applies to "
@@ -547,9 +546,11 @@ class DiscreteELBO:
                         raise ValueError(f"the guide's discrete sites change from one call to the next (site {e}); "
                                          f"{self.estimator!r} needs the same discrete sites in every run") from None
         if not self._checked:
-            self._check_sites(model, guide, args, kwargs)
+            trace = _guide_trace(guide, args, kwargs)
+            self._check_sites(model, guide, args, kwargs, trace)
             # The plain score function rewrites nothing, unless the guide marks sites for enumeration.
-            self._rewrite = self.estimator != "score-function" or _marks_enumeration(guide, args, kwargs)
+            self._rewrite = (self.estimator != "score-function"
+                             or any(enumeration_mark(site) for site in trace.nodes.values()))
             self._checked = True
         if self._rewrite:
             model, guide = self.wrap(model, guide)

@@ -21,24 +21,11 @@ from typing import Any, Callable
 from ..validation import non_negative_int, non_negative_number, positive_int, positive_number
 
 
-def _number(value: Any, name: str, strict: bool = False) -> float:
-    return (positive_number if strict else non_negative_number)(name, value)
-
-
-def _steps(value: Any, name: str = "steps") -> int:
-    return positive_int(name, value)
-
-
-def _check_step(step: Any) -> int:
-    return non_negative_int("step", step)
-    return step
-
-
 class Schedule:
     """Base class: ``schedule(step) -> float``."""
 
     def __call__(self, step: int) -> float:
-        return self.weight(_check_step(step))
+        return self.weight(non_negative_int("step", step))
 
     def weight(self, step: int) -> float:
         raise NotImplementedError
@@ -50,7 +37,7 @@ class Schedule:
 
 class Constant(Schedule):
     def __init__(self, value: float = 1.0):
-        self.value = _number(value, "value")
+        self.value = non_negative_number("value", value)
 
     def weight(self, step: int) -> float:
         return self.value
@@ -58,8 +45,8 @@ class Constant(Schedule):
 
 class Linear(Schedule):
     def __init__(self, steps: int, start: float = 0.0, end: float = 1.0):
-        self.steps = _steps(steps)
-        self.start, self.end = _number(start, "start"), _number(end, "end")
+        self.steps = positive_int("steps", steps)
+        self.start, self.end = non_negative_number("start", start), non_negative_number("end", end)
 
     def weight(self, step: int) -> float:
         t = min(1.0, step / self.steps)
@@ -68,9 +55,9 @@ class Linear(Schedule):
 
 class Sigmoid(Schedule):
     def __init__(self, steps: int, start: float = 0.0, end: float = 1.0, rate: float | None = None):
-        self.steps = _steps(steps)
-        self.start, self.end = _number(start, "start"), _number(end, "end")
-        self.rate = 10.0 / self.steps if rate is None else _number(rate, "rate", strict=True)
+        self.steps = positive_int("steps", steps)
+        self.start, self.end = non_negative_number("start", start), non_negative_number("end", end)
+        self.rate = 10.0 / self.steps if rate is None else positive_number("rate", rate)
 
     def weight(self, step: int) -> float:
         x = self.rate * (step - self.steps / 2)
@@ -80,12 +67,12 @@ class Sigmoid(Schedule):
 
 class Cyclical(Schedule):
     def __init__(self, period: int, cycles: int = 4, ratio: float = 0.5, start: float = 0.0, end: float = 1.0):
-        self.period = _steps(period, "period")
-        self.cycles = _steps(cycles, "cycles")
-        self.ratio = _number(ratio, "ratio", strict=True)
+        self.period = positive_int("period", period)
+        self.cycles = positive_int("cycles", cycles)
+        self.ratio = positive_number("ratio", ratio)
         if self.ratio > 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
-        self.start, self.end = _number(start, "start"), _number(end, "end")
+        self.start, self.end = non_negative_number("start", start), non_negative_number("end", end)
 
     def weight(self, step: int) -> float:
         if step >= self.period * self.cycles:
