@@ -11,10 +11,13 @@
     pyro-lvm compare RUN [RUN ...]        configurations, final metrics and learning curves of runs
     pyro-lvm reproduce NAME               re-run a published figure pyro_lvm tracks (--list)
 
-``train MODEL`` runs the same code as ``examples/MODEL.py`` (see :mod:`pyro_lvm.tasks`).
-The verbs that act on a run folder read ``RUN/config.json`` to find the task that wrote it;
-a task that has no such verb says in ``NOT_APPLICABLE`` why it does not apply.
-Extra verbs come from tasks that define ``add_<verb>_arguments`` and ``cli_<verb>``.
+``train MODEL`` runs the task of that name in :data:`pyro_lvm.tasks.REGISTRY`. The verbs
+that act on a run folder read ``RUN/config.json`` to find the task that wrote it; a task that
+has no such verb says in ``NOT_APPLICABLE`` why it does not apply.
+
+Every verb is one entry of :data:`VERBS`: a function adding its options to its parser and a
+function running it, which returns a dict (printed as JSON) or text (printed as it is). Add a
+verb by adding an entry.
 
 The error contract: every failure prints one ``pyro-lvm: error: ...`` line on stderr (no
 traceback; set ``PYRO_LVM_TRACEBACK=1`` to see one) and exits with status 2.
@@ -29,17 +32,14 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, NoReturn, Sequence
 
 from . import tracking
-from .tasks import TASKS, add_threads_argument, load_task
+from .tasks import TASKS, add_threads_argument, canonical, load_task
 
-RUN_VERBS = ("evaluate", "sample", "interpolate")
-# Verbs provided by task modules: verb -> task name.
-EXTRA_VERBS = {"compare-estimators": "compare_estimators"}
 PROG = "pyro-lvm"
-# Verbs of their own modules (add_arguments(parser), run(args) -> the text to print): verb -> module.
-TOOL_VERBS = {"compare": "pyro_lvm.compare", "reproduce": "pyro_lvm.reproduce"}
+RUN_VERBS = ("evaluate", "sample", "interpolate")
 
 
 class CommandError(Exception):
@@ -97,31 +97,27 @@ def _not_applicable(task: str, module: Any, verb: str) -> str:
     return f"'{verb}' does not apply to a {task} run" + (f": {reason}" if reason else "")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import validation
+def _task_options(parser: argparse.ArgumentParser, module: Any) -> None:
+    """A task's own options, then the ones every task run shares."""
+    module.add_arguments(parser)
+    tracking.add_arguments(parser)
+    add_threads_argument(parser)
 
-    parser = Parser(prog=PROG, description="Latent-variable models in Pyro.")
-    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
 
-    demo = verbs.add_parser("demo", help="train the VAE and autoencoder on scikit-learn's digits (offline); "
-                                         "'demo sentence': the sentence VAE showcase")
-    load_task("vae").add_arguments(demo)
-    tracking.add_arguments(demo)
-    add_threads_argument(demo)
+def _demo_arguments(demo: argparse.ArgumentParser) -> None:
+    _task_options(demo, load_task("vae"))
     showcases = demo.add_subparsers(dest="showcase", metavar="{sentence}", parser_class=Parser)
     try:
         sentence_task = load_task("sentence_vae")
     except ImportError as e:  # an optional dependency is missing: say so when it is used
         showcases.add_parser("sentence", help=f"(unavailable: {e})")
-    else:
-        sentence = showcases.add_parser("sentence", help=summary(sentence_task),
-                                        description=sentence_task.SHOWCASE)
-        sentence_task.add_arguments(sentence)
-        tracking.add_arguments(sentence)
-        add_threads_argument(sentence)
-        sentence.set_defaults(out="runs/demo_sentence")
+        return
+    sentence = showcases.add_parser("sentence", help=summary(sentence_task), description=sentence_task.SHOWCASE)
+    _task_options(sentence, sentence_task)
+    sentence.set_defaults(out="runs/demo_sentence")
 
-    train = verbs.add_parser("train", help="train a model (pyro-lvm train MODEL --help) or your own pair (pyro-lvm train FILE.py:FUNCTION)")
+
+def _train_arguments(train: argparse.ArgumentParser) -> None:
     models = train.add_subparsers(dest="task", required=True, metavar="MODEL", parser_class=Parser)
     for name in sorted(TASKS):
         aliases = [name.replace("_", "-")] if "_" in name else []  # train ss-vae == train ss_vae
@@ -130,52 +126,118 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError as e:  # an optional dependency is missing: say so when it is used
             models.add_parser(name, aliases=aliases, help=f"(unavailable: {e})")
             continue
-        sub = models.add_parser(name, aliases=aliases, help=summary(module), description=summary(module))
-        module.add_arguments(sub)
-        tracking.add_arguments(sub)
-        add_threads_argument(sub)
+        _task_options(models.add_parser(name, aliases=aliases, help=summary(module), description=summary(module)),
+                      module)
 
-    for verb in RUN_VERBS:
-        sub = verbs.add_parser(verb, help=f"{verb} a trained run folder")
-        sub.add_argument("run", help="run folder written by 'pyro-lvm train'")
-        sub.add_argument("--seed", type=validation.seed_rule.cli, default=0, help="seed of every random draw")
-        if verb == "evaluate":
-            sub.add_argument("--samples", type=validation.positive_int.cli, default=1000,
-                             help="importance samples per datapoint (the ELBO uses one draw; see elbo_samples)")
-            sub.add_argument("--split", default=None, choices=["train", "valid", "test"],
-                             help="default: the task's held-out split (test; valid for a pair run, which holds out one part)")
-        if verb == "sample":
-            sub.add_argument("-n", "--num", type=validation.positive_int.cli, default=32)
-            sub.add_argument("--out", default=None, help="output path (default: a file in RUN)")
-        if verb == "interpolate":
-            sub.add_argument("--a", type=validation.non_negative_int.cli, default=0, help="index of the first test input")
-            sub.add_argument("--b", type=validation.non_negative_int.cli, default=1, help="index of the second test input")
-            sub.add_argument("--sentences", nargs=2, default=None, help="two sentences (text models only)")
-            sub.add_argument("--steps", type=validation.Integer(2).cli, default=8)
-            sub.add_argument("--out", default=None, help="PNG path (image models)")
 
-    from .tasks import inspect_task
+def _run_folder_arguments(sub: argparse.ArgumentParser) -> None:
+    from . import validation
 
-    inspect = verbs.add_parser("inspect", help="table of a model's variables (observed/latent, random/deterministic, guide)")
-    inspect_task.add_inspect_arguments(inspect)
+    sub.add_argument("run", help="run folder written by 'pyro-lvm train'")
+    sub.add_argument("--seed", type=validation.seed_rule.cli, default=0, help="seed of every random draw")
 
-    upgrade = verbs.add_parser("upgrade", help="rewrite a run folder's format-1 checkpoints in the current safe format")
-    upgrade.add_argument("run", help="run folder (every *.pt below it is checked)")
 
-    for verb, task in EXTRA_VERBS.items():
-        if task not in TASKS:
-            continue
-        module = load_task(task)
-        sub = verbs.add_parser(verb, help=summary(module))
-        getattr(module, f"add_{verb.replace('-', '_')}_arguments")(sub)
-        add_threads_argument(sub)
+def _evaluate_arguments(sub: argparse.ArgumentParser) -> None:
+    from . import validation
 
-    for verb, path in TOOL_VERBS.items():
-        module = importlib.import_module(path)
-        module.add_arguments(verbs.add_parser(verb, help=re.sub(r"^``[^`]*``:\s*", "", summary(module)),
-                                              description=module.__doc__,
-                                              formatter_class=_DescribedDefaults))
+    _run_folder_arguments(sub)
+    sub.add_argument("--samples", type=validation.positive_int.cli, default=1000,
+                     help="importance samples per datapoint (the ELBO uses one draw; see elbo_samples)")
+    sub.add_argument("--split", default=None, choices=["train", "valid", "test"],
+                     help="default: the task's held-out split (test; valid for a pair run, which holds out one part)")
+
+
+def _sample_arguments(sub: argparse.ArgumentParser) -> None:
+    from . import validation
+
+    _run_folder_arguments(sub)
+    sub.add_argument("-n", "--num", type=validation.positive_int.cli, default=32)
+    sub.add_argument("--out", default=None, help="output path (default: a file in RUN)")
+
+
+def _interpolate_arguments(sub: argparse.ArgumentParser) -> None:
+    from . import validation
+
+    _run_folder_arguments(sub)
+    sub.add_argument("--a", type=validation.non_negative_int.cli, default=0, help="index of the first test input")
+    sub.add_argument("--b", type=validation.non_negative_int.cli, default=1, help="index of the second test input")
+    sub.add_argument("--sentences", nargs=2, default=None, help="two sentences (text models only)")
+    sub.add_argument("--steps", type=validation.Integer(2).cli, default=8)
+    sub.add_argument("--out", default=None, help="PNG path (image models)")
+
+
+def _upgrade_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("run", help="run folder (every *.pt below it is checked)")
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One ``pyro-lvm`` verb.
+
+    Attributes:
+        arguments: ``"module:function"`` adding the verb's options to its parser.
+        run: ``"module:function"`` running it on the parsed arguments; it returns a dict
+            (printed as JSON) or text (printed as it is).
+        help: the line in ``pyro-lvm --help``; None: the first sentence of ``run``'s module.
+        described: show ``run``'s module docstring as the verb's ``--help`` description.
+    """
+
+    arguments: str
+    run: str
+    help: str | None = None
+    described: bool = False
+
+    def function(self, which: str) -> Callable:
+        module, name = getattr(self, which).split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+VERBS: dict[str, Verb] = {
+    "demo": Verb("pyro_lvm.cli:_demo_arguments", "pyro_lvm.cli:_demo",
+                 "train the VAE and autoencoder on scikit-learn's digits (offline); 'demo sentence': the sentence VAE "
+                 "showcase"),
+    "train": Verb("pyro_lvm.cli:_train_arguments", "pyro_lvm.cli:_train",
+                  "train a model (pyro-lvm train MODEL --help) or your own pair (pyro-lvm train FILE.py:FUNCTION)"),
+    "evaluate": Verb("pyro_lvm.cli:_evaluate_arguments", "pyro_lvm.cli:_run_verb", "evaluate a trained run folder"),
+    "sample": Verb("pyro_lvm.cli:_sample_arguments", "pyro_lvm.cli:_run_verb", "sample a trained run folder"),
+    "interpolate": Verb("pyro_lvm.cli:_interpolate_arguments", "pyro_lvm.cli:_run_verb",
+                        "interpolate a trained run folder"),
+    "inspect": Verb("pyro_lvm.tasks.inspect_task:add_inspect_arguments", "pyro_lvm.tasks.inspect_task:cli_inspect",
+                    "table of a model's variables (observed/latent, random/deterministic, guide)"),
+    "upgrade": Verb("pyro_lvm.cli:_upgrade_arguments", "pyro_lvm.cli:_upgrade",
+                    "rewrite a run folder's format-1 checkpoints in the current safe format"),
+    "compare-estimators": Verb("pyro_lvm.cli:_compare_estimators_arguments",
+                               "pyro_lvm.tasks.compare_estimators:cli_compare_estimators"),
+    "compare": Verb("pyro_lvm.compare:add_arguments", "pyro_lvm.compare:run", described=True),
+    "reproduce": Verb("pyro_lvm.reproduce:add_arguments", "pyro_lvm.reproduce:run", described=True),
+}
+
+
+def _compare_estimators_arguments(sub: argparse.ArgumentParser) -> None:
+    load_task("compare_estimators").add_compare_estimators_arguments(sub)
+    add_threads_argument(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog=PROG, description="Latent-variable models in Pyro.")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
+    for name, verb in VERBS.items():
+        module = sys.modules.get(verb.run.split(":")[0]) or importlib.import_module(verb.run.split(":")[0])
+        help_line = verb.help or re.sub(r"^``[^`]*``:\s*", "", summary(module))
+        extra = {"description": module.__doc__, "formatter_class": _DescribedDefaults} if verb.described else {}
+        verb.function("arguments")(verbs.add_parser(name, help=help_line, **extra))
     return parser
+
+
+def _demo(args: argparse.Namespace) -> Any:
+    if getattr(args, "showcase", None) == "sentence":
+        task = load_task("sentence_vae")
+        return task.report(_tracked(args, "sentence_vae", task.main))  # a report, not JSON
+    return _tracked(args, "demo", load_task("vae").main)
+
+
+def _train(args: argparse.Namespace) -> Any:
+    return _tracked(args, canonical(args.task), load_task(args.task).main)
 
 
 def _run_verb(args: argparse.Namespace) -> Any:
@@ -254,27 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        if args.verb == "demo" and getattr(args, "showcase", None) == "sentence":
-            task = load_task("sentence_vae")
-            print(task.report(_tracked(args, "sentence_vae", task.main)), end="")  # a report, not JSON
-            return 0
-        if args.verb == "demo":
-            result = _tracked(args, "demo", load_task("vae").main)
-        elif args.verb == "train":
-            result = _tracked(args, args.task.replace("-", "_"), load_task(args.task).main)
-        elif args.verb in TOOL_VERBS:
-            print(importlib.import_module(TOOL_VERBS[args.verb]).run(args))
-            return 0
-        elif args.verb == "inspect":
-            from .tasks import inspect_task
-
-            result = inspect_task.cli_inspect(args)
-        elif args.verb == "upgrade":
-            result = _upgrade(args)
-        elif args.verb in RUN_VERBS:
-            result = _run_verb(args)
-        else:
-            result = getattr(load_task(EXTRA_VERBS[args.verb]), f"cli_{args.verb.replace('-', '_')}")(args)
+        result = VERBS[args.verb].function("run")(args)
     except KeyboardInterrupt:
         print(f"{PROG}: error: interrupted", file=sys.stderr)
         return 130
@@ -286,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             line = f"{type(e).__name__}: {line} (unexpected; set PYRO_LVM_TRACEBACK=1 to see where it happened)"
         print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str))
+    print(result if isinstance(result, str) else json.dumps(result, indent=2, default=str),
+          end="" if isinstance(result, str) and result.endswith("\n") else "\n")
     return 0
 
 

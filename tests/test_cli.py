@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Tiny training settings per task: seconds each.
 TRAIN = {
     "vae": ["--epochs", "1", "--hidden", "8", "--z-dim", "2", "--samples", "3", "--no-figures"],
-    "gumbel_vae": ["--epochs", "1", "--latents", "2", "--classes", "3", "--hidden", "8", "--samples", "3",
+    "categorical_vae": ["--epochs", "1", "--latents", "2", "--classes", "3", "--hidden", "8", "--samples", "3",
                    "--eval-samples", "1", "--no-figures"],
     "ss_vae": ["--epochs", "1", "--labels", "20", "--z-dim", "2", "--hidden", "8", "--no-figures"],
     "prodlda": ["--epochs", "1", "--topics", "3", "--hidden", "8", "--samples", "3", "--draws", "10", "--quiet",
@@ -48,7 +48,7 @@ TRAIN = {
 # What each verb does on each task's run: 0 = works, 2 = refused in one line ("does not apply").
 WORKS = {
     "vae": {"evaluate", "sample", "interpolate"}, "sentence_vae": {"evaluate", "sample", "interpolate"},
-    "gumbel_vae": {"evaluate", "sample"}, "ss_vae": {"evaluate", "sample"}, "hmm_chorales": {"evaluate", "sample"},
+    "categorical_vae": {"evaluate", "sample"}, "ss_vae": {"evaluate", "sample"}, "hmm_chorales": {"evaluate", "sample"},
     "pos_induction": {"evaluate", "sample"}, "collapse": {"evaluate"}, "prodlda": {"evaluate"}, "lda": {"evaluate"},
     "compare_estimators": set(), "symbol_sequences": {"evaluate", "sample"}, "pair": {"evaluate"},
 }

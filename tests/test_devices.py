@@ -13,7 +13,8 @@ import torch
 
 from pyro_lvm import fit
 from pyro_lvm.base import batch_args, batch_to
-from pyro_lvm.tasks.inspect_task import INSPECTABLE, build_example
+from pyro_lvm.tasks import INSPECTABLE
+from pyro_lvm.tasks.inspect_task import build_example
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"))]
 

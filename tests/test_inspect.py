@@ -14,7 +14,8 @@ from pyro_lvm.inspect import InspectionError, inspect_model, inspect_pair, rende
 from pyro_lvm.models import PPCA, VAE, Autoencoder
 from pyro_lvm.models.seq2seq_quiz import AttentionSeq2Seq
 from pyro_lvm.psis import pareto_khat, psis_khat, psis_report, psis_summary
-from pyro_lvm.tasks.inspect_task import INSPECTABLE, add_inspect_arguments, build_example, cli_inspect
+from pyro_lvm.tasks import INSPECTABLE
+from pyro_lvm.tasks.inspect_task import add_inspect_arguments, build_example, cli_inspect
 
 
 def test_vae_z_is_latent_continuous_reparameterised_and_x_observed():
@@ -163,7 +164,7 @@ def test_grouped_merges_identical_per_step_sites_only():
 
 
 def test_seq2seq_quiz_answers():
-    pair, batch, options = build_example("seq2seq-quiz")
+    pair, batch, options = build_example("attention-seq2seq")
     report = inspect_pair(pair, batch, **options)
     answers = {r.name: ("observed" if r.observed else "latent", "random" if r.random else "deterministic")
                for r in report}

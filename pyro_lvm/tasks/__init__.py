@@ -1,4 +1,4 @@
-"""Runnable tasks: the code behind each ``examples/*.py`` script and ``pyro-lvm`` command.
+"""Runnable tasks, and the one registry of the names the ``pyro-lvm`` command knows.
 
 Each task module defines:
 
@@ -6,38 +6,85 @@ Each task module defines:
 * ``main(args) -> dict``: trains/evaluates, writes its outputs under ``args.out`` and returns
   the metrics it wrote to ``args.out/metrics.json``.
 
-``TASKS`` maps a name used on the command line (``pyro-lvm train NAME``) to its module; the
-name is the example script's (``examples/NAME.py``), and ``-`` may stand for ``_``.
-An example script is three lines over its task: build the parser, parse, call ``main``.
+:data:`REGISTRY` maps each name to what it stands for: the task behind ``pyro-lvm train NAME``,
+the tiny example pair behind ``pyro-lvm inspect NAME``, or both. A model's name is the one its
+class, module, task, command and docs use (``categorical_vae``: ``CategoricalVAE`` in
+``models/categorical_vae.py``); on the command line ``-`` may stand for ``_``. Add a model or a
+task by adding an entry.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any, Callable
 
-TASKS: dict[str, str] = {
-    "vae": "pyro_lvm.tasks.vae",
-    "sentence_vae": "pyro_lvm.tasks.sentence_vae",
-    "symbol_sequences": "pyro_lvm.tasks.symbol_sequences",
-    "gumbel_vae": "pyro_lvm.tasks.gumbel_vae",
-    "ss_vae": "pyro_lvm.tasks.ss_vae",
-    "compare_estimators": "pyro_lvm.tasks.compare_estimators",
-    "hmm_chorales": "pyro_lvm.tasks.hmm_chorales",
-    "pos_induction": "pyro_lvm.tasks.pos_induction",
-    "collapse": "pyro_lvm.tasks.collapse",
-    "prodlda": "pyro_lvm.tasks.topic",
-    "lda": "pyro_lvm.tasks.topic",
-    "pair": "pyro_lvm.tasks.pair",
+
+@dataclass(frozen=True)
+class Entry:
+    """What a name stands for.
+
+    Attributes:
+        task: the module behind ``pyro-lvm train NAME`` (``add_arguments`` + ``main``), or None.
+        example: ``"module:function"``, a function of no arguments returning ``(pair, batch)``
+            or ``(pair, batch, inspect options)`` for ``pyro-lvm inspect NAME``, or None.
+    """
+
+    task: str | None = None
+    example: str | None = None
+
+
+_EXAMPLES = "pyro_lvm.tasks.inspect_task"
+REGISTRY: dict[str, Entry] = {
+    "vae": Entry("pyro_lvm.tasks.vae", f"{_EXAMPLES}:vae_example"),
+    "autoencoder": Entry(None, f"{_EXAMPLES}:autoencoder_example"),  # trained next to the VAE by `train vae`
+    "ppca": Entry(None, f"{_EXAMPLES}:ppca_example"),
+    "attention_seq2seq": Entry(None, f"{_EXAMPLES}:attention_seq2seq_example"),
+    "categorical_mixture": Entry(None, f"{_EXAMPLES}:categorical_mixture_example"),
+    "categorical_vae": Entry("pyro_lvm.tasks.gumbel_vae", f"{_EXAMPLES}:categorical_vae_example"),
+    "ss_vae": Entry("pyro_lvm.tasks.ss_vae", f"{_EXAMPLES}:ss_vae_example"),
+    "sentence_vae": Entry("pyro_lvm.tasks.sentence_vae", f"{_EXAMPLES}:sentence_vae_example"),
+    "sequence_vae": Entry(None, f"{_EXAMPLES}:sequence_vae_example"),
+    "symbol_sequences": Entry("pyro_lvm.tasks.symbol_sequences"),
+    "hmm": Entry(None, f"{_EXAMPLES}:hmm_example"),
+    "hmm_chorales": Entry("pyro_lvm.tasks.hmm_chorales"),
+    "pos_induction": Entry("pyro_lvm.tasks.pos_induction"),
+    "prodlda": Entry("pyro_lvm.tasks.topic", f"{_EXAMPLES}:prodlda_example"),
+    "lda": Entry("pyro_lvm.tasks.topic", f"{_EXAMPLES}:lda_example"),
+    "collapse": Entry("pyro_lvm.tasks.collapse"),
+    "compare_estimators": Entry("pyro_lvm.tasks.compare_estimators"),
+    "pair": Entry("pyro_lvm.tasks.pair"),
 }
+# The names that have a task (``pyro-lvm train NAME``) or an example (``pyro-lvm inspect NAME``).
+TASKS: dict[str, str] = {name: e.task for name, e in REGISTRY.items() if e.task}
+INSPECTABLE: tuple[str, ...] = tuple(name for name, e in REGISTRY.items() if e.example)
+# Names of earlier versions: their run folders' config.json and their users' commands still work.
+RENAMED = {"gumbel_vae": "categorical_vae", "ae": "autoencoder", "mixture": "categorical_mixture", "ssvae": "ss_vae",
+           "seq2seq_quiz": "attention_seq2seq"}
+
+
+def canonical(name: str) -> str:
+    """The registry's spelling of a name given on the command line or in an old run folder."""
+    name = name.replace("-", "_")
+    return RENAMED.get(name, name)
 
 
 def load_task(name: str) -> ModuleType:
     """Import the module behind a task name, or raise ``ValueError`` listing the known names."""
-    name = name.replace("-", "_")
-    if name not in TASKS:
+    entry = REGISTRY.get(canonical(name))
+    if entry is None or entry.task is None:
         raise ValueError(f"unknown model/task {name!r}; known: {', '.join(sorted(TASKS))}")
-    return importlib.import_module(TASKS[name])
+    return importlib.import_module(entry.task)
+
+
+def load_example(name: str) -> Callable[[], tuple[Any, ...]]:
+    """The example builder behind ``pyro-lvm inspect NAME``, or ``ValueError`` listing the names."""
+    entry = REGISTRY.get(canonical(name))
+    if entry is None or entry.example is None:
+        raise ValueError(f"no inspectable model named {name!r}; known: {', '.join(INSPECTABLE)}")
+    module, function = entry.example.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def add_threads_argument(parser) -> None:

@@ -6,7 +6,7 @@ digits) or on your own pair: ``--pair my_file.py:make`` where ``make()`` returns
 ``(pair, batch)``. Writes ``table.md``, ``table.csv``, ``comparison.json``, ``metrics.json``
 and plots (variance and bias against temperature, ELBO against time) under ``--out``.
 
-    pyro-lvm compare-estimators --model mixture --classes 10 --repeats 200
+    pyro-lvm compare-estimators --model categorical-mixture --classes 10 --repeats 200
     pyro-lvm compare-estimators --pair my_pair.py:make --estimators rloo disarm gumbel
 """
 
@@ -27,15 +27,16 @@ from ..infer.estimators import compare_estimators
 from ..train import resolve_device
 from .user_pair import SPEC_HELP, load_user_pair
 
-from . import run_options
+from . import canonical, run_options
 
-MODELS = ("mixture", "categorical-vae")
+MODELS = ("categorical_mixture", "categorical_vae")  # registry names (pyro_lvm.tasks.REGISTRY)
 _RESULTS = "it measures gradient estimators and trains no model to reuse; its results are table.md and comparison.json"
 NOT_APPLICABLE = {"evaluate": _RESULTS, "sample": _RESULTS, "interpolate": _RESULTS}
 
 
 def add_compare_estimators_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="mixture", choices=MODELS, help="built-in pair to compare on")
+    p.add_argument("--model", default="categorical_mixture", type=canonical, choices=MODELS,
+                   help="built-in pair to compare on")
     p.add_argument("--pair", default=None, metavar="FILE.py:FUNCTION",
                    help=f"{SPEC_HELP}; overrides --model")
     p.add_argument("--estimators", nargs="+", default=None, choices=list(ESTIMATORS),
@@ -67,7 +68,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str]:
     if args.pair:
         pair, batch = load_user_pair(args.pair)
         return pair, batch, args.pair
-    if args.model == "mixture":
+    if args.model == "categorical_mixture":
         from ..models.mixture import CategoricalMixture
 
         return (CategoricalMixture(args.classes), CategoricalMixture.simulate(args.n, args.classes, seed=args.seed),

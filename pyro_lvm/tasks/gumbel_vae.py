@@ -1,4 +1,4 @@
-"""Task ``gumbel_vae``: train the categorical VAE (N x K categorical latents) with a chosen estimator.
+"""Task ``categorical_vae``: train the categorical VAE (N x K categorical latents) with a chosen estimator.
 
 Trains :class:`~pyro_lvm.models.discrete_vae.CategoricalVAE` with the objective of
 ``--estimator`` (Gumbel-softmax with the exact categorical KL by default) and Jang et al.'s
@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     runs.add_run_arguments(p, resume=False)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--progress", action="store_true")
-    p.add_argument("--out", default="runs/gumbel_vae")
+    p.add_argument("--out", default="runs/categorical_vae")
 
 
 def _neg_elbo(pair: CategoricalVAE, x: torch.Tensor, samples: int) -> float:
@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     set_seed(args.seed)
     pyro.clear_param_store()
     data = load_images(args.dataset, args.data_path, binarize=True, seed=args.seed)
-    config = {**run_options(args), "task": "gumbel_vae"}
+    config = {**run_options(args), "task": "categorical_vae"}
     pair = _build(config, data.x_dim)
     objective = pair.objective()
     # annealed: the relaxations' temperature (REBAR/RELAX learn theirs; the others have none)

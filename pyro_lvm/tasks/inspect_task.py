@@ -1,15 +1,17 @@
 """Inspect a model: one row per site (observed/latent, random/deterministic, support, guide, shapes, plates).
 
     pyro-lvm inspect vae                  the table for the VAE on a small example batch
-    pyro-lvm inspect seq2seq-quiz --markdown
+    pyro-lvm inspect attention-seq2seq --markdown
     pyro-lvm inspect hmm --render hmm.png (needs graphviz)
     pyro-lvm inspect --pair my_pair.py:make   your own pair: make() returns (pair, batch)
 
-Models are looked up in :data:`INSPECTABLE`: a name mapped to a function that returns
-``(pair, example_batch)`` or ``(pair, example_batch, options)``, where ``options`` are keyword
-arguments of :func:`pyro_lvm.inspect.inspect_pair` (e.g. ``{"enumerate_guide": "parallel"}``
-for a pair whose objective enumerates its guide). Add a model by adding an entry (keep the
-example tiny: the table needs one trace, not realistic data).
+The functions below build each model's example, named by the registry
+(:data:`pyro_lvm.tasks.REGISTRY`): each returns ``(pair, example_batch)`` or
+``(pair, example_batch, options)``, where ``options`` are keyword arguments of
+:func:`pyro_lvm.inspect.inspect_pair` (e.g. ``{"enumerate_guide": "parallel"}`` for a pair
+whose objective enumerates its guide). Add a model by writing its function and a registry
+entry (keep the example tiny: the table needs one trace, not realistic data). Builders import
+lazily, so one broken optional model does not stop the others from being inspected.
 """
 
 from __future__ import annotations
@@ -21,50 +23,51 @@ import torch
 
 from ..base import batch_args
 from ..inspect import inspect_pair, render
+from . import INSPECTABLE, load_example
 from .user_pair import SPEC_HELP, load_user_pair
 
 Example = tuple  # (model/guide pair, one example batch[, inspect_pair options])
 
 
-def _vae() -> Example:
+def vae_example() -> Example:
     from ..models import VAE
     return VAE(x_dim=64, z_dim=2, hidden=(32,)), torch.rand(4, 64)
 
 
-def _ae() -> Example:
+def autoencoder_example() -> Example:
     from ..models import Autoencoder
     return Autoencoder(x_dim=64, z_dim=2, hidden=(32,)), torch.rand(4, 64)
 
 
-def _ppca() -> Example:
+def ppca_example() -> Example:
     from ..models import PPCA
     return PPCA(x_dim=5, z_dim=2), torch.randn(4, 5)
 
 
-def _seq2seq() -> Example:
+def attention_seq2seq_example() -> Example:
     from ..models.seq2seq_quiz import AttentionSeq2Seq
     g = torch.Generator().manual_seed(0)
     return AttentionSeq2Seq(12, 12, 16), (torch.randint(0, 12, (2, 5), generator=g),
                                           torch.randint(0, 12, (2, 4), generator=g))
 
 
-def _mixture() -> Example:
+def categorical_mixture_example() -> Example:
     from ..models.mixture import CategoricalMixture
     return CategoricalMixture(n_classes=3, x_dim=2), torch.randn(4, 2)
 
 
-def _categorical_vae() -> Example:
+def categorical_vae_example() -> Example:
     from ..models.discrete_vae import CategoricalVAE
     return CategoricalVAE(x_dim=64, n_latents=2, n_classes=3, hidden=(16,), estimator="score-function"), torch.rand(4, 64)
 
 
-def _hmm() -> Example:
+def hmm_example() -> Example:
     from ..models.hmm import HMM, CategoricalEmission
     x = torch.randint(0, 5, (2, 3), generator=torch.Generator().manual_seed(0))
     return HMM(CategoricalEmission(2, 5), inference="markov", parameters="bayes"), x
 
 
-def _ssvae() -> Example:
+def ss_vae_example() -> Example:
     from ..models.ssvae import SSVAE
     x = torch.rand(6, 16)
     labels = torch.tensor([0, 2])
@@ -72,20 +75,20 @@ def _ssvae() -> Example:
     return SSVAE(x_dim=16, n_classes=3, z_dim=2, hidden=(8,)), (x[:4], x[4:], labels), {"enumerate_guide": "parallel"}
 
 
-def _sentence_vae() -> Example:
+def sentence_vae_example() -> Example:
     from ..data.text import BOS_ID, EOS_ID, PAD_ID
     from ..models.sentence_vae import SentenceVAE
     tokens = torch.tensor([[BOS_ID, 5, 6, 7, EOS_ID], [BOS_ID, 8, 9, EOS_ID, PAD_ID]])  # two sentences
     return SentenceVAE(vocab_size=10, embed_dim=8, hidden_dim=8, z_dim=2, max_len=6), tokens
 
 
-def _prodlda() -> Example:
+def prodlda_example() -> Example:
     from ..models.topic import ProdLDA
     counts = torch.randint(0, 3, (4, 12), generator=torch.Generator().manual_seed(0)).float()
     return ProdLDA(vocab_size=12, num_topics=3, hidden=8), counts
 
 
-def _lda() -> Example:
+def lda_example() -> Example:
     from ..models.topic import LDA
     counts = torch.randint(0, 3, (2, 6), generator=torch.Generator().manual_seed(0)).float()
     counts[:, 0] += 1  # no empty document
@@ -93,27 +96,9 @@ def _lda() -> Example:
     return LDA(vocab_size=6, num_topics=3, assignments="enumerated", hidden=8), counts
 
 
-def _sequence_vae() -> Example:
+def sequence_vae_example() -> Example:
     from ..models.collapse_toy import SequenceVAE
     return SequenceVAE(vocab=6, z_dim=1, emb=4, hidden=8), torch.randint(0, 6, (3, 5), generator=torch.Generator().manual_seed(0))
-
-
-# name -> builder of (pair, example batch). Builders import lazily so one broken optional
-# model does not stop the others from being inspected.
-INSPECTABLE: dict[str, Callable[[], Example]] = {
-    "vae": _vae,
-    "ae": _ae,
-    "ppca": _ppca,
-    "seq2seq-quiz": _seq2seq,
-    "mixture": _mixture,
-    "categorical-vae": _categorical_vae,
-    "hmm": _hmm,
-    "ssvae": _ssvae,
-    "sentence-vae": _sentence_vae,
-    "prodlda": _prodlda,
-    "lda": _lda,
-    "sequence-vae": _sequence_vae,
-}
 
 
 def build_example(name: str) -> tuple[Any, Any, dict[str, Any]]:
@@ -121,9 +106,7 @@ def build_example(name: str) -> tuple[Any, Any, dict[str, Any]]:
 
     Raises ``ValueError`` listing the known names for any other name.
     """
-    if name not in INSPECTABLE:
-        raise ValueError(f"no inspectable model named {name!r}; known: {', '.join(sorted(INSPECTABLE))}")
-    pair, batch, *options = INSPECTABLE[name]()
+    pair, batch, *options = load_example(name)()
     return pair, batch, dict(options[0]) if options else {}
 
 
