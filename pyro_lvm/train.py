@@ -30,7 +30,7 @@ from .checkpoint import (CHECKPOINT_FORMAT, decode_param_store, load_best_or_las
                          set_rng_state, set_seed)
 from . import distributed, runs, validation
 # Re-exported: the names users and tasks import from here (each defined once, in its own module).
-from .batching import (differentiable_loss, evaluate_loss, evaluation_batches, iterate_batches,  # noqa: F401
+from .batching import (BatchList, differentiable_loss, evaluate_loss, evaluation_batches, iterate_batches,  # noqa: F401
                        loss_value, num_batches, num_datapoints, resolve_device, set_epoch)
 from .callbacks import (BestState, Callback, Checkpoints, History, Monitor, ProgressBar, StopOnNonFinite,  # noqa: F401
                         TimeLimit, TrainingDivergedError, TrainState)
@@ -237,9 +237,11 @@ def fit(
 
     Args:
         pair: a model/guide pair (``pair.model(batch)``, ``pair.guide(batch)``).
-        train_data: a tensor ``(N, ...)``, a tuple of tensors with a common ``N``, a torch
-            ``Dataset``, a ``DataLoader``, or an ``IterableDataset`` yielding batches (a stream
-            over files larger than memory: :mod:`pyro_lvm.data.streaming`). Batches are passed to model and guide by the
+        train_data: a tensor ``(N, ...)``, a tuple of tensors with a common ``N``, a
+            :class:`~pyro_lvm.batching.BatchList` of batches prepared whole (variable-length,
+            length-sorted, ...; shuffled as whole batches), a torch ``Dataset``, a ``DataLoader``,
+            or an ``IterableDataset`` yielding batches (a stream over files larger than memory:
+            :mod:`pyro_lvm.data.streaming`). Batches are passed to model and guide by the
             convention of :mod:`pyro_lvm.base`.
         valid_data: same kinds; its negative ELBO per datapoint is logged as ``valid_loss``
             (for an objective that is not the ELBO, such as free bits, the ELBO it modifies;
@@ -249,7 +251,10 @@ def fit(
             first batch; see :class:`DefaultELBO`). A sampling ELBO (``Trace_ELBO`` and kin)
             for a pair with enumeration marks is refused with what to pass instead.
         optimizer, lr: a name (``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``) with a learning
-            rate, or a callable ``params -> torch.optim.Optimizer``.
+            rate, or a callable ``params -> torch.optim.Optimizer``. The callable may split
+            ``params`` (the pair's trainable tensors) into parameter groups with their own
+            settings, e.g. a learning rate per module; it must put each in exactly one group.
+            Resume matches the optimiser's state to parameters by name, whatever the grouping.
         seed: seeds all generators at the start, and fixes each epoch's shuffling.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; the pair and every batch are moved there.
         clip_norm: clip the global gradient norm to this value.
@@ -258,7 +263,9 @@ def fit(
         patience, monitor, mode: early stopping after ``patience`` epochs without improvement
             of the logged value ``monitor`` (``mode`` ``"min"`` or ``"max"``).
         restore_best: at the end, load the parameters of the best epoch by ``monitor``.
-        callbacks: :class:`Callback` objects (KL schedules, aggressive encoder training, ...).
+        callbacks: :class:`Callback` objects (KL schedules, aggressive encoder training, ...);
+            their hooks run before those of the callbacks ``fit`` adds itself (the NaN stop,
+            early stopping, best state, checkpoints, progress bar: :mod:`pyro_lvm.callbacks`).
         checkpoint_dir: writes ``last.pt`` every ``checkpoint_every`` epochs (and at the end),
             ``best.pt`` when ``monitor`` improves, and ``history.json``; all atomically, in
             the safe format of :mod:`pyro_lvm.checkpoint`. The folder is locked while ``fit``

@@ -37,12 +37,10 @@ import numpy as np
 import torch
 
 from .. import runs, validation as V
-from ..batching import BatchList
-from ..callbacks import Callback, TrainState
 from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
 from ..data.tagged_text import TaggedCorpus, corpus_from_sentences, read_tagged, word_features, word_shape
 from ..models.hmm import HMM, CategoricalEmission, FeatureCategoricalEmission
-from ..train import fit, resolve_device
+from ..train import BatchList, Callback, TrainState, fit, resolve_device
 from . import run_options
 from .hmm_chorales import MODEL_FILE
 
