@@ -157,7 +157,7 @@ def _load_optimizer_state(opt: torch.optim.Optimizer, saved: dict, saved_names: 
                 group[k] = v
     if changed:
         warnings.warn(f"resuming from {source}: applying the optimiser settings given now: {', '.join(sorted(changed))}",
-                      stacklevel=4)
+                      stacklevel=6)  # the caller of fit (via fit, _train_epoch, _Steps)
 
 
 def _by_name(current: dict, saved: dict, saved_names: list[str], names: list[str]) -> dict:
