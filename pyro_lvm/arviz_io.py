@@ -91,6 +91,34 @@ def to_inference_data(pair: Any, batch: Any, sites: Sequence[str], num_samples: 
         raise ValueError("name at least one latent site to convert")
     num_samples = check(num_samples=num_samples)["num_samples"]
     args, kwargs = batch_args(batch)
+    pp_sites, dims, shapes = _checked_sites(pair, args, kwargs, sites, posterior_predictive, dims)
+    was_training = isinstance(pair, nn.Module) and pair.training
+    if isinstance(pair, nn.Module):
+        pair.eval()
+    try:
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        draws, pp_draws = _draw(pair, args, kwargs, sites, pp_sites, num_samples, shapes, parallel)
+        observed_values = {}
+        if pp_sites:
+            with torch.no_grad(), poutine.block():
+                tr = poutine.trace(pair.model).get_trace(*args, **kwargs)
+            observed_values = {n: tr.nodes[n]["value"].detach().cpu().numpy() for n in pp_sites}
+    finally:
+        if was_training:
+            pair.train()
+    kw: dict[str, Any] = {"posterior": _arrays(draws, sites, dims), "dims": dims, "coords": dict(coords or {})}
+    if pp_sites:
+        kw["posterior_predictive"] = _arrays(pp_draws, pp_sites, dims)
+        kw["observed_data"] = {k: _fit_dims(k, v[None], dims.get(k))[0] for k, v in observed_values.items()}
+    return az.from_dict(**kw)
+
+
+def _checked_sites(pair: Any, args: tuple, kwargs: dict, sites: Sequence[str],
+                   posterior_predictive: bool | Sequence[str], dims: Mapping[str, Sequence[str]] | None
+                   ) -> tuple[list[str], dict[str, list[str]], dict[str, torch.Size]]:
+    """``(posterior-predictive sites, dims of the sites kept, every site's shape)``, after
+    checking each name against the model's sites (the message lists those it has)."""
     dims = {k: list(v) for k, v in (dims or {}).items()}
     known, shapes = _model_sites(pair.model, args, kwargs)
     for name in sites:
@@ -111,55 +139,37 @@ def to_inference_data(pair: Any, batch: Any, sites: Sequence[str], num_samples: 
     for name in dims:
         if name not in known:
             raise ValueError(f"dims given for {name!r}, which is not a site of the model; its sites are {sorted(known)}")
-    dims = {k: v for k, v in dims.items() if k in sites or k in pp_sites}
+    return pp_sites, {k: v for k, v in dims.items() if k in sites or k in pp_sites}, shapes
 
-    was_training = isinstance(pair, nn.Module) and pair.training
-    if isinstance(pair, nn.Module):
-        pair.eval()
-    try:
-        if seed is not None:
-            pyro.set_rng_seed(seed)
-        with torch.no_grad():
-            # One set of guide draws feeds both the posterior and the posterior predictive.
-            guide_draws = pyro.infer.Predictive(pair.guide, num_samples=num_samples, return_sites=None,
-                                                parallel=parallel)(*args, **kwargs)
-            if not parallel:
-                # Predictive pads each draw with size-1 dims up to the plate nesting it guessed;
-                # replaying one draw at a time needs the value's own shape.
-                with poutine.block():
-                    guide_trace = poutine.trace(pair.guide).get_trace(*args, **kwargs)
-                guide_draws = {k: v.reshape((num_samples,) + guide_trace.nodes[k]["value"].shape)
-                               for k, v in guide_draws.items()}
-            draws = pyro.infer.Predictive(pair.model, posterior_samples=guide_draws, return_sites=list(sites),
-                                          parallel=parallel)(*args, **kwargs)
-            if not parallel:
-                draws = {k: v.reshape((num_samples,) + shapes[k]) for k, v in draws.items()}
-            pp_draws = {}
-            if pp_sites:
-                # The unconditioned model resamples its observed sites given each posterior draw.
-                pp_draws = pyro.infer.Predictive(poutine.uncondition(pair.model), posterior_samples=guide_draws,
-                                                 return_sites=pp_sites, parallel=parallel)(*args, **kwargs)
-                if not parallel:
-                    pp_draws = {k: v.reshape((num_samples,) + shapes[k]) for k, v in pp_draws.items()}
-        observed_values = {}
+
+def _draw(pair: Any, args: tuple, kwargs: dict, sites: Sequence[str], pp_sites: list[str], num_samples: int,
+          shapes: Mapping[str, torch.Size], parallel: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(draws of sites, posterior-predictive draws of pp_sites)``, each ``(num_samples, ...)``:
+    one set of guide draws feeds both; the model is replayed on each."""
+    with torch.no_grad():
+        guide_draws = pyro.infer.Predictive(pair.guide, num_samples=num_samples, return_sites=None,
+                                            parallel=parallel)(*args, **kwargs)
+        if not parallel:
+            # Predictive pads each draw with size-1 dims up to the plate nesting it guessed;
+            # replaying one draw at a time needs the value's own shape.
+            with poutine.block():
+                guide_trace = poutine.trace(pair.guide).get_trace(*args, **kwargs)
+            guide_draws = {k: v.reshape((num_samples,) + guide_trace.nodes[k]["value"].shape)
+                           for k, v in guide_draws.items()}
+        draws = pyro.infer.Predictive(pair.model, posterior_samples=guide_draws, return_sites=list(sites),
+                                      parallel=parallel)(*args, **kwargs)
+        pp_draws = {}
         if pp_sites:
-            with torch.no_grad(), poutine.block():
-                tr = poutine.trace(pair.model).get_trace(*args, **kwargs)
-            observed_values = {n: tr.nodes[n]["value"].detach().cpu().numpy() for n in pp_sites}
-    finally:
-        if was_training:
-            pair.train()
+            # The unconditioned model resamples its observed sites given each posterior draw.
+            pp_draws = pyro.infer.Predictive(poutine.uncondition(pair.model), posterior_samples=guide_draws,
+                                             return_sites=pp_sites, parallel=parallel)(*args, **kwargs)
+    if not parallel:
+        draws = {k: v.reshape((num_samples,) + shapes[k]) for k, v in draws.items()}
+        pp_draws = {k: v.reshape((num_samples,) + shapes[k]) for k, v in pp_draws.items()}
+    return draws, pp_draws
 
-    def arrays(d: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        out = {}
-        for name, value in d.items():
-            v = _fit_dims(name, value.detach().cpu().numpy(), dims.get(name))
-            out[name] = v[None]                                          # (chain=1, draw, ...)
-        return out
 
-    posterior = arrays({k: draws[k] for k in sites})
-    kw: dict[str, Any] = {"posterior": posterior, "dims": dims, "coords": dict(coords or {})}
-    if pp_sites:
-        kw["posterior_predictive"] = arrays({k: pp_draws[k] for k in pp_sites})
-        kw["observed_data"] = {k: _fit_dims(k, v[None], dims.get(k))[0] for k, v in observed_values.items()}
-    return az.from_dict(**kw)
+def _arrays(draws: Mapping[str, torch.Tensor], names: Sequence[str], dims: Mapping[str, list[str]]
+            ) -> dict[str, np.ndarray]:
+    """``{name: (chain=1, draw, ...) array}`` of the draws of ``names``, fitted to their dims."""
+    return {name: _fit_dims(name, draws[name].detach().cpu().numpy(), dims.get(name))[None] for name in names}

@@ -20,6 +20,46 @@ from .checkpoint import epoch_generator
 from .validation import as_tensors
 
 
+class BatchList(Dataset):
+    """Data already cut into batches: each item a whole batch (a tensor or a tuple of tensors,
+    by the convention of :mod:`pyro_lvm.base`), of any size and shape each, such as
+    variable-length sequences sorted by length and padded per batch.
+
+    :func:`pyro_lvm.fit` takes the batches whole (its ``batch_size`` does not apply) and, with
+    ``shuffle=True``, visits them in a new order each epoch, drawn from ``(seed, epoch)`` as it
+    shuffles datapoints (so resumed runs stay exact); evaluation reads them in order.
+    ``len()`` is the number of batches; :func:`num_datapoints` counts their datapoints.
+
+    >>> data = BatchList([torch.zeros(3, 5), torch.zeros(2, 9)])
+    >>> len(data), num_datapoints(data)
+    (2, 5)
+    """
+
+    def __init__(self, batches: Any, shuffle: bool = True):
+        self.batches = list(batches)
+        if not self.batches:
+            raise validation.InvalidArgumentError("BatchList needs at least one batch, got none")
+        for i, batch in enumerate(self.batches):
+            tensors = as_tensors(batch)
+            if tensors is None or any(t.dim() == 0 for t in tensors):
+                raise validation.InvalidArgumentError(
+                    f"batch {i} of the BatchList must be a tensor or a tuple of tensors with a leading datapoint "
+                    f"dimension, got {type(batch).__name__}")
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.batches[i]
+
+    def order(self, shuffle: bool, seed: int, epoch: int) -> list[int]:
+        """The indices of the batches in the order of epoch ``epoch``."""
+        if shuffle and self.shuffle:
+            return torch.randperm(len(self.batches), generator=epoch_generator(seed, epoch)).tolist()
+        return list(range(len(self.batches)))
+
+
 def differentiable_loss(elbo: Any, pair: Any, batch: Any) -> torch.Tensor:
     """``elbo.differentiable_loss(pair.model, pair.guide, *batch)`` with the batch convention."""
     args, kwargs = batch_args(batch)
@@ -51,6 +91,8 @@ def num_datapoints(data: Any) -> int | None:
     tensors = as_tensors(data)
     if tensors is not None:
         return int(tensors[0].shape[0])
+    if isinstance(data, BatchList):
+        return sum(_batch_size(batch) for batch in data.batches)
     try:
         return len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
     except TypeError:
@@ -59,6 +101,8 @@ def num_datapoints(data: Any) -> int | None:
 
 def num_batches(data: Any, batch_size: int) -> int | None:
     """Batches per epoch, for the progress bar; None for a stream of unknown length."""
+    if isinstance(data, BatchList):
+        return len(data)
     if isinstance(data, DataLoader):
         try:
             return len(data)
@@ -76,7 +120,8 @@ def set_epoch(data: Any, epoch: int) -> None:
 
 
 def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch: int) -> Iterator[Any]:
-    """Yield mini-batches of ``data`` (a tensor, a tuple of tensors, a Dataset or a DataLoader).
+    """Yield mini-batches of ``data`` (a tensor, a tuple of tensors, a :class:`BatchList`, a
+    Dataset or a DataLoader).
 
     Shuffling uses a generator seeded by ``(seed, epoch)``, so the order of an epoch does not
     depend on what ran before it: a resumed run sees the same batches as an uninterrupted one.
@@ -92,13 +137,15 @@ def iterate_batches(data: Any, batch_size: int, shuffle: bool, seed: int, epoch:
         for start in range(0, n, batch_size):
             chunk = tuple(t[start:start + batch_size] for t in tensors)
             yield chunk[0] if len(chunk) == 1 else chunk
+    elif isinstance(data, BatchList):
+        yield from (data[i] for i in data.order(shuffle, seed, epoch))
     elif isinstance(data, (DataLoader, IterableDataset)):
         yield from data  # a stream yields whole batches (e.g. pyro_lvm.data.streaming)
     elif isinstance(data, Dataset):
         yield from DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=epoch_generator(seed, epoch))
     else:
         raise TypeError(
-            f"training data must be a tensor, a tuple of tensors, a torch Dataset or a DataLoader; "
+            f"training data must be a tensor, a tuple of tensors, a BatchList, a torch Dataset or a DataLoader; "
             f"got {type(data).__name__}"
         )
 

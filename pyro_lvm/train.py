@@ -26,21 +26,18 @@ import torch
 from torch import nn
 
 from .base import batch_args, batch_size as _batch_size, batch_to, check_pair
-from .checkpoint import (CHECKPOINT_FORMAT, atomic_torch_save, decode_param_store, encode_param_store,
-                         load_best_or_last, load_checkpoint, load_module_state, rng_state, set_rng_state, set_seed)
+from .checkpoint import (CHECKPOINT_FORMAT, decode_param_store, load_best_or_last, load_checkpoint, load_module_state,
+                         set_rng_state, set_seed)
 from . import distributed, runs, validation
 # Re-exported: the names users and tasks import from here (each defined once, in its own module).
-from .batching import (differentiable_loss, evaluate_loss, evaluation_batches, iterate_batches,  # noqa: F401
+from .batching import (BatchList, differentiable_loss, evaluate_loss, evaluation_batches, iterate_batches,  # noqa: F401
                        loss_value, num_batches, num_datapoints, resolve_device, set_epoch)
-from .callbacks import Callback, History, TimeLimit, TrainState  # noqa: F401
+from .callbacks import (BestState, Callback, Checkpoints, History, Monitor, ProgressBar, StopOnNonFinite,  # noqa: F401
+                        TimeLimit, TrainingDivergedError, TrainState)
 from .traces import (discover_parameters, enumerated_sites, guide_and_model_traces, max_plate_nesting,
-                     preserved_rng, restore, restore_param_store, snapshot)
+                     preserved_rng, restore_param_store)
 
 CHECKPOINT_FILES = ("last.pt", "best.pt", "history.json")
-
-
-class TrainingDivergedError(FloatingPointError):
-    """The loss or a gradient became NaN/inf; parameters were not updated by that step."""
 
 
 _ADDED_CALLBACKS: contextvars.ContextVar[tuple[Callback, ...]] = contextvars.ContextVar("added_callbacks", default=())
@@ -160,7 +157,7 @@ def _load_optimizer_state(opt: torch.optim.Optimizer, saved: dict, saved_names: 
                 group[k] = v
     if changed:
         warnings.warn(f"resuming from {source}: applying the optimiser settings given now: {', '.join(sorted(changed))}",
-                      stacklevel=4)
+                      stacklevel=6)  # the caller of fit (via fit, _train_epoch, _Steps)
 
 
 def _by_name(current: dict, saved: dict, saved_names: list[str], names: list[str]) -> dict:
@@ -189,115 +186,22 @@ def _by_name(current: dict, saved: dict, saved_names: list[str], names: list[str
     return {"state": state, "param_groups": groups}
 
 
-def _save_checkpoint(path: Path, state: TrainState, callbacks: Sequence[Callback], extra: dict) -> None:
-    atomic_torch_save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": state.epoch,
-            "step": state.step,
-            "pair": state.pair.state_dict() if isinstance(state.pair, nn.Module) else None,
-            "param_store": encode_param_store(pyro.get_param_store().get_state()),
-            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
-            "param_names": list(state.param_names),
-            "rng": rng_state(),
-            "history": state.history.epochs,
-            "callbacks": [cb.state_dict() for cb in callbacks],
-            **extra,
-        },
-        path,
-    )
-
-
-class _Monitor(Callback):
-    """Tracks ``monitor``'s best value; stops after ``patience`` epochs without improvement
-    (early stopping). ``improved`` says whether the epoch just recorded was the best so far."""
-
-    def __init__(self, monitor: str, mode: str, patience: int | None, required: bool):
-        self.monitor, self.mode, self.patience, self.required = monitor, mode, patience, required
-        self.best_value: float | None = None
-        self.bad_epochs = 0
-        self.improved = False
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        self.improved = False
-        if self.monitor not in state.logs:
-            if self.required:
-                raise ValueError(f"monitor {self.monitor!r} was not logged; logged keys: {sorted(state.logs)}")
-            return
-        value = float(state.logs[self.monitor])
-        if _better(value, self.best_value, self.mode):
-            self.best_value, self.bad_epochs, self.improved = value, 0, True
-        else:
-            self.bad_epochs += 1
-        if self.patience is not None and self.bad_epochs >= self.patience:
-            state.stop = True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        self.best_value, self.bad_epochs = saved.get("best_value"), saved.get("bad_epochs", 0)
-
-
-class _BestState(Callback):
-    """Keeps the parameters of the best epoch (by :class:`_Monitor`) and puts them back at the end."""
-
-    def __init__(self, monitor: _Monitor):
-        self.monitor = monitor
-        self.best: dict | None = None  # a snapshot; resume reads it back from best.pt
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        if self.monitor.improved:
-            self.best = snapshot(state.pair)
-
-    def on_train_end(self, state: TrainState) -> None:
-        if self.best is not None:
-            restore(state.pair, self.best)
-
-
-class _Checkpoints(Callback):
-    """Writes ``best.pt`` when the monitored value improves, ``last.pt`` every ``every`` epochs
-    and at the end, and ``history.json``; the state of every callback goes into the file."""
-
-    def __init__(self, folder: Path, every: int, epochs: int, monitor: _Monitor, callbacks: Sequence[Callback],
-                 options: dict):
-        self.folder, self.every, self.epochs, self.monitor = folder, every, epochs, monitor
-        self.callbacks, self.options = callbacks, options
-
-    def save(self, name: str, state: TrainState) -> None:
-        _save_checkpoint(self.folder / name, state, self.callbacks, {"options": self.options, **self.monitor.state_dict()})
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        if self.monitor.improved:
-            self.save("best.pt", state)
-        if (state.epoch + 1) % self.every == 0 or state.stop or state.epoch + 1 == self.epochs:
-            self.save("last.pt", state)
-        state.history.save(self.folder / "history.json")
-
-
-class _ProgressBar(Callback):
-    """A tqdm bar per epoch: batches done, the loss per datapoint of the last step."""
-
-    def __init__(self, epochs: int, batches_per_epoch: int | None):
-        self.epochs, self.total, self.bar = epochs, batches_per_epoch, None
-
-    def on_epoch_begin(self, state: TrainState) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(desc=f"epoch {state.epoch + 1}/{self.epochs}", leave=False, total=self.total)
-
-    def on_step_end(self, state: TrainState, batch: Any, loss: float) -> None:
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss / max(state.datapoints, 1):.3f}")
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        self.bar.close()
-
-
-def _better(value: float, best: float | None, mode: str) -> bool:
-    if best is None:
-        return True
-    return value < best if mode == "min" else value > best
+def _in_optimizer_order(opt: torch.optim.Optimizer, named: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the pair's parameters in the order ``opt`` holds them (its ``state_dict``
+    numbers them so, and checkpoints store the names in that order). A factory may split the
+    parameters into groups in any order (per-group learning rates), holding each exactly once."""
+    name_of = {id(p): name for name, p in named.items()}
+    held = [p for group in opt.param_groups for p in group["params"]]
+    foreign = [tuple(p.shape) for p in held if id(p) not in name_of]
+    if foreign:
+        raise ValueError(f"the optimiser holds {len(foreign)} tensor(s) that are not trainable parameters of the pair "
+                         f"(shapes {foreign}): build its groups from the parameters fit passes to the factory")
+    names = [name_of[id(p)] for p in held]
+    missing = sorted(set(named) - set(names))
+    if missing:
+        raise ValueError(f"parameters {missing} are in no group of the optimiser, so they would never be trained: "
+                         "put every parameter fit passes to the factory in a group (to freeze one, give its group lr=0)")
+    return names
 
 
 def fit(
@@ -333,9 +237,11 @@ def fit(
 
     Args:
         pair: a model/guide pair (``pair.model(batch)``, ``pair.guide(batch)``).
-        train_data: a tensor ``(N, ...)``, a tuple of tensors with a common ``N``, a torch
-            ``Dataset``, a ``DataLoader``, or an ``IterableDataset`` yielding batches (a stream
-            over files larger than memory: :mod:`pyro_lvm.data.streaming`). Batches are passed to model and guide by the
+        train_data: a tensor ``(N, ...)``, a tuple of tensors with a common ``N``, a
+            :class:`~pyro_lvm.batching.BatchList` of batches prepared whole (variable-length,
+            length-sorted, ...; shuffled as whole batches), a torch ``Dataset``, a ``DataLoader``,
+            or an ``IterableDataset`` yielding batches (a stream over files larger than memory:
+            :mod:`pyro_lvm.data.streaming`). Batches are passed to model and guide by the
             convention of :mod:`pyro_lvm.base`.
         valid_data: same kinds; its negative ELBO per datapoint is logged as ``valid_loss``
             (for an objective that is not the ELBO, such as free bits, the ELBO it modifies;
@@ -345,7 +251,10 @@ def fit(
             first batch; see :class:`DefaultELBO`). A sampling ELBO (``Trace_ELBO`` and kin)
             for a pair with enumeration marks is refused with what to pass instead.
         optimizer, lr: a name (``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``) with a learning
-            rate, or a callable ``params -> torch.optim.Optimizer``.
+            rate, or a callable ``params -> torch.optim.Optimizer``. The callable may split
+            ``params`` (the pair's trainable tensors) into parameter groups with their own
+            settings, e.g. a learning rate per module; it must put each in exactly one group.
+            Resume matches the optimiser's state to parameters by name, whatever the grouping.
         seed: seeds all generators at the start, and fixes each epoch's shuffling.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; the pair and every batch are moved there.
         clip_norm: clip the global gradient norm to this value.
@@ -354,7 +263,9 @@ def fit(
         patience, monitor, mode: early stopping after ``patience`` epochs without improvement
             of the logged value ``monitor`` (``mode`` ``"min"`` or ``"max"``).
         restore_best: at the end, load the parameters of the best epoch by ``monitor``.
-        callbacks: :class:`Callback` objects (KL schedules, aggressive encoder training, ...).
+        callbacks: :class:`Callback` objects (KL schedules, aggressive encoder training, ...);
+            their hooks run before those of the callbacks ``fit`` adds itself (the NaN stop,
+            early stopping, best state, checkpoints, progress bar: :mod:`pyro_lvm.callbacks`).
         checkpoint_dir: writes ``last.pt`` every ``checkpoint_every`` epochs (and at the end),
             ``best.pt`` when ``monitor`` improves, and ``history.json``; all atomically, in
             the safe format of :mod:`pyro_lvm.checkpoint`. The folder is locked while ``fit``
@@ -390,164 +301,228 @@ def fit(
     callbacks = [*callbacks, *(cb for cb in _ADDED_CALLBACKS.get() if cb not in callbacks)]
     call = dict(locals())  # for the worker processes of strategy="ddp"
     check_pair(pair)
-    validation.check(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, clip_norm=clip_norm, patience=patience,
-                     checkpoint_every=checkpoint_every, monitor=monitor, data_plate=data_plate)
-    validation.Choice(("min", "max"))("mode", mode)
-    validation.Choice(("first", "always", "never"))("validate", validate)
-    if resume and checkpoint_dir is None:
-        raise validation.InvalidArgumentError("resume=True needs a checkpoint_dir to resume from")
+    _check_options(call)
     train_data = validation.data(train_data, "train_data", pair)
     if valid_data is not None:
         valid_data = validation.data(valid_data, "valid_data", pair)
-
     device = resolve_device(device)
     distributed.check_strategy(strategy, num_processes, device)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     rank = distributed.join_group(device) if strategy == "ddp" else None
     if strategy == "ddp" and rank is None and num_processes > 1:
-        if ckpt_dir is not None:  # refuse here, before any process starts (rank 0 claims the folder)
-            runs.check_free(ckpt_dir, _checkpoint_files(ckpt_dir), resume=resume, overwrite=overwrite,
-                            resume_flag="resume=True", overwrite_flag="overwrite=True")
-        records = distributed.launch(fit, pair, (train_data, valid_data),
-                                     {k: v for k, v in call.items() if k not in ("pair", "train_data", "valid_data")},
-                                     num_processes, device)
-        return History(records)
-    if rank is not None:
-        device = distributed.rank_device(device, rank)
+        return _launch_processes(call, train_data, valid_data, ckpt_dir, device)
+    device = distributed.rank_device(device, rank) if rank is not None else device
     main_process = rank is None or rank.is_main
-    # The checkpoint folder is held (locked) by this process until fit returns.
-    folder = contextlib.ExitStack()
-    if ckpt_dir is not None and main_process:
-        folder.enter_context(runs.claim(ckpt_dir, _checkpoint_files, resume=resume, overwrite=overwrite,
-                                        remove=_remove_checkpoint_files))
-    was_validating = pyro.poutine.util.is_validation_enabled()
-    try:
-        if isinstance(pair, nn.Module):
-            pair.to(device)
-        elbo = elbo if elbo is not None else DefaultELBO()
-        step_elbo = elbo if rank is None else distributed.sharded_elbo(elbo, rank.world_size, data_plate)
-        metrics = dict(metrics or {})
-        show_progress = (sys.stderr.isatty() if progress is None else progress) and main_process
-
-        state = TrainState(pair=pair, elbo=step_elbo, optimizer=None, params=[], device=device, rank=rank,
-                           train_data=train_data, valid_data=valid_data, checkpoint_dir=ckpt_dir)
-        monitor_cb = _Monitor(monitor, mode, patience, required=patience is not None or restore_best)
-        best_cb = _BestState(monitor_cb)
-        pending: dict | None = None  # what a checkpoint restores at the first step (see _prepare)
+    elbo = elbo if elbo is not None else DefaultELBO()
+    with contextlib.ExitStack() as held:
+        if ckpt_dir is not None and main_process:  # the folder is locked by this process until fit returns
+            held.enter_context(runs.claim(ckpt_dir, _checkpoint_files, resume=resume, overwrite=overwrite,
+                                          remove=_remove_checkpoint_files))
+        held.enter_context(pyro.validation_enabled(validate != "never"))
+        state = _start(pair, elbo, device, rank, data_plate, seed, train_data, valid_data, ckpt_dir)
         options = {"seed": seed, "lr": lr, "optimizer": optimizer if isinstance(optimizer, str) else None}
-        # Ranks draw different guide noise; parameters start equal (rank 0's are broadcast).
-        set_seed(seed if rank is None else seed + 7919 * rank.rank)
-        if rank is not None and isinstance(pair, nn.Module):
-            rank.broadcast_parameters(list(pair.parameters()))
-
+        monitor_cb = Monitor(monitor, mode, patience, required=patience is not None or restore_best)
+        best_cb = BestState(monitor_cb)
+        pending = None  # what a checkpoint restores at the first step (see _prepare)
         if resume and ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
-            last = ckpt_dir / "last.pt"
-            ckpt = load_checkpoint(last, map_location=device)
-            if ckpt.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{last} has checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-            _check_resumed_options(ckpt.get("options", {}), options, last)
-            pending = {"pair": ckpt.get("pair"), "param_store": decode_param_store(ckpt["param_store"]),
-                       "optimizer": ckpt.get("optimizer"), "param_names": ckpt.get("param_names"), "path": last}
-            state.epoch, state.step = ckpt["epoch"] + 1, ckpt["step"]
-            state.history = History(list(ckpt["history"]))
-            for cb, cb_state in zip(callbacks, ckpt["callbacks"]):
-                cb.load_state_dict(cb_state)
-            monitor_cb.load_state_dict(ckpt)
-            set_rng_state(ckpt["rng"])
-            if rank is not None and rank.rank > 0:  # the checkpoint holds rank 0's generators
-                set_seed(seed + 7919 * rank.rank + 104_729 * state.epoch)
-            if restore_best and (ckpt_dir / "best.pt").is_file():
-                best, _ = load_best_or_last(ckpt_dir, map_location=device)
-                best_cb.best = {"pair": best["pair"], "param_store": decode_param_store(best["param_store"])}
-
-        def build_optimizer(params: list[torch.Tensor], names: list[str]) -> torch.optim.Optimizer:
-            opt = _make_optimizer(optimizer, params, lr)
-            if pending is not None and pending["optimizer"] is not None:
-                _load_optimizer_state(opt, pending["optimizer"], pending["param_names"], names, pending["path"])
-            return opt
-
-        def prepare(batch: Any) -> None:
-            _prepare(pair, batch, elbo, pending)
-
+            pending = _resume(ckpt_dir / "last.pt", state, options, callbacks, monitor_cb,
+                              best_cb if restore_best else None, seed)
         # What fit adds itself, run after the user's callbacks at each hook (in this order).
-        internal: list[Callback] = [monitor_cb, *([best_cb] if restore_best else [])]
+        internal: list[Callback] = [StopOnNonFinite(), monitor_cb, *([best_cb] if restore_best else [])]
         if ckpt_dir is not None and main_process:
-            internal.append(_Checkpoints(ckpt_dir, checkpoint_every, epochs, monitor_cb, callbacks, options))
-        if show_progress:
-            internal.append(_ProgressBar(epochs, num_batches(train_data, batch_size)))
-
-        pyro.enable_validation(validate != "never")
-        if isinstance(pair, nn.Module):
-            pair.train()
+            internal.append(Checkpoints(ckpt_dir, checkpoint_every, epochs, monitor_cb, callbacks, options))
+        if (sys.stderr.isatty() if progress is None else progress) and main_process:
+            internal.append(ProgressBar(epochs, num_batches(train_data, batch_size)))
         everyone = [*callbacks, *internal]
-        for cb in everyone:
-            cb.on_train_begin(state)
+        step = _Steps(optimizer, lr, clip_norm, elbo, pending, everyone, validate)
+        _set_training(pair, True)
+        _call(everyone, "on_train_begin", state)
         while state.epoch < epochs and not state.stop:
             state.logs = {"epoch": state.epoch}
-            for cb in everyone:
-                cb.on_epoch_begin(state)
-            total, count = 0.0, 0
-            set_epoch(train_data, state.epoch)
-            for batch in iterate_batches(train_data, batch_size, shuffle=True, seed=seed, epoch=state.epoch):
-                n = state.datapoints = _batch_size(batch)
-                if rank is not None:
-                    if n < rank.world_size:
-                        continue  # too small to give every rank a datapoint (all ranks skip it)
-                    batch = rank.shard(batch)
-                batch = batch_to(batch, device)
-                for cb in callbacks:
-                    cb.on_step_begin(state, batch)
-                step_loss = _optimisation_step(
-                    state, batch, callbacks, build_optimizer, prepare, clip_norm,
-                    lambda: f"step {state.step + 1} (epoch {state.epoch + 1}, {count} datapoints into it); "
-                            f"parameters left as before that step. {_last_good(ckpt_dir)}")
-                if validate == "first":
-                    pyro.enable_validation(False)
-                total += step_loss
-                count += n
-                for cb in everyone:
-                    cb.on_step_end(state, batch, step_loss)
-            if count == 0:
-                raise ValueError(f"the training data gave no batches in epoch {state.epoch + 1}"
-                                 + (" (with strategy='ddp', each batch needs at least one datapoint per rank)"
-                                    if rank is not None else ""))
-            state.logs["train_loss"] = total / count
-            state.logs["step"] = state.step
-            if isinstance(pair, nn.Module):
-                pair.eval()
-            if valid_data is not None:
-                plain = getattr(elbo, "plain_elbo", None)  # free bits: -ELBO is logged, the hinged value too
-                valid_batch = max(batch_size, 256)
-                state.logs["valid_loss"] = evaluate_loss(pair, valid_data, plain if plain is not None else elbo,
-                                                         batch_size=valid_batch, device=device)
-                if plain is not None:
-                    state.logs["valid_objective"] = evaluate_loss(pair, valid_data, elbo, batch_size=valid_batch,
-                                                                  device=device)
-            for name, fn in metrics.items():
-                state.logs[name] = float(fn(pair, valid_data if valid_data is not None else train_data))
-            for cb in callbacks:
-                cb.on_epoch_end(state)
+            _call(everyone, "on_epoch_begin", state)
+            _train_epoch(state, step, everyone, batch_size, seed)
+            _set_training(pair, False)
+            _evaluate(state, elbo, dict(metrics or {}), batch_size)
+            _call(callbacks, "on_epoch_end", state)
             if rank is not None:  # every rank follows rank 0's record and stopping decision
                 state.logs, state.stop = rank.agree((state.logs, state.stop))
-            if isinstance(pair, nn.Module):
-                pair.train()
+            _set_training(pair, True)
             state.history.epochs.append(dict(state.logs))
-            for cb in internal:  # early stopping, best state, checkpoints: on the epoch as recorded
-                cb.on_epoch_end(state)
+            _call(internal, "on_epoch_end", state)  # early stopping, best state, checkpoints: on the epoch as recorded
             state.epoch += 1
-    finally:
-        pyro.enable_validation(was_validating)
-        folder.close()
-    if pending is not None and state.optimizer is None:
-        # Resumed after the last epoch: no step ran to restore the checkpoint, so do it here.
-        if isinstance(pair, nn.Module) and pending["pair"] is not None:
-            pair.load_state_dict(pending["pair"], strict=False)  # lazily created parameters live in the store
-        restore_param_store(pending["param_store"])
-    if isinstance(pair, nn.Module):
-        pair.eval()
-    for cb in [*internal, *callbacks]:  # the best state is back before the user's callbacks see the end
-        cb.on_train_end(state)
+    step.restore_if_unstepped(state)
+    _set_training(pair, False)
+    _call([*internal, *callbacks], "on_train_end", state)  # the best state is back before the user's callbacks see the end
     return state.history
+
+
+def _call(callbacks: Sequence[Callback], hook: str, *args: Any) -> None:
+    """Run one hook of every callback, in order."""
+    for cb in callbacks:
+        getattr(cb, hook)(*args)
+
+
+def _set_training(pair: Any, training: bool) -> None:
+    if isinstance(pair, nn.Module):
+        pair.train(training)
+
+
+def _check_options(call: dict) -> None:
+    """fit()'s checks of its plain options (each error names the option and its value)."""
+    validation.check(**{k: call[k] for k in ("epochs", "batch_size", "lr", "seed", "clip_norm", "patience",
+                                             "checkpoint_every", "monitor", "data_plate")})
+    validation.Choice(("min", "max"))("mode", call["mode"])
+    validation.Choice(("first", "always", "never"))("validate", call["validate"])
+    if call["resume"] and call["checkpoint_dir"] is None:
+        raise validation.InvalidArgumentError("resume=True needs a checkpoint_dir to resume from")
+
+
+def _launch_processes(call: dict, train_data: Any, valid_data: Any, ckpt_dir: Path | None,
+                      device: torch.device) -> History:
+    """``strategy="ddp"`` from a single process: start ``num_processes`` workers that each run
+    fit with the same arguments, and return rank 0's history."""
+    if ckpt_dir is not None:  # refuse here, before any process starts (rank 0 claims the folder)
+        runs.check_free(ckpt_dir, _checkpoint_files(ckpt_dir), resume=call["resume"], overwrite=call["overwrite"],
+                        resume_flag="resume=True", overwrite_flag="overwrite=True")
+    records = distributed.launch(fit, call["pair"], (train_data, valid_data),
+                                 {k: v for k, v in call.items() if k not in ("pair", "train_data", "valid_data")},
+                                 call["num_processes"], device)
+    return History(records)
+
+
+def _start(pair: Any, elbo: Any, device: torch.device, rank: Any, data_plate: str | None, seed: int,
+           train_data: Any, valid_data: Any, ckpt_dir: Path | None) -> TrainState:
+    """The pair on its device, every generator seeded, and the state callbacks will see."""
+    if isinstance(pair, nn.Module):
+        pair.to(device)
+    step_elbo = elbo if rank is None else distributed.sharded_elbo(elbo, rank.world_size, data_plate)
+    # Ranks draw different guide noise; parameters start equal (rank 0's are broadcast).
+    set_seed(seed if rank is None else seed + 7919 * rank.rank)
+    if rank is not None and isinstance(pair, nn.Module):
+        rank.broadcast_parameters(list(pair.parameters()))
+    return TrainState(pair=pair, elbo=step_elbo, optimizer=None, params=[], device=device, rank=rank,
+                      train_data=train_data, valid_data=valid_data, checkpoint_dir=ckpt_dir)
+
+
+def _resume(last: Path, state: TrainState, options: dict, callbacks: Sequence[Callback], monitor: Monitor,
+            best: BestState | None, seed: int) -> dict:
+    """Continue the run in ``last`` (``last.pt``): counters, history, every callback's state and
+    the random streams go back now; returns what the first step restores (module weights,
+    param store, optimiser state), once lazily created parameters exist."""
+    ckpt = load_checkpoint(last, map_location=state.device)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{last} has checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    _check_resumed_options(ckpt.get("options", {}), options, last)
+    state.epoch, state.step = ckpt["epoch"] + 1, ckpt["step"]
+    state.history = History(list(ckpt["history"]))
+    for cb, cb_state in zip(callbacks, ckpt["callbacks"]):
+        cb.load_state_dict(cb_state)
+    monitor.load_state_dict(ckpt)  # its keys sit at the checkpoint's top level
+    set_rng_state(ckpt["rng"])
+    if state.rank is not None and state.rank.rank > 0:  # the checkpoint holds rank 0's generators
+        set_seed(seed + 7919 * state.rank.rank + 104_729 * state.epoch)
+    if best is not None:
+        best.load_best(last.parent, state.device)
+    return {"pair": ckpt.get("pair"), "param_store": decode_param_store(ckpt["param_store"]),
+            "optimizer": ckpt.get("optimizer"), "param_names": ckpt.get("param_names"), "path": last}
+
+
+def _train_epoch(state: TrainState, step: _Steps, callbacks: Sequence[Callback], batch_size: int, seed: int) -> None:
+    """One pass over the training data, one optimisation step per batch; logs ``train_loss``
+    (per datapoint) and ``step``."""
+    total, count = 0.0, 0
+    set_epoch(state.train_data, state.epoch)
+    for batch in iterate_batches(state.train_data, batch_size, shuffle=True, seed=seed, epoch=state.epoch):
+        n = state.datapoints = _batch_size(batch)
+        if state.rank is not None:
+            if n < state.rank.world_size:
+                continue  # too small to give every rank a datapoint (all ranks skip it)
+            batch = state.rank.shard(batch)
+        batch = batch_to(batch, state.device)
+        _call(callbacks, "on_step_begin", state, batch)
+        loss = step(state, batch)
+        total += loss
+        count += n
+        _call(callbacks, "on_step_end", state, batch, loss)
+    if count == 0:
+        raise ValueError(f"the training data gave no batches in epoch {state.epoch + 1}"
+                         + (" (with strategy='ddp', each batch needs at least one datapoint per rank)"
+                            if state.rank is not None else ""))
+    state.logs["train_loss"] = total / count
+    state.logs["step"] = state.step
+
+
+def _evaluate(state: TrainState, elbo: Any, metrics: Mapping[str, Callable[[Any, Any], float]], batch_size: int) -> None:
+    """Log the epoch's ``valid_loss`` (for an objective that modifies the ELBO, such as free
+    bits, the plain ELBO's, and ``valid_objective`` its own) and each of ``metrics``."""
+    if state.valid_data is not None:
+        plain = getattr(elbo, "plain_elbo", None)
+        valid_batch = max(batch_size, 256)
+        state.logs["valid_loss"] = evaluate_loss(state.pair, state.valid_data, plain if plain is not None else elbo,
+                                                 batch_size=valid_batch, device=state.device)
+        if plain is not None:
+            state.logs["valid_objective"] = evaluate_loss(state.pair, state.valid_data, elbo, batch_size=valid_batch,
+                                                          device=state.device)
+    for name, fn in metrics.items():
+        state.logs[name] = float(fn(state.pair, state.valid_data if state.valid_data is not None else state.train_data))
+
+
+class _Steps:
+    """One optimisation step per call: loss, backward, clipping, update, with the callbacks'
+    step hooks between them. The first step also looks at the pair once, restores a checkpoint
+    (``pending``), settles the objective and builds the optimiser over the parameters it found."""
+
+    def __init__(self, optimizer: Any, lr: float, clip_norm: float | None, elbo: Any, pending: dict | None,
+                 callbacks: Sequence[Callback], validate: str):
+        self.optimizer, self.lr, self.clip_norm, self.elbo = optimizer, lr, clip_norm, elbo
+        self.pending, self.callbacks, self.validate = pending, callbacks, validate
+
+    def __call__(self, state: TrainState, batch: Any) -> float:
+        """Returns the loss value (in a ``"ddp"`` run, summed over ranks: the whole batch's)."""
+        loss = self._first_loss(state, batch) if state.optimizer is None else state.loss(batch)
+        value = loss.detach().item()
+        if state.rank is not None:
+            value = state.rank.sum(value, state.device)
+        state.optimizer.zero_grad(set_to_none=True)
+        _call(self.callbacks, "on_before_backward", state, batch, value)
+        loss.backward()
+        if state.rank is not None:
+            state.rank.sum_gradients(state.params)
+        _call(self.callbacks, "on_after_backward", state, batch)
+        state.grad_norm = torch.nn.utils.clip_grad_norm_(state.params, self.clip_norm if self.clip_norm is not None
+                                                         else math.inf)
+        _call(self.callbacks, "on_before_optimizer_step", state, batch)
+        state.optimizer.step()
+        state.step += 1
+        if self.validate == "first":
+            pyro.enable_validation(False)
+        return value
+
+    def _first_loss(self, state: TrainState, batch: Any) -> torch.Tensor:
+        _prepare(state.pair, batch, self.elbo, self.pending)
+        # Parameters are found by name (some are created lazily by the first run).
+        named, loss = discover_parameters(state.pair, lambda: state.loss(batch))
+        if not named:
+            raise ValueError("the pair has no trainable parameters (no nn.Module parameters and no pyro.param sites)")
+        state.optimizer = _make_optimizer(self.optimizer, list(named.values()), self.lr)
+        state.param_names = _in_optimizer_order(state.optimizer, named)
+        state.params = [named[name] for name in state.param_names]
+        pending = self.pending
+        if pending is not None and pending["optimizer"] is not None:
+            _load_optimizer_state(state.optimizer, pending["optimizer"], pending["param_names"], state.param_names,
+                                  pending["path"])
+        if state.rank is not None:  # pyro.param values were drawn on each rank: use rank 0's
+            state.rank.broadcast_parameters(state.params)
+            loss = state.loss(batch)
+        return loss
+
+    def restore_if_unstepped(self, state: TrainState) -> None:
+        """Resumed after the last epoch: no step ran to restore the checkpoint, so do it now."""
+        if self.pending is not None and state.optimizer is None:
+            if isinstance(state.pair, nn.Module) and self.pending["pair"] is not None:
+                # strict=False: lazily created parameters live in the param store
+                state.pair.load_state_dict(self.pending["pair"], strict=False)
+            restore_param_store(self.pending["param_store"])
 
 
 def _look(pair: Any, batch: Any) -> list:
@@ -616,51 +591,6 @@ def _settle_plate_nesting(elbo: Any, nesting: int) -> None:
         if "max_plate_nesting" in attrs and (attrs["max_plate_nesting"] is None or attrs["max_plate_nesting"] == math.inf):
             elbo.max_plate_nesting = nesting
         elbo = attrs.get("elbo", attrs.get("inner"))
-
-
-def _optimisation_step(state: TrainState, batch: Any, callbacks: Sequence[Callback],
-                       build_optimizer: Callable[[list[torch.Tensor], list[str]], torch.optim.Optimizer],
-                       prepare: Callable[[Any], None], clip_norm: float | None, context: Callable[[], str]) -> float:
-    """Loss, backward, NaN checks, clipping and one update; returns the loss value (in a
-    ``"ddp"`` run, summed over ranks: the loss of the whole batch)."""
-    if state.optimizer is None:
-        # The first step finds the parameters by name (some are created lazily by the first run).
-        prepare(batch)
-        named, loss = discover_parameters(state.pair, lambda: state.loss(batch))
-        state.params, state.param_names = list(named.values()), list(named)
-        if not state.params:
-            raise ValueError("the pair has no trainable parameters (no nn.Module parameters and no pyro.param sites)")
-        state.optimizer = build_optimizer(state.params, state.param_names)
-        if state.rank is not None:  # pyro.param values were drawn on each rank: use rank 0's
-            state.rank.broadcast_parameters(state.params)
-            loss = state.loss(batch)
-    else:
-        loss = state.loss(batch)
-    value = loss.detach().item()
-    if state.rank is not None:
-        value = state.rank.sum(value, state.device)
-    if not math.isfinite(value):
-        raise TrainingDivergedError(f"loss became {value} at {context()}")
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if state.rank is not None:
-        state.rank.sum_gradients(state.params)
-    for cb in callbacks:
-        cb.on_after_backward(state, batch)
-    grad_norm = torch.nn.utils.clip_grad_norm_(state.params, clip_norm if clip_norm is not None else math.inf)
-    if not bool(torch.isfinite(grad_norm)):
-        raise TrainingDivergedError(f"gradient norm became {float(grad_norm)} at {context()}")
-    state.optimizer.step()
-    state.step += 1
-    return value
-
-
-def _last_good(ckpt_dir: Path | None) -> str:
-    if ckpt_dir is None:
-        return "No checkpoint was kept (pass checkpoint_dir= to keep one)."
-    if (ckpt_dir / "last.pt").is_file():
-        return f"The last good checkpoint is {ckpt_dir / 'last.pt'}."
-    return f"No checkpoint was written to {ckpt_dir} yet (the first is written at the end of an epoch)."
 
 
 def _checkpoint_files(folder: Path) -> list[Path]:

@@ -74,3 +74,52 @@ LOWER = ("pyro_lvm.base", "pyro_lvm.validation", "pyro_lvm.traces", "pyro_lvm.ch
 def test_lower_layers_do_not_import_the_training_loop_or_tasks(module):
     above = {m for m in GRAPH[module] if m in ("pyro_lvm.train", "pyro_lvm.cli") or m.startswith("pyro_lvm.tasks")}
     assert not above, f"{module} imports {sorted(above)}"
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_pyro_names(source: str) -> list[str]:
+    """Every use of a private Pyro name in ``source``: ``from pyro.x import _y``, an import of a
+    module ``pyro._x``, or an attribute ``_y`` reached from a name bound to Pyro
+    (``pyro.poutine.runtime._PYRO_STACK``, ``poutine._x`` after ``import pyro.poutine as poutine``)."""
+    tree = ast.parse(source)
+    bound, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "pyro":
+                    bound.add(a.asname or "pyro")
+                    if any(_private(p) for p in a.name.split(".")):
+                        found.append(f"line {node.lineno}: import {a.name}")
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "pyro":
+            for a in node.names:
+                bound.add(a.asname or a.name)
+                if _private(a.name) or any(_private(p) for p in node.module.split(".")):
+                    found.append(f"line {node.lineno}: from {node.module} import {a.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in bound:
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_private_name_check_finds_each_kind():
+    source = ("import pyro\nimport pyro.poutine as poutine\nfrom pyro.poutine import runtime\n"
+              "from pyro.infer.util import _x\nimport pyro._private\n"
+              "a = pyro.poutine.runtime._PYRO_STACK\nb = poutine._y\nc = runtime._z\n"
+              "d = pyro.__version__\nclass A:\n    def f(self):\n        return self._own\n")
+    assert private_pyro_names(source) == [
+        "line 4: from pyro.infer.util import _x", "line 5: import pyro._private",
+        "line 6: pyro.poutine.runtime._PYRO_STACK", "line 7: poutine._y", "line 8: runtime._z"]
+
+
+def test_no_private_pyro_names():
+    """pyro_lvm uses Pyro's public API only: private names change without notice."""
+    found = {str(path.relative_to(PACKAGE.parent)): hits for path in sorted(PACKAGE.rglob("*.py"))
+             if (hits := private_pyro_names(path.read_text()))}
+    assert not found, f"private Pyro names (use Pyro's public API instead): {found}"

@@ -271,3 +271,31 @@ def test_task_reads_a_conllu_file(tmp_path):
     code, m = run(tmp_path, "conllu", "--data-path", str(path), "--tag-column", "xpos", "--states", "3",
                   "--iterations", "3")
     assert code == 0 and m["data"]["tags"] == 5 and m["data"]["tokens"] == 35
+
+
+def test_adam_trains_chain_and_emission_at_their_own_rates_through_fit():
+    """The task's Adam path is fit() over length-sorted batches (a BatchList) with one
+    learning rate for the chain and one for the emission."""
+    from pyro_lvm import fit
+    from pyro_lvm.batching import BatchList
+    from pyro_lvm.tasks.pos_induction import chain_and_emission_adam, run_adam, toy_corpus
+
+    corpus = toy_corpus(60, seed=1)
+    pairs = [(x, m) for x, m, _ in corpus.batches(200)]
+    assert len({x.shape[1] for x, _ in pairs}) > 1  # the batches differ in length
+    torch.manual_seed(0)
+    hmm = HMM(CategoricalEmission(4, len(corpus.vocab)), num_sequences=len(corpus.words))
+    emission = [p.detach().clone() for p in hmm.emission.parameters()]
+    chain = [p.detach().clone() for n, p in hmm.named_parameters() if not n.startswith("emission.")]
+    h = fit(hmm, BatchList(pairs), elbo=hmm.elbo(), optimizer=chain_and_emission_adam(hmm, 0.1, 0.0), epochs=2,
+            progress=False)
+    assert h["step"] == [len(pairs), 2 * len(pairs)]
+    assert all(torch.equal(p, q) for p, q in zip(hmm.emission.parameters(), emission))  # emission lr 0
+    assert not any(torch.equal(p, q) for p, q in
+                   zip([p for n, p in hmm.named_parameters() if not n.startswith("emission.")], chain))
+
+    reported = []
+    args = type("Args", (), {"lr": 0.05, "chain_lr": None, "device": "cpu"})()
+    history = run_adam(hmm, pairs, 3, args, lambda epoch, total: reported.append((epoch, total)), seed=0)
+    assert [e for e, _ in reported] == [0, 1, 2] and history == [t for _, t in reported]
+    assert history[-1] > history[0]  # the log-likelihood of the batches rises

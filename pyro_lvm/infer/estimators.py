@@ -234,12 +234,33 @@ class Comparison:
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        saved = []
-        has_bias = bool(self.reference) and any(math.isfinite(r.relative_bias) for r in self.rows)
-        label = lambda r: r.estimator + (f" τ={r.temperature:g}" if r.estimator in TEMPERATURE else "")  # noqa: E731
+        saved = [self._plot_variance_by_estimator(plt, out_dir / "variance_by_estimator.png")]
+        if any(r.estimator in TEMPERATURE for r in self.rows):
+            saved.append(self._plot_variance_vs_temperature(plt, out_dir / "variance_vs_temperature.png"))
+        if any(r.curve for r in self.rows):
+            saved.append(self._plot_elbo_vs_time(plt, out_dir / "elbo_vs_time.png"))
+        return saved
+
+    def _has_bias(self) -> bool:
+        return bool(self.reference) and any(math.isfinite(r.relative_bias) for r in self.rows)
+
+    @staticmethod
+    def _label(r: EstimatorResult) -> str:
+        return r.estimator + (f" τ={r.temperature:g}" if r.estimator in TEMPERATURE else "")
+
+    @staticmethod
+    def _save(plt: Any, fig: Any, path: Path) -> Path:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    def _plot_variance_by_estimator(self, plt: Any, path: Path) -> Path:
+        """Bars: the trace of the gradient covariance per row, and its relative bias (95% CI)."""
+        has_bias = self._has_bias()
         fig, axes = plt.subplots(1, 2 if has_bias else 1, figsize=(11 if has_bias else 6, 0.8 + 0.32 * len(self.rows)),
                                  squeeze=False)
-        names = [label(r) for r in self.rows]
+        names = [self._label(r) for r in self.rows]
         axes[0, 0].barh(names, [max(r.trace_cov, 1e-30) for r in self.rows], color="tab:blue")
         axes[0, 0].set(xscale="log", xlabel="trace of gradient covariance")
         axes[0, 0].invert_yaxis()
@@ -252,45 +273,41 @@ class Comparison:
                             color="tab:orange")
             axes[0, 1].set(xlabel="relative bias |E g - g_ref| / |g_ref| (95% CI)")
             axes[0, 1].invert_yaxis()
-        fig.tight_layout()
-        saved.append(out_dir / "variance_by_estimator.png")
-        fig.savefig(saved[-1], dpi=110)
-        plt.close(fig)
+        return self._save(plt, fig, path)
+
+    def _plot_variance_vs_temperature(self, plt: Any, path: Path) -> Path:
+        """Lines: variance (and bias) of each tempered estimator against its temperature, with
+        the untempered estimators' variances as dashed levels."""
+        has_bias = self._has_bias()
         tempered = [r for r in self.rows if r.estimator in TEMPERATURE]
-        if tempered:
-            fig, axes = plt.subplots(1, 2 if has_bias else 1, figsize=(10 if has_bias else 5, 3.6), squeeze=False)
-            for name in dict.fromkeys(r.estimator for r in tempered):
-                rs = sorted((r for r in tempered if r.estimator == name), key=lambda r: r.temperature)
-                axes[0, 0].plot([r.temperature for r in rs], [r.trace_cov for r in rs], "o-", label=name)
-                if has_bias:
-                    axes[0, 1].plot([r.temperature for r in rs], [r.relative_bias for r in rs], "o-", label=name)
-            for r in self.rows:
-                if r.estimator not in TEMPERATURE and r.trace_cov > 0:
-                    axes[0, 0].axhline(r.trace_cov, ls="--", lw=1, color="gray")
-                    axes[0, 0].annotate(r.estimator, (axes[0, 0].get_xlim()[0], r.trace_cov), fontsize=7)
-            axes[0, 0].set(xlabel="temperature (initial, for rebar/relax)", ylabel="trace of gradient covariance",
-                           yscale="log")
-            axes[0, 0].legend(fontsize=8)
+        fig, axes = plt.subplots(1, 2 if has_bias else 1, figsize=(10 if has_bias else 5, 3.6), squeeze=False)
+        for name in dict.fromkeys(r.estimator for r in tempered):
+            rs = sorted((r for r in tempered if r.estimator == name), key=lambda r: r.temperature)
+            axes[0, 0].plot([r.temperature for r in rs], [r.trace_cov for r in rs], "o-", label=name)
             if has_bias:
-                axes[0, 1].set(xlabel="temperature", ylabel="relative bias |E g - g_ref| / |g_ref|")
-                axes[0, 1].legend(fontsize=8)
-            fig.tight_layout()
-            saved.append(out_dir / "variance_vs_temperature.png")
-            fig.savefig(saved[-1], dpi=110)
-            plt.close(fig)
-        curves = [r for r in self.rows if r.curve]
-        if curves:
-            fig, ax = plt.subplots(figsize=(7.5, 3.8))
-            ax.set_prop_cycle(color=plt.cm.tab20.colors)  # many curves: 20 distinct colours
-            for r in curves:
-                ax.plot([c["time_s"] for c in r.curve], [c["elbo"] for c in r.curve], label=label(r))
-            ax.set(xlabel="training time (s)", ylabel="ELBO" + (" (exact)" if self.exact_available else " (MC)"))
-            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-            fig.tight_layout()
-            saved.append(out_dir / "elbo_vs_time.png")
-            fig.savefig(saved[-1], dpi=110)
-            plt.close(fig)
-        return saved
+                axes[0, 1].plot([r.temperature for r in rs], [r.relative_bias for r in rs], "o-", label=name)
+        for r in self.rows:
+            if r.estimator not in TEMPERATURE and r.trace_cov > 0:
+                axes[0, 0].axhline(r.trace_cov, ls="--", lw=1, color="gray")
+                axes[0, 0].annotate(r.estimator, (axes[0, 0].get_xlim()[0], r.trace_cov), fontsize=7)
+        axes[0, 0].set(xlabel="temperature (initial, for rebar/relax)", ylabel="trace of gradient covariance",
+                       yscale="log")
+        axes[0, 0].legend(fontsize=8)
+        if has_bias:
+            axes[0, 1].set(xlabel="temperature", ylabel="relative bias |E g - g_ref| / |g_ref|")
+            axes[0, 1].legend(fontsize=8)
+        return self._save(plt, fig, path)
+
+    def _plot_elbo_vs_time(self, plt: Any, path: Path) -> Path:
+        """The training curves: ELBO against training time, one line per row that has one."""
+        fig, ax = plt.subplots(figsize=(7.5, 3.8))
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # many curves: 20 distinct colours
+        for r in self.rows:
+            if r.curve:
+                ax.plot([c["time_s"] for c in r.curve], [c["elbo"] for c in r.curve], label=self._label(r))
+        ax.set(xlabel="training time (s)", ylabel="ELBO" + (" (exact)" if self.exact_available else " (MC)"))
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        return self._save(plt, fig, path)
 
 
 # ----------------------------------------------------------------------------- the harness
@@ -543,119 +560,189 @@ def compare_estimators(
     args, kwargs = batch_args(batch)
     applicable = estimator_applicability(pair.model, pair.guide, *args, max_enum_size=max_enum_size, **kwargs)
     explicit = estimators is not None
-    if explicit:
+    estimators, skipped = _chosen_estimators(estimators, applicable)
+    size, continuous = enumeration_size(pair, batch)
+    kind, reason = _choose_reference(pair, batch, exact, size, continuous, max_enum_size, applicable)
+    start = snapshot(pair)
+    if max_plate_nesting is None:
+        with side_trace():
+            max_plate_nesting = pair_plate_nesting(pair.model, pair.guide, args, kwargs)
+    bench = _Bench(pair, batch, args, kwargs, {"max_plate_nesting": max_plate_nesting, "max_enum_size": max_enum_size},
+                   num_particles, seed, start, pyro.poutine.util.is_validation_enabled())
+    named, groups, offsets = _measured_parameters(bench, groups)
+    params = [p for n, p in named.items() if not _is_estimator_state(n)]
+    plan = _runnable_plan(bench, estimators, temperatures, explicit, skipped)
+    ref = _reference(bench, kind, params, reference_repeats)
+    curve = (curve_steps, curve_every, curve_lr, curve_particles)
+    rows = []
+    try:
+        for name, tau in plan:
+            rows.append(_measure(bench, name, tau, named, params, groups, offsets, ref, repeats, warmup, size, curve))
+    finally:
+        pyro.enable_validation(bench.was_validating)
+        bench.restore()
+    return Comparison(rows=rows, repeats=repeats, latent_size=size, exact_available=kind == "exact",
+                      exact_grad_norm=float(ref.grad.norm()) if kind == "exact" else math.nan,
+                      exact_elbo=ref.exact_elbo, groups=groups, reason_no_exact=reason, reference=ref.described,
+                      reference_grad_norm=float(ref.grad.norm()) if ref.grad is not None else math.nan,
+                      reference_elbo=ref.elbo, skipped=skipped)
+
+
+@dataclass
+class _Bench:
+    """What each stage of :func:`compare_estimators` works on: the pair, its batch (also split
+    into ``args``/``kwargs``), the settings every :class:`DiscreteELBO` gets, and the pair's
+    starting state, put back after each estimator."""
+
+    pair: Any
+    batch: Any
+    args: tuple
+    kwargs: dict
+    kw: dict  # max_plate_nesting, max_enum_size
+    num_particles: int | dict[str, int] | None
+    seed: int
+    start: dict
+    was_validating: bool
+
+    def objective(self, name: str, tau: float) -> DiscreteELBO:
+        n = self.num_particles.get(name) if isinstance(self.num_particles, dict) else self.num_particles
+        return DiscreteELBO(name, tau, num_particles=n, **self.kw)
+
+    def loss(self, objective: Any) -> torch.Tensor:
+        return objective.differentiable_loss(self.pair.model, self.pair.guide, *self.args, **self.kwargs)
+
+    def restore(self) -> None:
+        restore(self.pair, self.start)
+
+
+@dataclass
+class _Reference:
+    """The gradient biases are measured against: ``kind`` ``"exact"``, a sampled one (the mean
+    of ``draws``), or none (``grad`` None); the ELBO there, and a sentence saying which."""
+
+    kind: str
+    grad: torch.Tensor | None = None
+    draws: torch.Tensor | None = None
+    exact_elbo: float = math.nan
+    elbo: float = math.nan
+    described: str = ""
+
+
+def _chosen_estimators(estimators: Sequence[str] | None, applicable: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """``(estimators to measure, {skipped name: why})``: the names given, each refused with its
+    reason if it does not apply; else every one that applies (the rest are skipped)."""
+    if estimators is not None:
         estimators = [check_estimator(name) for name in estimators]
         if not estimators:
             raise ValueError("estimators is empty")
         for name in estimators:
             if applicable[name]:
                 raise ValueError(applicable[name])
-    else:
-        estimators = [name for name, why in applicable.items() if not why]
-        if not estimators:
-            raise ValueError(next(iter(applicable.values())))
-    skipped = {name: why for name, why in applicable.items() if why and not explicit}
-    size, continuous = enumeration_size(pair, batch)
-    kind, reason = _choose_reference(pair, batch, exact, size, continuous, max_enum_size, applicable)
+        return estimators, {}
+    estimators = [name for name, why in applicable.items() if not why]
+    if not estimators:
+        raise ValueError(next(iter(applicable.values())))
+    return estimators, {name: why for name, why in applicable.items() if why}
 
-    start = snapshot(pair)
-    if max_plate_nesting is None:
-        with side_trace():
-            max_plate_nesting = pair_plate_nesting(pair.model, pair.guide, args, kwargs)
-    kw = {"max_plate_nesting": max_plate_nesting, "max_enum_size": max_enum_size}
 
-    def make(name: str, tau: float, **extra: Any) -> DiscreteELBO:
-        n = num_particles.get(name) if isinstance(num_particles, dict) else num_particles
-        return DiscreteELBO(name, tau, num_particles=n, **kw, **extra)
-
-    probe = DiscreteELBO("score-function", **kw)  # one run creates every pyro.param site
-    named, _ = discover_parameters(pair, lambda: probe.differentiable_loss(pair.model, pair.guide, *args, **kwargs))
-    restore(pair, start)
+def _measured_parameters(bench: _Bench, groups: dict[str, list[str]] | None
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, list[str]], dict[str, tuple[int, int]]]:
+    """``(every parameter by name, groups, {name: its slice of the flat gradient})``: one run
+    creates every ``pyro.param`` site; the groups must name the pair's parameters."""
+    probe = DiscreteELBO("score-function", **bench.kw)
+    named, _ = discover_parameters(bench.pair, lambda: bench.loss(probe))
+    bench.restore()
     measured = {n: p for n, p in named.items() if not _is_estimator_state(n)}
-    names, params = list(measured), list(measured.values())
-    groups = groups if groups is not None else default_groups(names)
-    unknown = {n for g in groups.values() for n in g} - set(names)
+    groups = groups if groups is not None else default_groups(measured)
+    unknown = {n for g in groups.values() for n in g} - set(measured)
     if unknown:
-        raise ValueError(f"groups name unknown parameters {sorted(unknown)}; parameters are {names}")
+        raise ValueError(f"groups name unknown parameters {sorted(unknown)}; parameters are {list(measured)}")
     offsets, o = {}, 0
     for n, p in measured.items():
         offsets[n] = (o, o + p.numel())
         o += p.numel()
+    return named, groups, offsets
 
-    was_validating = pyro.poutine.util.is_validation_enabled()
+
+def _runnable_plan(bench: _Bench, estimators: list[str], temperatures: list[float], explicit: bool,
+                   skipped: dict[str, str]) -> list[tuple[str, float]]:
+    """Every ``(estimator, temperature)`` to measure, each run once first: what only running the
+    pair can reveal (a model that cannot take a relaxed value, ...) is refused now (a name the
+    caller gave) or skipped with the reason, not found mid-way."""
     plan = [(name, tau) for name in estimators
             for tau in (temperatures if ESTIMATORS[name].temperature else temperatures[:1] or [1.0])]
-    # every (estimator, temperature) runs once before anything is measured: what only running the
-    # pair can reveal (a model that cannot take a relaxed value, ...) is refused now, not mid-way
     for name, tau in list(plan):
         try:
-            pyro.set_rng_seed(seed)
-            make(name, tau).differentiable_loss(pair.model, pair.guide, *args, **kwargs)
+            pyro.set_rng_seed(bench.seed)
+            bench.loss(bench.objective(name, tau))
         except ValueError as e:
             if explicit:
-                restore(pair, start)
+                bench.restore()
                 raise ValueError(f"{name!r} cannot run on this pair: {e}") from e
             skipped[name] = str(e)
             plan = [(n, t) for n, t in plan if n != name]
         finally:
-            restore(pair, start)
+            bench.restore()
     if not plan:
         raise ValueError("no estimator can run on this pair: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return plan
 
-    reference, reference_draws, exact_elbo, reference_elbo, described = None, None, math.nan, math.nan, ""
+
+def _reference(bench: _Bench, kind: str, params: list[torch.Tensor], repeats: int) -> _Reference:
+    """The exact gradient by enumeration, or the mean of ``repeats`` draws of ``kind``."""
     if kind == "exact":
-        loss = DiscreteELBO("enumerate", **kw).differentiable_loss(pair.model, pair.guide, *args, **kwargs)
-        exact_elbo = reference_elbo = -float(loss.detach())
-        reference = _flat_grad(loss, params).double()
-        described = "the exact gradient by enumeration"
-    elif kind:
-        pyro.set_rng_seed(seed + 1)
-        ref_objective = make(kind, 1.0)
-        reference_draws, values, _, _, _ = _draw(pair, ref_objective, params, batch, reference_repeats)
-        pyro.enable_validation(was_validating)
-        restore(pair, start)
-        reference = reference_draws.mean(0)
-        reference_elbo = statistics.fmean(values)
-        described = (f"the mean of {reference_repeats} draws of {kind!r} ("
-                     + ("discrete sites summed exactly, continuous sites sampled" if kind == "enumerate"
-                        else f"unbiased, S={ref_objective.num_particles}")
-                     + "; its own noise is removed from the bias and widens the interval)")
+        loss = bench.loss(DiscreteELBO("enumerate", **bench.kw))
+        elbo = -float(loss.detach())
+        return _Reference(kind, _flat_grad(loss, params).double(), exact_elbo=elbo, elbo=elbo,
+                          described="the exact gradient by enumeration")
+    if not kind:
+        return _Reference(kind)
+    pyro.set_rng_seed(bench.seed + 1)
+    objective = bench.objective(kind, 1.0)
+    draws, values, _, _, _ = _draw(bench.pair, objective, params, bench.batch, repeats)
+    pyro.enable_validation(bench.was_validating)
+    bench.restore()
+    return _Reference(kind, draws.mean(0), draws, elbo=statistics.fmean(values),
+                      described=(f"the mean of {repeats} draws of {kind!r} ("
+                                 + ("discrete sites summed exactly, continuous sites sampled" if kind == "enumerate"
+                                    else f"unbiased, S={objective.num_particles}")
+                                 + "; its own noise is removed from the bias and widens the interval)"))
 
-    def evaluate() -> float:
-        with torch.no_grad():
-            if kind == "exact":
-                return -float(DiscreteELBO("enumerate", **kw).loss(pair.model, pair.guide, *args, **kwargs))
-            return -float(DiscreteELBO("score-function", num_particles=curve_particles, **kw)
-                          .loss(pair.model, pair.guide, *args, **kwargs))
 
-    rows = []
-    try:
-        for name, tau in plan:
-            objective = make(name, tau)
-            pyro.set_rng_seed(seed)
-            if name in ("score-function-baseline", "rebar", "relax"):
-                _warm_up(pair, objective, [p for n, p in named.items() if _is_estimator_state(n)], batch, warmup)
-            pyro.enable_validation(was_validating)
-            g, values, own, times, mem = _draw(pair, objective, params, batch, repeats)
-            row = _summarise(name, tau, g, values, own, times, mem, groups, offsets, reference, reference_draws)
-            row.objective_name = objective.objective_name
-            row.model_evaluations = int(size) if name == "enumerate" else objective.model_evaluations
-            if name in ("rebar", "relax"):
-                row.learned = objective.inner.learned()
-            if name == "vimco" and reference is not None:
-                row.note = (f"vimco follows the gradient of its {objective.objective_name}, not the ELBO's: its bias "
-                            "here is measured against the ELBO's reference and is expected")
-            if curve_steps > 0:
-                pyro.set_rng_seed(seed)
-                row.curve = _train_curve(pair, batch, objective, evaluate, curve_steps, curve_every, curve_lr,
-                                         list(named.values()))
-            restore(pair, start)
-            rows.append(row)
-    finally:
-        pyro.enable_validation(was_validating)
-        restore(pair, start)
-    return Comparison(rows=rows, repeats=repeats, latent_size=size, exact_available=kind == "exact",
-                      exact_grad_norm=float(reference.norm()) if kind == "exact" else math.nan,
-                      exact_elbo=exact_elbo, groups=groups, reason_no_exact=reason, reference=described,
-                      reference_grad_norm=float(reference.norm()) if reference is not None else math.nan,
-                      reference_elbo=reference_elbo, skipped=skipped)
+def _measure(bench: _Bench, name: str, tau: float, named: dict[str, torch.Tensor], params: list[torch.Tensor],
+             groups: dict[str, list[str]], offsets: dict[str, tuple[int, int]], ref: _Reference, repeats: int,
+             warmup: int, size: float, curve: tuple[int, int, float, int]) -> EstimatorResult:
+    """One row: warm up what the estimator learns, draw ``repeats`` gradients, summarise them
+    against the reference, and train a curve when ``curve``'s step count is > 0."""
+    objective = bench.objective(name, tau)
+    pyro.set_rng_seed(bench.seed)
+    if name in ("score-function-baseline", "rebar", "relax"):
+        _warm_up(bench.pair, objective, [p for n, p in named.items() if _is_estimator_state(n)],
+                 bench.batch, warmup)
+    pyro.enable_validation(bench.was_validating)
+    g, values, own, times, mem = _draw(bench.pair, objective, params, bench.batch, repeats)
+    row = _summarise(name, tau, g, values, own, times, mem, groups, offsets, ref.grad, ref.draws)
+    row.objective_name = objective.objective_name
+    row.model_evaluations = int(size) if name == "enumerate" else objective.model_evaluations
+    if name in ("rebar", "relax"):
+        row.learned = objective.inner.learned()
+    if name == "vimco" and ref.grad is not None:
+        row.note = (f"vimco follows the gradient of its {objective.objective_name}, not the ELBO's: its bias "
+                    "here is measured against the ELBO's reference and is expected")
+    steps, every, lr, particles = curve
+    if steps > 0:
+        pyro.set_rng_seed(bench.seed)
+        row.curve = _train_curve(bench.pair, bench.batch, objective,
+                                 lambda: _curve_elbo(bench, ref.kind, particles), steps, every, lr, list(named.values()))
+    bench.restore()
+    return row
+
+
+def _curve_elbo(bench: _Bench, kind: str, particles: int) -> float:
+    """The ELBO a training curve records: exact where enumeration is, else ``particles`` draws."""
+    with torch.no_grad():
+        if kind == "exact":
+            return -float(DiscreteELBO("enumerate", **bench.kw).loss(bench.pair.model, bench.pair.guide,
+                                                                     *bench.args, **bench.kwargs))
+        return -float(DiscreteELBO("score-function", num_particles=particles, **bench.kw)
+                      .loss(bench.pair.model, bench.pair.guide, *bench.args, **bench.kwargs))

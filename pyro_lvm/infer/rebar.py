@@ -225,18 +225,7 @@ class Rebar(ParticleEstimator):
     def loss(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, structure: Structure
              ) -> tuple[torch.Tensor, dict[str, float]]:
         groups = self.num_particles
-        log_temps: dict[str, torch.Tensor] = {}
-
-        def temperature(site: str, like: torch.Tensor) -> torch.Tensor:
-            log_temps[site] = self._param(site, "log_temperature", math.log(self.initial_temperature), like)
-            return log_temps[site].exp()
-
-        sampler = RebarSampler(structure, groups, temperature)
-        traces = ParticleTraces(model, guide, args, kwargs, num_particles=3 * groups,
-                                max_plate_nesting=structure.max_plate_nesting, sampler=sampler,
-                                model_handler=_SoftModelSites({n: structure.families[n] for n in structure.sites}))
-        if sampler.seen != len(structure.sites):
-            raise StructureChanged("a handled site did not appear")
+        sampler, traces, log_temps = self._triples(model, guide, args, kwargs, structure)
         weights = torch.zeros(traces.num_particles)
         weights.view(groups, 3)[:, 0] = 1.0 / groups                     # particle 0 of each triple is q's draw
         costs, value, stats = self.elbo(traces, structure.sites, weights.to(traces.total()))
@@ -253,28 +242,10 @@ class Rebar(ParticleEstimator):
         variance = None
         cv_params: list[torch.Tensor] = []
         for name, a, dr, dh in zip(names, logits, d_relaxed, d_hard):
-            _, z, z_cond, b, event_dims = sampler.records[name]
-            eta = self._param(name, "eta", 1.0, a)
-            cv_params += [eta, log_temps[name]]
-            cost = regroup(traces.front(costs[name]), 0, groups)   # (groups, 3, *plates)
-            hard_cost, cond_cost = cost[:, 0].detach(), cost[:, 2]
-            control_cond = eta * cond_cost
-            cv_grad = eta * dr
-            if self.relax:
-                r_z = self._surrogate(name, z, a, event_dims)
-                r_cond = self._surrogate(name, z_cond, a, event_dims)
-                control_cond = control_cond + r_cond.reshape(cond_cost.shape)
-                (dr_net,) = torch.autograd.grad((r_z - r_cond).sum(), a, retain_graph=True, create_graph=True)
-                cv_grad = cv_grad + dr_net
-                cv_params += list(self.networks[name].parameters())
-            signal = event_view(hard_cost - control_cond, event_dims)
-            dlog_q = b - (torch.sigmoid(a) if structure.families[name] == "bernoulli" else torch.softmax(a, -1))
-            dlog_q = dlog_q.detach()
-            correction = signal * dlog_q + cv_grad                      # all but the hard pass's own path
+            correction, estimate, params = self._site_gradient(name, a, dr, dh, sampler, traces, costs, log_temps,
+                                                               structure)
+            cv_params += params
             surrogate = surrogate + (a * correction.detach()).sum() / groups
-            estimate = (dh + correction) / groups                       # this step's gradient w.r.t. a
-            if structure.families[name] != "bernoulli":  # w.r.t. the unnormalised logits
-                estimate = estimate - torch.softmax(a, -1).detach() * estimate.sum(-1, keepdim=True)
             variance = estimate.pow(2).sum() if variance is None else variance + estimate.pow(2).sum()
         loss = as_loss(value, surrogate)
         if variance is not None:
@@ -285,3 +256,52 @@ class Rebar(ParticleEstimator):
             plain = traces.plain_score(others, weights.to(value))
             loss = loss - (plain - plain.detach())
         return loss, stats
+
+    def _triples(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, structure: Structure
+                 ) -> tuple[RebarSampler, ParticleTraces, dict[str, torch.Tensor]]:
+        """``num_particles`` triples of traces (q's hard draw, its relaxation, the conditional
+        relaxation), each handled site's log-temperature parameter by name."""
+        log_temps: dict[str, torch.Tensor] = {}
+
+        def temperature(site: str, like: torch.Tensor) -> torch.Tensor:
+            log_temps[site] = self._param(site, "log_temperature", math.log(self.initial_temperature), like)
+            return log_temps[site].exp()
+
+        sampler = RebarSampler(structure, self.num_particles, temperature)
+        traces = ParticleTraces(model, guide, args, kwargs, num_particles=3 * self.num_particles,
+                                max_plate_nesting=structure.max_plate_nesting, sampler=sampler,
+                                model_handler=_SoftModelSites({n: structure.families[n] for n in structure.sites}))
+        if sampler.seen != len(structure.sites):
+            raise StructureChanged("a handled site did not appear")
+        return sampler, traces, log_temps
+
+    def _site_gradient(self, name: str, a: torch.Tensor, dr: torch.Tensor, dh: torch.Tensor, sampler: RebarSampler,
+                       traces: ParticleTraces, costs: dict[str, torch.Tensor], log_temps: dict[str, torch.Tensor],
+                       structure: Structure) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """For one site with logits ``a``: ``(correction, estimate, control-variate parameters)``,
+        where ``correction`` is the REBAR/RELAX gradient term beyond the hard pass's own path
+        (``dh``; ``dr`` is the relaxed gap's derivative) and ``estimate`` this step's gradient
+        with respect to ``a``, whose squared norm the control variates minimise."""
+        groups = self.num_particles
+        _, z, z_cond, b, event_dims = sampler.records[name]
+        eta = self._param(name, "eta", 1.0, a)
+        cv_params = [eta, log_temps[name]]
+        cost = regroup(traces.front(costs[name]), 0, groups)   # (groups, 3, *plates)
+        hard_cost, cond_cost = cost[:, 0].detach(), cost[:, 2]
+        control_cond = eta * cond_cost
+        cv_grad = eta * dr
+        if self.relax:
+            r_z = self._surrogate(name, z, a, event_dims)
+            r_cond = self._surrogate(name, z_cond, a, event_dims)
+            control_cond = control_cond + r_cond.reshape(cond_cost.shape)
+            (dr_net,) = torch.autograd.grad((r_z - r_cond).sum(), a, retain_graph=True, create_graph=True)
+            cv_grad = cv_grad + dr_net
+            cv_params += list(self.networks[name].parameters())
+        signal = event_view(hard_cost - control_cond, event_dims)
+        dlog_q = b - (torch.sigmoid(a) if structure.families[name] == "bernoulli" else torch.softmax(a, -1))
+        dlog_q = dlog_q.detach()
+        correction = signal * dlog_q + cv_grad                      # all but the hard pass's own path
+        estimate = (dh + correction) / groups                       # this step's gradient w.r.t. a
+        if structure.families[name] != "bernoulli":  # w.r.t. the unnormalised logits
+            estimate = estimate - torch.softmax(a, -1).detach() * estimate.sum(-1, keepdim=True)
+        return correction, estimate, cv_params

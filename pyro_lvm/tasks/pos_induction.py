@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from .. import runs, validation as V
-from ..checkpoint import atomic_json_save, atomic_torch_save, epoch_generator, load_checkpoint, load_module_state, set_seed
+from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
 from ..data.tagged_text import TaggedCorpus, corpus_from_sentences, read_tagged, word_features, word_shape
 from ..models.hmm import HMM, CategoricalEmission, FeatureCategoricalEmission
-from ..train import resolve_device
+from ..train import BatchList, Callback, TrainState, fit, resolve_device
 from . import run_options
 from .hmm_chorales import MODEL_FILE
 
@@ -254,26 +254,44 @@ def run_em(hmm: HMM, pairs: list, iterations: int, args: argparse.Namespace, rep
     return hmm.em_fit(pairs, iterations, args.emission_pseudocount, tol=args.tol, callback=report)
 
 
+class EpochLogLikelihood(Callback):
+    """Sums the log-likelihood of each epoch's batches as they are trained on (minus each
+    step's loss) and hands it to ``report(epoch, total)``; ``history`` keeps the totals."""
+
+    def __init__(self, report) -> None:
+        self.report, self.history, self.total = report, [], 0.0
+
+    def on_epoch_begin(self, state: TrainState) -> None:
+        self.total = 0.0
+
+    def on_step_end(self, state: TrainState, batch, loss: float) -> None:
+        self.total -= loss
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.history.append(self.total)
+        self.report(state.epoch, self.total)
+
+
+def chain_and_emission_adam(hmm: HMM, chain_lr: float, emission_lr: float):
+    """An optimiser factory for :func:`pyro_lvm.fit`: Adam with the initial and transition
+    logits at ``chain_lr`` and the emission's parameters at ``emission_lr``."""
+    emission = {id(p) for p in hmm.emission.parameters()}
+
+    def adam(params: list[torch.Tensor]) -> torch.optim.Adam:
+        return torch.optim.Adam([{"params": [p for p in params if id(p) not in emission], "lr": chain_lr},
+                                 {"params": [p for p in params if id(p) in emission], "lr": emission_lr}])
+    return adam
+
+
 def run_adam(hmm: HMM, pairs: list, epochs: int, args: argparse.Namespace, report, seed: int) -> list[float]:
-    """Adam on the fast path: one step per length-sorted batch, batches in a seeded random order;
-    returns the summed log-likelihood of each epoch's batches as they were trained on. (Not
-    fit(): its mini-batches are slices of one padded tensor; these batches differ in length.)"""
-    chain = [p for name, p in hmm.named_parameters() if not name.startswith("emission.")]
-    opt = torch.optim.Adam([{"params": chain, "lr": args.chain_lr or args.lr},
-                            {"params": list(hmm.emission.parameters()), "lr": args.lr}])
-    elbo, history = hmm.elbo(), []
-    for epoch in range(epochs):
-        order = torch.randperm(len(pairs), generator=epoch_generator(seed, epoch))
-        total = 0.0
-        for i in order.tolist():
-            opt.zero_grad()
-            loss = elbo.differentiable_loss(hmm.model, hmm.guide, *pairs[i])
-            loss.backward()
-            opt.step()
-            total -= float(loss.detach())
-        history.append(total)
-        report(epoch, total)
-    return history
+    """Adam on the fast path by :func:`pyro_lvm.fit`: one step per length-sorted batch (a
+    :class:`~pyro_lvm.batching.BatchList`, in a seeded random order each epoch), the chain at
+    ``--chain-lr``, the emission at ``--lr``; returns the summed log-likelihood of each epoch's
+    batches as they were trained on."""
+    totals = EpochLogLikelihood(report)
+    fit(hmm, BatchList(pairs), elbo=hmm.elbo(), optimizer=chain_and_emission_adam(hmm, args.chain_lr or args.lr, args.lr),
+        epochs=epochs, seed=seed, device=args.device, progress=False, callbacks=[totals])
+    return totals.history
 
 
 def train(args: argparse.Namespace, corpus: TaggedCorpus, vectors, batches: list, progress: list,

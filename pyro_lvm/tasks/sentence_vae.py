@@ -71,6 +71,22 @@ TOP_P = 0.5  # nucleus of the prior samples: the unreliable tail of a few minute
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``pyro-lvm train sentence_vae`` (and of the showcase), one group per stage."""
+    _data_arguments(p)
+    _model_arguments(p)
+    _kl_arguments(p)
+    _training_arguments(p)
+    _decoding_arguments(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    runs.add_run_arguments(p, resume=True)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="a progress bar per phase on stderr (also when it is not a terminal)")
+    p.add_argument("--out", default="runs/sentence_vae")
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    """Which sentences, how many, and the vocabulary."""
     data = p.add_argument_group("data")
     data.add_argument("--corpus", default="embedded-simple",
                       help="'embedded-simple' (the default: the sentences of at most 30 tokens of the Wikipedia sample "
@@ -83,6 +99,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="vocabulary size including the 4 special tokens (default: every training word)")
     data.add_argument("--min-freq", type=int, default=1, help="rarer training words read as <unk>")
     data.add_argument("--max-len", type=int, default=30, help="longer sentences are truncated (with a warning)")
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    """Sizes and networks of the encoder and decoder."""
     model = p.add_argument_group("model")
     model.add_argument("--embed-dim", type=int, default=128)
     model.add_argument("--hidden-dim", type=int, default=192)
@@ -100,6 +120,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--dropout", type=float, default=0.0, help="dropout on embeddings and decoder outputs")
     model.add_argument("--word-keep", type=float, default=1.0,
                        help="word-dropout keep rate of the VAE decoder (1 = off; Bowman et al.'s decoder weakening)")
+
+
+def _kl_arguments(p: argparse.ArgumentParser) -> None:
+    """The remedy against posterior collapse and its settings."""
     kl = p.add_argument_group("KL control (VAE only)")
     kl.add_argument("--remedy", default=DEFAULT_REMEDY, choices=REMEDIES, help=REMEDY_HELP)
     kl.add_argument("--free-bits", type=float, default=0.25,
@@ -114,6 +138,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="autoencoder (beta = 0) epochs before the decoder reset (--remedy pretrain+...; Li et al.)")
     kl.add_argument("--reset", default="initial", choices=["initial", "fresh"],
                     help="decoder reset after pretraining: back to its initial values, or a fresh draw")
+
+
+def _training_arguments(p: argparse.ArgumentParser) -> None:
+    """Which models, the optimiser's settings, and the test NLL's importance samples."""
     train = p.add_argument_group("training")
     train.add_argument("--models", nargs="+", default=list(KINDS), choices=KINDS, help="which models to train")
     train.add_argument("--epochs", type=int, default=4)
@@ -125,6 +153,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="importance samples K per sentence for the test NLL (He et al. use 500)")
     train.add_argument("--test-sentences", type=int, default=None,
                        help="evaluate on the first N test sentences (default: all)")
+
+
+def _decoding_arguments(p: argparse.ArgumentParser) -> None:
+    """How prior samples and homotopy points become sentences."""
     dec = p.add_argument_group("decoding (prior samples and homotopies)")
     dec.add_argument("--decode", default="beam", choices=sorted(decoding.DECODERS),
                      help="how homotopy points are decoded: beam (default; the most probable sentence of each code, "
@@ -145,12 +177,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dec.add_argument("--sentences", nargs=2, default=None, metavar=("A", "B"),
                      help=f"homotopy endpoints (default: the first two test sentences of at most "
                           f"{HOMOTOPY_MAX_WORDS} words)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    runs.add_run_arguments(p, resume=True)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="a progress bar per phase on stderr (also when it is not a terminal)")
-    p.add_argument("--out", default="runs/sentence_vae")
 
 
 def _option_names() -> list[str]:
