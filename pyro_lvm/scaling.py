@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from pyro.poutine.messenger import Messenger
 
 from .base import batch_plate_frames, batch_size as _batch_size
+from .infer.handlers import HandledELBO, handled
 from .validation import positive_int
 
 
@@ -91,32 +91,19 @@ class ShardScale(_BatchScale):
         msg["scale"] = msg["scale"] / self.world_size
 
 
-class ScaledELBO:
+class ScaledELBO(HandledELBO):
     """An ELBO whose model and guide run under ``make_handler(batch_size)`` for every batch.
 
     Everything else (``loss``, ``num_particles``, ...) is the wrapped ELBO's.
     """
 
     def __init__(self, elbo: Any, make_handler: Callable[[int], Messenger]):
-        self.elbo, self.make_handler = elbo, make_handler
+        super().__init__(elbo)
+        self.make_handler = make_handler
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.elbo, name)
-
-    def _wrap(self, fn: Callable, n: int) -> Callable:
-        def scaled(*args: Any, **kwargs: Any) -> Any:
-            with self.make_handler(n):
-                return fn(*args, **kwargs)
-        return scaled
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def programs(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Callable, Callable]:
         n = _batch_size(args[0]) if len(args) == 1 and not kwargs else _batch_size(args if args else kwargs)
-        return self.elbo.differentiable_loss(self._wrap(model, n), self._wrap(guide, n), *args, **kwargs)
-
-    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        """The wrapped ELBO's ``loss`` (a number, no gradients) under the same handler."""
-        n = _batch_size(args[0]) if len(args) == 1 and not kwargs else _batch_size(args if args else kwargs)
-        return self.elbo.loss(self._wrap(model, n), self._wrap(guide, n), *args, **kwargs)
+        return handled(model, lambda: self.make_handler(n)), handled(guide, lambda: self.make_handler(n))
 
 
 def full_data_elbo(elbo: Any, num_datapoints: int, data_plate: str | None = None) -> ScaledELBO:

@@ -107,7 +107,7 @@ def _check_enumeration(elbo: Any, enumerated: Sequence[str], plate_nesting: int)
     inner = elbo
     while not isinstance(inner, _SAMPLING_ELBOS) and "elbo" in getattr(inner, "__dict__", {}):
         inner = inner.__dict__["elbo"]  # KLScaledELBO, ScaledELBO, ...: look at the ELBO they wrap
-    if enumerated and isinstance(inner, _SAMPLING_ELBOS):
+    if enumerated and isinstance(inner, _SAMPLING_ELBOS) and not getattr(inner, "sums_enumerated_sites", False):
         raise ValueError(
             f"latent site(s) {list(enumerated)} are marked for enumeration (config_enumerate or "
             f"infer={{'enumerate': ...}}), but {type(inner).__name__} samples them instead of summing them out. "
