@@ -378,6 +378,14 @@ def test_free_bits_honours_num_particles_and_vectorize_particles(vectorize):
     assert all(q.grad is not None and torch.isfinite(q.grad).all() for q in (pair.enc.weight, pair.dec.weight))
 
 
+def test_fit_gives_vectorized_particles_their_plate():
+    """fit settles an unset max_plate_nesting from the pair (here 1), plus the particle plate."""
+    for elbo in (FreeBitsELBO(0.3, num_particles=3, vectorize_particles=True),
+                 Trace_ELBO(num_particles=3, vectorize_particles=True)):
+        history = fit(TinyPair(), data(16), epochs=1, batch_size=8, elbo=elbo, progress=False)
+        assert elbo.max_plate_nesting == 2 and math.isfinite(history["train_loss"][-1])
+
+
 def test_free_bits_vectorized_particles_charge_each_particle_its_own_score_cost():
     """A Bernoulli (score-function) site with vectorised particles: loss and gradient equal the
     surrogate written by hand on the same draws, each datapoint of each particle charged its own
