@@ -118,3 +118,54 @@ def test_a_bad_objective_is_refused_with_the_pairs_name():
 
     with pytest.raises(TypeError, match=r"Odd.objective\(\) must return"):
         fit(Odd(), torch.zeros(4, 2), epochs=1, batch_size=2, progress=False)
+
+
+USER_FILE = '''
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+MARK = Path(__file__).with_suffix(".objective-used")
+
+
+class Marking(pyro.infer.TraceMeanField_ELBO):
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        MARK.write_text("yes")
+        return super().differentiable_loss(model, guide, *args, **kwargs)
+
+
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Linear(2, 1)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc(x).squeeze(-1), 1.0))
+
+    def objective(self):
+        return Marking()
+
+
+def make():
+    return Pair(), torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+'''
+
+
+def test_train_file_function_uses_the_pairs_objective(tmp_path, capsys):
+    """``pyro-lvm train FILE.py:FUNCTION`` without ``--estimator`` trains with the pair's objective()."""
+    from pyro_lvm.cli import main as cli_main
+
+    path = tmp_path / "my_pair.py"
+    path.write_text(USER_FILE)
+    assert cli_main(["train", f"{path}:make", "--epochs", "1", "--samples", "2", "--batch-size", "8",
+                     "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "my_pair.objective-used").read_text() == "yes"

@@ -279,8 +279,9 @@ class HMM(HMMBase):
         if num_sequences is not None:
             warnings.warn("HMM(num_sequences=N) is deprecated: train with elbo=hmm.objective(num_datapoints=N), "
                           "the shared full-data scaling (pyro_lvm.scaling.full_data_elbo). Until it goes, the model "
-                          "subsamples a plate of N sequences, which scales the same way", DeprecationWarning,
-                          stacklevel=2)
+                          "subsamples a plate of N sequences, which scales the same way: a batch's loss is now "
+                          "N / batch times what it was (the sequences' terms scaled up, not the chain's down)",
+                          DeprecationWarning, stacklevel=2)
         self.num_sequences = Integer(1, optional=True)("num_sequences", num_sequences)
         k = num_states
         self.init_logits = nn.Parameter(0.1 * torch.randn(k))

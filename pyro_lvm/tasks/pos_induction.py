@@ -223,8 +223,8 @@ def build_hmm(args: argparse.Namespace, corpus: TaggedCorpus, vectors: torch.Ten
                                              m_steps=args.m_steps, m_lr=args.lr)
     else:
         emission = CategoricalEmission(k, v)
-    # num_sequences: with adam the prior term is split over the batches, not counted per batch.
-    return HMM(emission, concentration=args.concentration, num_sequences=len(corpus.words))
+    # Adam with --concentration != 1 (a global prior term) needs elbo=hmm.objective(num_datapoints=len(corpus.words)).
+    return HMM(emission, concentration=args.concentration)
 
 
 def kmeans_means(vectors: torch.Tensor, k: int, seed: int) -> torch.Tensor:
