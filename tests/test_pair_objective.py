@@ -67,37 +67,23 @@ class Chosen(Callback):
         self.elbo = state.elbo
 
 
-def test_fit_trains_with_the_pairs_objective_when_given_none():
-    """A pair of the user's, written here, whose objective() counts its calls; and a built-in
-    pair whose objective is not the one fit would pick itself (Trace_ELBO)."""
+def user_pair_file(folder):
+    """A pair of the user's (``USER_FILE``, below) written to ``folder``; its objective() marks
+    each call in ``my_pair.objective-used``."""
+    path = folder / "my_pair.py"
+    path.write_text(USER_FILE)
+    return path, folder / "my_pair.objective-used"
 
-    class Counting(Trace_ELBO):
-        calls = 0
 
-        def differentiable_loss(self, model, guide, *args, **kwargs):
-            Counting.calls += 1
-            return super().differentiable_loss(model, guide, *args, **kwargs)
+def test_fit_trains_with_the_pairs_objective_when_given_none(tmp_path):
+    """A pair of the user's whose objective() marks its calls; and a built-in pair whose
+    objective is not the one fit would pick itself (Trace_ELBO)."""
+    from pyro_lvm.tasks.user_pair import load_user_pair
 
-    class Mine(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.loc = nn.Linear(2, 1)
-
-        def model(self, x):
-            with pyro.plate("data", x.shape[0]):
-                z = pyro.sample("z", dist.Normal(0.0, 1.0))
-                pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).to_event(1), obs=x)
-
-        def guide(self, x):
-            with pyro.plate("data", x.shape[0]):
-                pyro.sample("z", dist.Normal(self.loc(x).squeeze(-1), 1.0))
-
-        def objective(self):
-            return Counting()
-
-    x = torch.randn(12, 2)
-    fit(Mine(), x, epochs=2, batch_size=6, progress=False)
-    assert Counting.calls == 4                                    # 2 epochs of 2 steps, all through it
+    path, mark = user_pair_file(tmp_path)
+    pair, x = load_user_pair(f"{path}:make")
+    fit(pair, x, epochs=2, batch_size=10, progress=False)
+    assert mark.read_text() == "x" * 4                         # 2 epochs of 2 steps, all through it
     seen = Chosen()
     mixture = CategoricalMixture(3, 2)
     fit(mixture, CategoricalMixture.simulate(12, 3, seed=0)[:, :2], epochs=1, batch_size=6, progress=False,
@@ -133,7 +119,8 @@ MARK = Path(__file__).with_suffix(".objective-used")
 
 class Marking(pyro.infer.TraceMeanField_ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        MARK.write_text("yes")
+        with MARK.open("a") as f:
+            f.write("x")
         return super().differentiable_loss(model, guide, *args, **kwargs)
 
 
@@ -164,8 +151,7 @@ def test_train_file_function_uses_the_pairs_objective(tmp_path, capsys):
     """``pyro-lvm train FILE.py:FUNCTION`` without ``--estimator`` trains with the pair's objective()."""
     from pyro_lvm.cli import main as cli_main
 
-    path = tmp_path / "my_pair.py"
-    path.write_text(USER_FILE)
+    path, mark = user_pair_file(tmp_path)
     assert cli_main(["train", f"{path}:make", "--epochs", "1", "--samples", "2", "--batch-size", "8",
                      "--out", str(tmp_path / "run")]) == 0
-    assert (tmp_path / "my_pair.objective-used").read_text() == "yes"
+    assert mark.read_text().startswith("xx")                   # the 18 training datapoints: 3 steps, and validation
