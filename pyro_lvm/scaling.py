@@ -21,11 +21,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from pyro.poutine.messenger import Messenger
 
 from .base import batch_plate_frames, batch_size as _batch_size
+from .infer.handlers import HandledELBO, handled
 from .validation import positive_int
+
+
+# ``infer`` keys by which the two handlers tell each other what they did to a site, whichever runs first
+FULL_DATA_SCALED = "full_data_scaled"
+SHARDS = "data_parallel_shards"
 
 
 class _BatchScale(Messenger):
@@ -39,10 +44,6 @@ class _BatchScale(Messenger):
 
 def _subsampled(frames: list[Any]) -> bool:
     return any(f.full_size is not None and f.full_size != f.size for f in frames)
-
-
-def _is_one(scale: Any) -> bool:
-    return isinstance(scale, (int, float)) and scale == 1.0
 
 
 class DatasetScale(_BatchScale):
@@ -62,18 +63,20 @@ class DatasetScale(_BatchScale):
     def _pyro_sample(self, msg: dict) -> None:
         frames = self._batch_frames(msg)
         if frames and not _subsampled(frames):
-            msg["scale"] = msg["scale"] * self.factor
+            # A shard of a data-parallel batch (marked by ShardScale, when it ran first) shares the
+            # batch's factor out among the ranks; marked, ShardScale (when it runs after) does that.
+            msg["scale"] = msg["scale"] * self.factor / msg["infer"].get(SHARDS, 1)
+            msg["infer"] = {**msg["infer"], FULL_DATA_SCALED: True}
 
 
 class ShardScale(_BatchScale):
     """Scale sites so that summing the shard losses of ``world_size`` ranks gives the batch's.
 
     * a site in a batch plate is per-datapoint and the shards partition the batch: unchanged;
-    * ... unless the plate is subsampled: Pyro scales it by ``N / n_shard``, ``world_size``
-      times what one process on the whole batch uses, so it gets ``1 / world_size``;
-    * a global site gets ``1 / world_size`` so the sum counts it once; a global site that
-      already carries a scale is taken to be scaled by the model for its share of the data
-      (as the HMM's ``num_sequences=`` does) and is left alone.
+    * ... unless it is scaled up to the full data set, by a subsampled plate (Pyro scales it by
+      ``N / n_shard``) or by :class:`DatasetScale`: that is ``world_size`` times what one
+      process on the whole batch uses, so it gets ``1 / world_size``;
+    * a global site gets ``1 / world_size`` so the sum counts it once.
     """
 
     def __init__(self, world_size: int, shard_size: int, data_plate: str | None = None):
@@ -85,38 +88,27 @@ class ShardScale(_BatchScale):
             return
         frames = self._batch_frames(msg)
         if frames and not _subsampled(frames):
-            return
-        if not frames and not _is_one(msg["scale"]):
+            if msg["infer"].get(FULL_DATA_SCALED):
+                msg["scale"] = msg["scale"] / self.world_size
+            else:
+                msg["infer"] = {**msg["infer"], SHARDS: self.world_size}
             return
         msg["scale"] = msg["scale"] / self.world_size
 
 
-class ScaledELBO:
+class ScaledELBO(HandledELBO):
     """An ELBO whose model and guide run under ``make_handler(batch_size)`` for every batch.
 
     Everything else (``loss``, ``num_particles``, ...) is the wrapped ELBO's.
     """
 
     def __init__(self, elbo: Any, make_handler: Callable[[int], Messenger]):
-        self.elbo, self.make_handler = elbo, make_handler
+        super().__init__(elbo)
+        self.make_handler = make_handler
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.elbo, name)
-
-    def _wrap(self, fn: Callable, n: int) -> Callable:
-        def scaled(*args: Any, **kwargs: Any) -> Any:
-            with self.make_handler(n):
-                return fn(*args, **kwargs)
-        return scaled
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def programs(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Callable, Callable]:
         n = _batch_size(args[0]) if len(args) == 1 and not kwargs else _batch_size(args if args else kwargs)
-        return self.elbo.differentiable_loss(self._wrap(model, n), self._wrap(guide, n), *args, **kwargs)
-
-    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        """The wrapped ELBO's ``loss`` (a number, no gradients) under the same handler."""
-        n = _batch_size(args[0]) if len(args) == 1 and not kwargs else _batch_size(args if args else kwargs)
-        return self.elbo.loss(self._wrap(model, n), self._wrap(guide, n), *args, **kwargs)
+        return handled(model, lambda: self.make_handler(n)), handled(guide, lambda: self.make_handler(n))
 
 
 def full_data_elbo(elbo: Any, num_datapoints: int, data_plate: str | None = None) -> ScaledELBO:

@@ -58,23 +58,31 @@ _SAMPLING_ELBOS = (pyro.infer.Trace_ELBO, pyro.infer.TraceGraph_ELBO)  # (subcla
 
 
 class DefaultELBO:
-    """``fit()``'s objective when none is given: ``Trace_ELBO``, or ``TraceEnum_ELBO`` (with the
-    pair's plate nesting) when the pair marks latent sites for enumeration
+    """``fit()``'s objective when none is given: the pair's own, ``pair.objective()`` (every
+    built-in pair has one, and a pair of yours may), else ``Trace_ELBO``, or ``TraceEnum_ELBO``
+    (with the pair's plate nesting) when the pair marks latent sites for enumeration
     (``config_enumerate``, ``infer={"enumerate": ...}``), which ``Trace_ELBO`` would sample.
 
     ``fit`` decides on the first batch (:meth:`choose`); until then, or when used on its own,
     the first call decides by tracing the pair once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pair: Any = None) -> None:
+        self.pair = pair
         self.inner: Any = None
         self.enumerated: list[str] = []
 
     def choose(self, enumerated: Sequence[str], plate_nesting: int) -> Any:
         if self.inner is None:
             self.enumerated = list(enumerated)
-            self.inner = (pyro.infer.TraceEnum_ELBO(max_plate_nesting=plate_nesting) if self.enumerated
-                          else pyro.infer.Trace_ELBO())
+            own = pair_objective(self.pair)
+            if own is not None:
+                _check_enumeration(own, enumerated, plate_nesting)
+                _settle_plate_nesting(own, plate_nesting)
+                self.inner = own
+            else:
+                self.inner = (pyro.infer.TraceEnum_ELBO(max_plate_nesting=plate_nesting) if self.enumerated
+                              else pyro.infer.Trace_ELBO())
         return self.inner
 
     def _inner(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
@@ -99,12 +107,25 @@ class DefaultELBO:
         return f"DefaultELBO({type(self.inner).__name__ if self.inner is not None else 'undecided'})"
 
 
+def pair_objective(pair: Any) -> Any | None:
+    """``pair.objective()``, the objective a pair says it is meant to train with, or None for a
+    pair without that method."""
+    method = getattr(pair, "objective", None)
+    if not callable(method):
+        return None
+    elbo = method()
+    if not callable(getattr(elbo, "differentiable_loss", None)):
+        raise TypeError(f"{type(pair).__name__}.objective() must return an objective with a "
+                        f"differentiable_loss(model, guide, *args) method (a Pyro ELBO), got {type(elbo).__name__}")
+    return elbo
+
+
 def _check_enumeration(elbo: Any, enumerated: Sequence[str], plate_nesting: int) -> None:
     """Refuse a sampling ELBO (``Trace_ELBO`` and kin) for a pair that marks sites for enumeration."""
     inner = elbo
     while not isinstance(inner, _SAMPLING_ELBOS) and "elbo" in getattr(inner, "__dict__", {}):
         inner = inner.__dict__["elbo"]  # KLScaledELBO, ScaledELBO, ...: look at the ELBO they wrap
-    if enumerated and isinstance(inner, _SAMPLING_ELBOS):
+    if enumerated and isinstance(inner, _SAMPLING_ELBOS) and not getattr(inner, "sums_enumerated_sites", False):
         raise ValueError(
             f"latent site(s) {list(enumerated)} are marked for enumeration (config_enumerate or "
             f"infer={{'enumerate': ...}}), but {type(inner).__name__} samples them instead of summing them out. "
@@ -313,7 +334,7 @@ def fit(
         return _launch_processes(call, train_data, valid_data, ckpt_dir, device)
     device = distributed.rank_device(device, rank) if rank is not None else device
     main_process = rank is None or rank.is_main
-    elbo = elbo if elbo is not None else DefaultELBO()
+    elbo = elbo if elbo is not None else DefaultELBO(pair)
     with contextlib.ExitStack() as held:
         if ckpt_dir is not None and main_process:  # the folder is locked by this process until fit returns
             held.enter_context(runs.claim(ckpt_dir, _checkpoint_files, resume=resume, overwrite=overwrite,
@@ -589,7 +610,9 @@ def _settle_plate_nesting(elbo: Any, nesting: int) -> None:
         seen.add(id(elbo))
         attrs = getattr(elbo, "__dict__", {})
         if "max_plate_nesting" in attrs and (attrs["max_plate_nesting"] is None or attrs["max_plate_nesting"] == math.inf):
-            elbo.max_plate_nesting = nesting
+            # vectorised particles take one more plate, to the left of the pair's (as Pyro's own guess counts it)
+            particles = attrs.get("vectorize_particles") and attrs.get("num_particles", 1) > 1
+            elbo.max_plate_nesting = nesting + 1 if particles else nesting
         elbo = attrs.get("elbo", attrs.get("inner"))
 
 

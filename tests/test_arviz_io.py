@@ -101,7 +101,7 @@ def test_bayesian_hmm_transition_rows_convert_and_summarise():
     torch.manual_seed(0)
     words = torch.randint(0, 6, (10, 7))
     hmm = HMM(CategoricalEmission(3, 6), parameters="bayes")
-    fit(hmm, words, elbo=hmm.elbo(), epochs=2, batch_size=10, lr=0.05)
+    fit(hmm, words, elbo=hmm.objective(), epochs=2, batch_size=10, lr=0.05)
     idata = to_inference_data(hmm, words, ["trans"], num_samples=50,
                               dims={"trans": ["from_state", "to_state"]},
                               coords={"from_state": ["s0", "s1", "s2"], "to_state": ["s0", "s1", "s2"]})

@@ -66,6 +66,28 @@ def test_shard_losses_sum_to_the_whole_batch_loss(full_size, world):
     assert not torch.allclose(naive, whole, rtol=1e-3)
 
 
+@pytest.mark.parametrize("sharded_inside", [False, True])
+@pytest.mark.parametrize("world", [2, 3])
+def test_shard_losses_of_a_full_data_objective_sum_to_the_whole_batch_loss(world, sharded_inside):
+    """full_data_elbo (DatasetScale) under sharding: the per-datapoint terms, scaled by each
+    shard's N / n_shard, are shared out as a subsampled plate's are, whichever handler wraps the other."""
+    from pyro_lvm.scaling import full_data_elbo
+
+    idx, x = _data()
+    pair = MapPair(len(idx))
+    elbo = full_data_elbo(pyro.infer.Trace_ELBO(), num_datapoints=40)
+    whole = elbo.differentiable_loss(pair.model, pair.guide, idx, x)
+    per_rank = (full_data_elbo(sharded_elbo(pyro.infer.Trace_ELBO(), world), num_datapoints=40) if sharded_inside
+                else sharded_elbo(elbo, world))
+    shards = zip(torch.tensor_split(idx, world), torch.tensor_split(x, world))
+    summed = sum(per_rank.differentiable_loss(pair.model, pair.guide, i, xi) for i, xi in shards)
+    assert torch.allclose(summed, whole, rtol=1e-6)
+    # the same objective as the model's own subsampled plate of 40
+    subsampled = pyro.infer.Trace_ELBO().differentiable_loss(*(lambda p: (p.model, p.guide))(MapPair(len(idx), 40)),
+                                                            idx, x)
+    assert torch.allclose(whole, subsampled, rtol=1e-6)
+
+
 class SaveParams(Callback):
     def __init__(self, folder):
         self.folder = folder

@@ -193,7 +193,7 @@ def test_fast_path_equals_markov_path(kind, parameters):
     losses = []
     for pair in (fast, markov):
         pyro.set_rng_seed(7)  # the same Dirichlet draw in the Bayesian guide
-        losses.append(pair.elbo().differentiable_loss(pair.model, pair.guide, x, mask))
+        losses.append(pair.objective().differentiable_loss(pair.model, pair.guide, x, mask))
     assert torch.allclose(losses[0], losses[1], rtol=1e-5, atol=1e-4)
     if parameters == "map":  # and both are the exact negative log-likelihood
         ref = inf.brute_force_log_likelihood(*fast._tables(x, mask)).sum()
@@ -231,9 +231,9 @@ def test_map_training_decreases_loss_and_recovers_transitions():
     _, x = true.sample(200, 40, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(x.shape, dtype=torch.bool)
     torch.manual_seed(1)
-    learner = HMM(CategoricalEmission(3, 6), num_sequences=len(x))
+    learner = HMM(CategoricalEmission(3, 6))
     # Gradient MAP on the fast path alone (Pyro loss, fit()); about 0.02 error from 8000 steps of data.
-    history = fit(learner, (x, mask), elbo=learner.elbo(), epochs=60, batch_size=50, lr=0.1, progress=False)
+    history = fit(learner, (x, mask), elbo=learner.objective(num_datapoints=len(x)), epochs=60, batch_size=50, lr=0.1, progress=False)
     assert history["train_loss"][-1] < history["train_loss"][0] - 5.0
     learned = learner.point_estimates()[1].exp().detach()
     true_trans = true.point_estimates()[1].exp()
@@ -291,9 +291,9 @@ def test_bad_input_errors():
         inf.viterbi(log_init, log_trans, log_emit[:, :0])
     markov = HMM(BernoulliEmission(2, 3), inference="markov")  # the readable path checks the same way
     with pytest.raises(ValueError, match="0/1"):
-        markov.elbo().differentiable_loss(markov.model, markov.guide, torch.full((1, 2, 3), 2.0))
+        markov.objective().differentiable_loss(markov.model, markov.guide, torch.full((1, 2, 3), 2.0))
     with pytest.raises(ValueError, match="mask has shape"):
-        markov.elbo().differentiable_loss(markov.model, markov.guide, torch.zeros(1, 2, 3), torch.ones(1, 3))
+        markov.objective().differentiable_loss(markov.model, markov.guide, torch.zeros(1, 2, 3), torch.ones(1, 3))
 
 
 # ----------------------------------------------------------------------------- data
@@ -415,3 +415,51 @@ def test_pos_induction_example_and_cli(tmp_path):
                          "--out", str(out / trainer)]) == 0
         features = json.loads((out / trainer / "metrics.json").read_text())
         assert features["emission"] == "features" and features["history"][-1] > features["history"][0]
+
+
+# ----------------------------------------------------------------------------- full-data scaling
+
+@pytest.mark.parametrize("inference", ["fast", "markov"])
+def test_hmm_full_data_objective_is_the_old_num_sequences_scaling_times_n_over_b(inference):
+    """The old ``num_sequences=N`` scaled the chain's global terms by ``b / N``; the shared rule
+    (``objective(num_datapoints=N)``) scales the sequences' terms by ``N / b`` instead: the same
+    objective times ``N / b``, loss and gradients. The deprecated argument now gives the new one."""
+    from pyro.poutine.messenger import Messenger
+
+    class OldScaling(Messenger):  # the code before, written out: global sites times b / N
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def _pyro_sample(self, msg):
+            if not any(f.name == "sequences" for f in msg["cond_indep_stack"]):
+                msg["scale"] = msg["scale"] * self.factor
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 6, (5, 7))
+    mask = torch.ones(5, 7, dtype=torch.bool)
+    b, n = x.shape[0], 40
+    hmm = HMM(CategoricalEmission(3, 6), inference=inference, parameters="bayes", concentration=2.0)
+
+    def loss_and_grads(elbo, model, guide):
+        pyro.set_rng_seed(1)
+        hmm.zero_grad()
+        loss = elbo.differentiable_loss(model, guide, x, mask)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in hmm.parameters() if p.grad is not None]
+
+    old_model, old_guide = OldScaling(b / n)(hmm.model), OldScaling(b / n)(hmm.guide)
+    old, g_old = loss_and_grads(hmm.objective(), old_model, old_guide)
+    new, g_new = loss_and_grads(hmm.objective(num_datapoints=n), hmm.model, hmm.guide)
+    assert new.item() == pytest.approx(n / b * old.item(), rel=1e-5)
+    for a, c in zip(g_new, g_old):
+        torch.testing.assert_close(a, n / b * c, rtol=1e-4, atol=1e-5)
+    with pytest.warns(DeprecationWarning, match="objective\\(num_datapoints=N\\)"):
+        deprecated = HMM(CategoricalEmission(3, 6), inference=inference, parameters="bayes", concentration=2.0,
+                         num_sequences=n)
+    deprecated.load_state_dict(hmm.state_dict())
+    pyro.set_rng_seed(1)
+    same = deprecated.objective().differentiable_loss(deprecated.model, deprecated.guide, x, mask)
+    assert same.item() == pytest.approx(new.item(), rel=1e-5)
+    with pytest.warns(DeprecationWarning, match="objective"):
+        assert type(hmm.elbo()) is type(hmm.objective())

@@ -117,7 +117,7 @@ def test_both_paths_equal_brute_force(kind, emission_kind, problem):
     losses, grads = [], []
     for pair in (fast, markov):
         pair.zero_grad()
-        loss = pair.elbo().differentiable_loss(pair.model, pair.guide, x, mask)
+        loss = pair.objective().differentiable_loss(pair.model, pair.guide, x, mask)
         loss.backward()
         losses.append(loss.detach())
         grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in pair.parameters()])
@@ -151,7 +151,7 @@ def test_family_trains_with_fit_and_em_for_the_ar_emission():
     x = (torch.rand(16, 12, D) < 0.3).float()
     for model in (PartiallyFactorialHMM(BernoulliEmission(4, D), (2, 2)), SecondOrderHMM(BernoulliEmission(2, D),
                                                                                           raftery=True)):
-        history = fit(model, (x, torch.ones(16, 12, dtype=torch.bool)), elbo=model.elbo(), epochs=15,
+        history = fit(model, (x, torch.ones(16, 12, dtype=torch.bool)), elbo=model.objective(), epochs=15,
                       batch_size=8, lr=0.1, progress=False)
         assert history["train_loss"][-1] < history["train_loss"][0]
     ar = HMM(AutoregressiveBernoulliEmission(3, D))

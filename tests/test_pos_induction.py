@@ -136,8 +136,8 @@ def test_word_emissions_both_paths_equal_brute_force(make):
             p.add_(0.5 * torch.randn_like(p))
     markov = make("markov")
     markov.load_state_dict(fast.state_dict())
-    a = fast.elbo().differentiable_loss(fast.model, fast.guide, x, mask)
-    b = markov.elbo().differentiable_loss(markov.model, markov.guide, x, mask)
+    a = fast.objective().differentiable_loss(fast.model, fast.guide, x, mask)
+    b = markov.objective().differentiable_loss(markov.model, markov.guide, x, mask)
     reference = -inf.brute_force_log_likelihood(*fast._tables(x, mask)).sum()
     assert torch.allclose(a, b, atol=1e-4) and torch.allclose(a, reference, atol=1e-4)
     if isinstance(fast.emission, NeuralCategoricalEmission):  # a normalised distribution over the vocabulary
@@ -284,11 +284,11 @@ def test_adam_trains_chain_and_emission_at_their_own_rates_through_fit():
     pairs = [(x, m) for x, m, _ in corpus.batches(200)]
     assert len({x.shape[1] for x, _ in pairs}) > 1  # the batches differ in length
     torch.manual_seed(0)
-    hmm = HMM(CategoricalEmission(4, len(corpus.vocab)), num_sequences=len(corpus.words))
+    hmm = HMM(CategoricalEmission(4, len(corpus.vocab)))
     emission = [p.detach().clone() for p in hmm.emission.parameters()]
     chain = [p.detach().clone() for n, p in hmm.named_parameters() if not n.startswith("emission.")]
-    h = fit(hmm, BatchList(pairs), elbo=hmm.elbo(), optimizer=chain_and_emission_adam(hmm, 0.1, 0.0), epochs=2,
-            progress=False)
+    h = fit(hmm, BatchList(pairs), elbo=hmm.objective(num_datapoints=len(corpus.words)),
+            optimizer=chain_and_emission_adam(hmm, 0.1, 0.0), epochs=2, progress=False)
     assert h["step"] == [len(pairs), 2 * len(pairs)]
     assert all(torch.equal(p, q) for p, q in zip(hmm.emission.parameters(), emission))  # emission lr 0
     assert not any(torch.equal(p, q) for p, q in

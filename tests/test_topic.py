@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from pyro_lvm import fit, set_seed
+from pyro_lvm.scaling import full_data_elbo
 from pyro_lvm.data.bow import (BowCorpus, build_vocabulary, check_counts, check_same_vocabulary, corpus_from_texts,
                                count_matrix, load_nvdm, read_texts, tokenize)
 from pyro_lvm.models.topic import (LDA, BagOfWords, ProdLDA, counts_to_tokens, laplace_dirichlet_prior,
@@ -232,8 +233,9 @@ def test_enumerated_and_collapsed_training_follow_the_same_path():
     for assignments, elbo in (("enumerated", pyro.infer.TraceEnum_ELBO(max_plate_nesting=2)),
                               ("collapsed", pyro.infer.Trace_ELBO())):
         set_seed(0)
-        model = LDA(40, 4, assignments=assignments, num_docs=40, hidden=16)
-        history = fit(model, counts, elbo=elbo, epochs=3, batch_size=20, lr=1e-2, progress=False)
+        model = LDA(40, 4, assignments=assignments, hidden=16)
+        history = fit(model, counts, elbo=full_data_elbo(elbo, 40, data_plate="documents"), epochs=3, batch_size=20,
+                      lr=1e-2, progress=False)
         losses[assignments] = history["train_loss"]
     assert losses["enumerated"] == pytest.approx(losses["collapsed"], rel=1e-4)
 
@@ -275,8 +277,9 @@ def test_collapsed_lda_recovers_planted_topics_and_heldout_bounds():
     counts, _ = planted_corpus()
     test, _ = planted_corpus(n_docs=50, seed=1)
     set_seed(0)
-    model = LDA(40, 4, num_docs=len(counts), alpha=0.3)   # a sparse prior, as the truth (0.2)
-    fit(model, counts, elbo=model.elbo(), epochs=80, batch_size=50, lr=1e-2, progress=False)
+    model = LDA(40, 4, alpha=0.3)   # a sparse prior, as the truth (0.2)
+    fit(model, counts, elbo=model.objective(num_datapoints=len(counts)), epochs=80, batch_size=50, lr=1e-2,
+        progress=False)
     _assert_recovers(model.topic_word_probs())
     held = heldout_log_likelihood(model, test, num_samples=200)
     assert bool((held["log_lik"] >= held["elbo"] - 1e-4).all())      # Jensen, draw by draw
@@ -376,3 +379,37 @@ def test_topic_task_needs_a_path_for_20ng(tmp_path):
     topic, args = _task_args(tmp_path, dataset="20ng")
     with pytest.raises(ValueError, match="needs a path"):
         topic.main(args)
+
+
+# ----------------------------------------------------------------------------- full-data scaling
+
+@pytest.mark.parametrize("assignments", LDA.ASSIGNMENTS)
+def test_lda_full_data_objective_is_the_old_num_docs_scaling(assignments):
+    """objective(num_datapoints=N) (the shared DatasetScale rule) gives the loss and gradients of
+    the deprecated LDA(num_docs=N), whose model subsamples a plate of N documents (Pyro's own
+    scaling, the code before); and more than the unscaled loss."""
+    counts, _ = planted_corpus(n_docs=12, length=8)
+    batch, n = counts[:5], 60
+    set_seed(0)
+    new = LDA(40, 4, assignments=assignments, hidden=8)
+    with pytest.warns(DeprecationWarning, match="num_datapoints"):
+        old = LDA(40, 4, assignments=assignments, hidden=8, num_docs=n)
+    old.load_state_dict(new.state_dict())
+
+    def loss_and_grads(pair, elbo):
+        pyro.set_rng_seed(3)
+        pair.zero_grad()
+        loss = elbo.differentiable_loss(pair.model, pair.guide, batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in pair.parameters() if p.grad is not None]
+
+    plain = new.objective()
+    got, g_got = loss_and_grads(new, new.objective(num_datapoints=n))
+    ref, g_ref = loss_and_grads(old, plain)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    unscaled, _ = loss_and_grads(new, plain)
+    assert got.item() > unscaled.item() + 1.0
+    with pytest.warns(DeprecationWarning, match="objective"):
+        assert type(new.elbo()) is type(plain)

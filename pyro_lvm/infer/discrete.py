@@ -42,6 +42,7 @@ from .. import validation
 from ..callbacks import Callback
 from ..traces import enumeration_mark, is_subsample, pair_plate_nesting, unwrap_independent
 from .antithetic import Antithetic
+from .handlers import handled
 from .multisample import RLOO, VIMCO
 from .particles import Structure, StructureChanged, latent_sites, side_trace, site_family
 from .rebar import CV_PREFIX, Rebar
@@ -365,12 +366,7 @@ class DiscreteSites(Messenger):
 
 def with_estimator(fn: Callable, handler_args: dict) -> Callable:
     """``fn`` run under a fresh :class:`DiscreteSites` handler built from ``handler_args``."""
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        with DiscreteSites(**handler_args):
-            return fn(*args, **kwargs)
-
-    return wrapped
+    return handled(fn, lambda: DiscreteSites(**handler_args))
 
 
 # ----------------------------------------------------------------------------- objectives

@@ -1,4 +1,11 @@
-"""KL control as a Pyro effect handler: scale the latent sites of a model *and* its guide.
+"""Effects on a pair as Pyro handlers, and KL control as one: scale the latent sites of a model *and* its guide.
+
+Every effect pyro_lvm puts on a pair (KL scaling, full-data and data-parallel scaling, the
+discrete estimators' site rewriting) is a poutine messenger stacked on the model and guide,
+and the objective stays the ELBO it is given: :func:`handled` wraps one program in a fresh
+handler per call, :class:`HandledELBO` runs an ELBO on the programs a subclass's
+``programs`` method returns (``loss``, ``differentiable_loss``, ``loss_and_grads`` and every
+other attribute are the wrapped ELBO's).
 
 The ELBO of a pair is ``E_q[log p(x | z)] + E_q[log p(z) - log q(z | x)]``. Multiplying the
 log-density of a latent site by ``beta`` in **both** the model (``log p(z)``) and the guide
@@ -32,6 +39,51 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from ..traces import is_latent_site
+
+
+def handled(fn: Callable, make_handler: Callable[[], Messenger]) -> Callable:
+    """``fn`` run under a fresh handler ``make_handler()`` at every call (a handler may keep
+    state for one run, so one instance is never shared between runs)."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with make_handler():
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+class HandledELBO:
+    """An ELBO run on a model and guide with handlers stacked on them.
+
+    Subclasses override :meth:`programs`; ``differentiable_loss``, ``loss`` and
+    ``loss_and_grads`` call the wrapped ELBO's on what it returns, and every other attribute
+    (``num_particles``, ``max_plate_nesting``, ...) is the wrapped ELBO's.
+    """
+
+    def __init__(self, elbo: Any):
+        self.elbo = elbo
+
+    def programs(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Callable, Callable]:
+        """``(model, guide)`` under this objective's handlers, for a call with ``args``/``kwargs``."""
+        return model, guide
+
+    def _run(self, method: str, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Any:
+        m, g = self.programs(model, guide, args, kwargs)
+        return getattr(self.elbo, method)(m, g, *args, **kwargs)
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._run("differentiable_loss", model, guide, *args, **kwargs)
+
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        return self._run("loss", model, guide, *args, **kwargs)
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        return self._run("loss_and_grads", model, guide, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # num_particles, max_plate_nesting, ... of the wrapped ELBO
+        if name == "elbo":
+            raise AttributeError(name)
+        return getattr(self.elbo, name)
 
 
 def check_beta(beta: Any, what: str = "beta") -> float:
@@ -149,7 +201,7 @@ def kl_scale(model: Callable, guide: Callable, beta: Any = 1.0, sites: Any = Non
     return scaled_model, scaled_guide
 
 
-class KLScaledELBO:
+class KLScaledELBO(HandledELBO):
     """Wrap a Pyro ELBO so that its KL term is multiplied by ``beta``.
 
     ``loss = -E_q[log p(x|z)] + beta * KL(q || p)`` (summed over datapoints, like the ELBO it
@@ -172,7 +224,7 @@ class KLScaledELBO:
                             "ignored; use the non-jit ELBO with KL scaling")
         if isinstance(elbo, KLScaledELBO):
             elbo = elbo.elbo
-        self.elbo = elbo
+        super().__init__(elbo)
         self.beta = check_beta(beta)
         _selector(sites)  # validate now, not at the first step
         self.sites = sites
@@ -182,13 +234,12 @@ class KLScaledELBO:
             value = check_beta(value)
         super().__setattr__(key, value)
 
-    def _programs(self, model: Callable, guide: Callable) -> tuple[Callable, Callable]:
+    def programs(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Callable, Callable]:
         return kl_scale(model, guide, lambda: self.beta, self.sites)
 
     def _run(self, method: str, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Any:
-        m, g = self._programs(model, guide)
         try:
-            return getattr(self.elbo, method)(m, g, *args, **kwargs)
+            return super()._run(method, model, guide, *args, **kwargs)
         except ValueError as e:
             if "share a common poutine.scale" in str(e):
                 raise ValueError(
@@ -197,20 +248,6 @@ class KLScaledELBO:
                     "Select only sites independent of model-enumerated variables with sites=[...]. "
                     f"(Pyro: {e})") from e
             raise
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self._run("differentiable_loss", model, guide, *args, **kwargs)
-
-    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        return self._run("loss", model, guide, *args, **kwargs)
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        return self._run("loss_and_grads", model, guide, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:  # num_particles, max_plate_nesting, ... of the wrapped ELBO
-        if name == "elbo":
-            raise AttributeError(name)
-        return getattr(self.elbo, name)
 
     def __repr__(self) -> str:
         return f"KLScaledELBO({type(self.elbo).__name__}, beta={self.beta}, sites={self.sites!r})"

@@ -200,6 +200,11 @@ class SequenceVAE(nn.Module):
         out, _ = self.dec_lstm(inp, (h0, torch.zeros_like(h0)))
         return self.dec_out(out).reshape(*lead, x.shape[0], x.shape[1], self.vocab)
 
+    def objective(self) -> pyro.infer.ELBO:
+        """The ELBO this pair is meant for: ``TraceMeanField_ELBO`` (Gaussian ``z``, closed-form KL),
+        as the collapse task trains it."""
+        return pyro.infer.TraceMeanField_ELBO()
+
     def model(self, x: torch.Tensor) -> None:
         """``x: (batch, length)`` long."""
         self._check(x)

@@ -1,7 +1,7 @@
 """Hidden Markov model as a Pyro model/guide pair, with swappable emissions and two inference paths.
 
     hmm = HMM(BernoulliEmission(16, 88), inference="fast")     # or inference="markov"
-    fit(hmm, (x, mask), elbo=hmm.elbo(), epochs=50, batch_size=32, lr=0.05)
+    fit(hmm, (x, mask), elbo=hmm.objective(), epochs=50, batch_size=32, lr=0.05)
     hmm.em_fit([(x, mask)], iterations=30)                     # or closed-form Baum-Welch
     paths, _ = hmm.viterbi(x, mask)
 
@@ -13,12 +13,17 @@ bool, True where a step is observed (padding after a sequence's end is irrelevan
   ``pyro.markov``, states enumerated in parallel, summed out by ``TraceEnum_ELBO`` (as Pyro's
   ``examples/hmm.py``). Readable, exact, slow.
 * ``inference="fast"``: the same joint density, one ``pyro.factor`` holding the scaled forward
-  algorithm over all sequences at once; train with ``Trace_ELBO``. ``hmm.elbo()`` picks.
+  algorithm over all sequences at once; train with ``Trace_ELBO``. ``hmm.objective()`` picks.
 
 Parameters: ``"map"`` keeps point estimates of the initial and transition probabilities
 (with a ``Dirichlet(concentration)`` prior term when ``concentration != 1``); ``"bayes"``
 puts Dirichlet priors on them and learns a Dirichlet variational posterior for each row.
 Emission parameters are always point estimates.
+
+Mini-batches: the chain's terms (the ``"bayes"`` Dirichlet sites, the MAP prior factor) are
+global and the sequences' terms local; ``hmm.objective(num_datapoints=N)`` scales a batch's
+local terms to the whole training set of ``N`` sequences with the shared rule of
+:func:`pyro_lvm.scaling.full_data_elbo`.
 
 :class:`HMMBase` holds everything that does not depend on how the hidden chain is built
 (both inference paths, decoding, generation); the variants of Pyro's ``examples/hmm.py`` with
@@ -28,6 +33,8 @@ other chains (factorial, partially factorial, second order) are in :mod:`.hmm_fa
 from __future__ import annotations
 
 from typing import Any, Iterable
+
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -41,7 +48,10 @@ from .. import hmm_inference as inf
 from .hmm_emissions import (AutoregressiveBernoulliEmission, BernoulliEmission, CategoricalEmission,
                             FeatureCategoricalEmission, GaussianEmission, NeuralBernoulliEmission, check_num_states,
                             previous_steps)
-from ..validation import non_negative_number, positive_number
+from ..scaling import full_data_elbo
+from ..validation import Integer, non_negative_number, positive_number
+
+SEQUENCES = "sequences"  # the data plate: one sequence per datapoint
 
 __all__ = ["HMM", "HMMBase", "AutoregressiveBernoulliEmission", "BernoulliEmission", "CategoricalEmission",
            "FeatureCategoricalEmission", "GaussianEmission", "NeuralBernoulliEmission", "lengths_to_mask"]
@@ -108,11 +118,29 @@ class HMMBase(nn.Module):
 
     # ------------------------------------------------------------------ Pyro model and guide
 
-    def elbo(self) -> pyro.infer.ELBO:
-        """The ELBO this pair is meant for: ``TraceEnum_ELBO`` for the markov path, else ``Trace_ELBO``."""
-        if self.inference == "markov":
-            return pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
-        return pyro.infer.Trace_ELBO()
+    num_sequences: int | None = None  # deprecated: the size of the plate the model subsamples
+
+    def objective(self, num_datapoints: int | None = None) -> Any:
+        """The ELBO this pair is meant for: ``TraceEnum_ELBO`` for the markov path, else
+        ``Trace_ELBO``; with ``num_datapoints`` (the number of training sequences) a batch's
+        loss estimates the whole training set's by the shared rule of
+        :func:`~pyro_lvm.scaling.full_data_elbo` (sequence terms times ``N / batch``, the
+        chain's global terms once)."""
+        elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1) if self.inference == "markov" else pyro.infer.Trace_ELBO()
+        return elbo if num_datapoints is None else full_data_elbo(elbo, num_datapoints, data_plate=SEQUENCES)
+
+    def _sequences(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        """The data plate over ``x``'s sequences; of size ``num_sequences``, subsampled, for the
+        deprecated argument (Pyro then scales the sequence terms as full_data_elbo does)."""
+        if self.num_sequences is None:
+            return pyro.plate(SEQUENCES, x.shape[0], **kwargs)
+        return pyro.plate(SEQUENCES, self.num_sequences, subsample=torch.arange(x.shape[0], device=x.device), **kwargs)
+
+    def elbo(self) -> Any:
+        """Deprecated name of :meth:`objective`."""
+        warnings.warn("HMM.elbo() is deprecated: use hmm.objective(), the name every pyro_lvm pair has",
+                      DeprecationWarning, stacklevel=2)
+        return self.objective()
 
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         x, mask = self.prepare(x, mask)
@@ -120,10 +148,10 @@ class HMMBase(nn.Module):
         if self.inference == "fast":
             log_init, log_trans = self.joint_tables(factors)
             log_lik = inf.forward_log_likelihood(log_init, log_trans, self.emission_table(x, mask), mask)
-            with pyro.plate("sequences", x.shape[0]):
+            with self._sequences(x):
                 pyro.factor("log_lik", log_lik)
             return
-        with pyro.plate("sequences", x.shape[0], dim=-1):
+        with self._sequences(x, dim=-1):
             carry = None
             for t in pyro.markov(range(x.shape[1]), history=self.markov_history):
                 carry, state = self.markov_step(t, factors, carry)
@@ -248,7 +276,13 @@ class HMM(HMMBase):
         positive_number("concentration", concentration)
         self.parameter_mode = parameters
         self.concentration = float(concentration)
-        self.num_sequences = num_sequences  # scales the global terms when training on mini-batches
+        if num_sequences is not None:
+            warnings.warn("HMM(num_sequences=N) is deprecated: train with elbo=hmm.objective(num_datapoints=N), "
+                          "the shared full-data scaling (pyro_lvm.scaling.full_data_elbo). Until it goes, the model "
+                          "subsamples a plate of N sequences, which scales the same way: a batch's loss is now "
+                          "N / batch times what it was (the sequences' terms scaled up, not the chain's down)",
+                          DeprecationWarning, stacklevel=2)
+        self.num_sequences = Integer(1, optional=True)("num_sequences", num_sequences)
         k = num_states
         self.init_logits = nn.Parameter(0.1 * torch.randn(k))
         self.trans_logits = nn.Parameter(0.1 * torch.randn(k, k))
@@ -263,16 +297,15 @@ class HMM(HMMBase):
         """``{"init": log p(z_0) (K,), "trans": log p(z_t | z_{t-1}) (K, K)}``: sampled (bayes) or
         point estimates (map, with the Dirichlet prior's log-density as a factor)."""
         k, c = self.num_states, self.concentration
-        with poutine.scale(scale=self._global_scale(batch)):
-            if self.parameter_mode == "bayes":
-                device = self.q_init.device
-                init = pyro.sample("init", dist.Dirichlet(torch.full((k,), c, device=device)))
-                trans = pyro.sample("trans", dist.Dirichlet(torch.full((k, k), c, device=device)).to_event(1))
-                return {"init": init.clamp(min=1e-30).log(), "trans": trans.clamp(min=1e-30).log()}
-            factors = self.point_factors()
-            if c != 1.0:  # MAP: add the Dirichlet log-density of the point estimate
-                pyro.factor("dirichlet_prior", (c - 1) * (factors["init"].sum() + factors["trans"].sum()))
-            return factors
+        if self.parameter_mode == "bayes":
+            device = self.q_init.device
+            init = pyro.sample("init", dist.Dirichlet(torch.full((k,), c, device=device)))
+            trans = pyro.sample("trans", dist.Dirichlet(torch.full((k, k), c, device=device)).to_event(1))
+            return {"init": init.clamp(min=1e-30).log(), "trans": trans.clamp(min=1e-30).log()}
+        factors = self.point_factors()
+        if c != 1.0:  # MAP: add the Dirichlet log-density of the point estimate
+            pyro.factor("dirichlet_prior", (c - 1) * (factors["init"].sum() + factors["trans"].sum()))
+        return factors
 
     def point_factors(self) -> dict[str, torch.Tensor]:
         log_init, log_trans = self.point_estimates()
@@ -288,12 +321,8 @@ class HMM(HMMBase):
 
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         if self.parameter_mode == "bayes":
-            with poutine.scale(scale=self._global_scale(x.shape[0])):
-                pyro.sample("init", dist.Dirichlet(F.softplus(self.q_init)))
-                pyro.sample("trans", dist.Dirichlet(F.softplus(self.q_trans)).to_event(1))
-
-    def _global_scale(self, batch: int) -> float:
-        return batch / self.num_sequences if self.num_sequences else 1.0
+            pyro.sample("init", dist.Dirichlet(F.softplus(self.q_init)))
+            pyro.sample("trans", dist.Dirichlet(F.softplus(self.q_trans)).to_event(1))
 
     def point_estimates(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_init, log_trans)``: MAP values, or the variational posterior means ("bayes")."""

@@ -8,7 +8,7 @@ Elimination for Plated Factor Graphs"), as model/guide pairs with both inference
 Any emission of :mod:`.hmm_emissions` fits (the autoregressive and neural ones too). As in
 Pyro's example, before the first step each chain is taken to have been in state 0 (so there is
 no separate initial distribution), and all chain parameters are point estimates (MAP without
-prior; train with :func:`pyro_lvm.fit`, ``elbo=model.elbo()``).
+prior; train with :func:`pyro_lvm.fit`, ``elbo=model.objective()``).
 
 * ``inference="markov"``: the chains written step by step, one ``pyro.sample`` per chain per
   step in ``pyro.markov`` (``history=2`` for the second-order chain), enumerated and summed

@@ -21,7 +21,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ..infer.discrete import check_num_classes
+from ..infer.discrete import DiscreteELBO, check_num_classes
 from ..validation import positive_number
 
 
@@ -48,6 +48,11 @@ class CategoricalMixture(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
             raise ValueError(f"x must be a tensor of shape (batch, {self.x_dim}), got "
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+
+    def objective(self) -> DiscreteELBO:
+        """The objective this pair is meant for: the exact ELBO, summing ``z``'s ``K`` values
+        (``DiscreteELBO("enumerate")``)."""
+        return DiscreteELBO("enumerate", max_plate_nesting=1)
 
     def model(self, x: torch.Tensor) -> None:
         """``x: (batch, x_dim)``; ``z: (batch, K)`` one-hot."""

@@ -35,6 +35,10 @@ class PPCA(nn.Module):
         self.b = nn.Parameter(torch.randn(x_dim) * 0.1)
         self.enc = nn.Linear(x_dim, 2 * z_dim)
 
+    def objective(self) -> pyro.infer.ELBO:
+        """The ELBO this pair is meant for: ``Trace_ELBO`` (reparameterised ``z``)."""
+        return pyro.infer.Trace_ELBO()
+
     def model(self, x: torch.Tensor) -> None:
         """``x: (batch, x_dim)``."""
         with pyro.plate("data", x.shape[0]):

@@ -160,6 +160,12 @@ class _SentenceModel(nn.Module):
             self.to_loc = nn.Linear(hidden_dim, z_dim)
             self.to_scale = nn.Linear(hidden_dim, z_dim)
 
+    def objective(self) -> pyro.infer.ELBO:
+        """The ELBO these pairs are meant for: ``TraceMeanField_ELBO`` (the KL of the Gaussian
+        code in closed form; for the autoencoder and the language model it is the exact
+        reconstruction / log-likelihood term), as the sentence task trains them."""
+        return pyro.infer.TraceMeanField_ELBO()
+
     def config(self) -> dict:
         """Constructor arguments (saved with checkpoints)."""
         raise NotImplementedError

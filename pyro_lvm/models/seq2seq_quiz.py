@@ -60,6 +60,10 @@ class AttentionSeq2Seq(nn.Module):
         if f.shape[0] != e.shape[0]:
             raise ValueError(f"f and e must hold the same number of sentences, got {f.shape[0]} and {e.shape[0]}")
 
+    def objective(self) -> pyro.infer.ELBO:
+        """The ELBO this pair is meant for: ``Trace_ELBO`` (no latent site: it is the exact log-likelihood)."""
+        return pyro.infer.Trace_ELBO()
+
     def model(self, f: torch.Tensor, e: torch.Tensor) -> None:
         """``f: (batch, S)`` source ids, ``e: (batch, T)`` target ids (both long)."""
         self._check(f, e)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from typing import Sequence
+from typing import Any, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -45,7 +45,7 @@ from torch import nn
 
 from .. import validation
 from ..data.text import PAD_ID
-from ..infer.discrete import check_num_classes
+from ..infer.discrete import DiscreteELBO, check_num_classes
 from .sentence_vae import SentenceVAE, WordCategorical, check_tokens
 
 
@@ -162,6 +162,11 @@ class SymbolSequenceAutoencoder(nn.Module):
         return dist.OneHotCategorical(logits=self.prior_logits).expand([batch, self.n_symbols]).to_event(1)
 
     # ------------------------------------------------------------------ the pair
+    def objective(self, estimator: str = "straight-through", temperature: float = 1.0, **kwargs: Any) -> DiscreteELBO:
+        """The objective this pair is meant for: ``DiscreteELBO(estimator)`` (default
+        ``"straight-through"``, the task's; ``kwargs`` go to :class:`~pyro_lvm.infer.DiscreteELBO`)."""
+        return DiscreteELBO(estimator, temperature, max_plate_nesting=1, **kwargs)
+
     def model(self, tokens: torch.Tensor) -> None:
         """``tokens: (B, T)``; latent ``z: (B, L, K)`` one-hot; observed ``x = tokens[:, 1:]``."""
         self._check(tokens)

@@ -28,6 +28,7 @@ Shapes: ``K`` topics, ``V`` words, ``B`` documents in a batch, ``L`` the longest
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import pyro
@@ -41,8 +42,11 @@ from torch import nn
 
 from .. import validation
 from ..data.bow import check_counts
+from ..scaling import full_data_elbo
 
 _TINY = torch.finfo(torch.float32).tiny
+
+DOCUMENTS = "documents"  # the data plate: one document per datapoint
 
 
 def laplace_dirichlet_prior(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,10 +265,14 @@ class ProdLDA(nn.Module):
         """``(K, V)`` unnormalised topic-word weights (rows rank each topic's words)."""
         return self.beta.weight.detach().t()
 
+    def objective(self) -> pyro.infer.ELBO:
+        """The ELBO this pair is meant for: ``TraceMeanField_ELBO`` (its KL is closed form)."""
+        return pyro.infer.TraceMeanField_ELBO()
+
     # -- the pair
     def model(self, counts: torch.Tensor) -> None:
         check_counts(counts, self.vocab_size)
-        with pyro.plate("documents", counts.shape[0]):
+        with pyro.plate(DOCUMENTS, counts.shape[0]):
             latent = pyro.sample(self.local_site, self.local_prior(counts.shape[0]))
             theta = self.to_theta(latent)
             if self.posterior == "logistic-normal":
@@ -273,7 +281,7 @@ class ProdLDA(nn.Module):
 
     def guide(self, counts: torch.Tensor) -> None:
         check_counts(counts, self.vocab_size)
-        with pyro.plate("documents", counts.shape[0]):
+        with pyro.plate(DOCUMENTS, counts.shape[0]):
             pyro.sample(self.local_site, self.local_posterior(counts))
 
 
@@ -288,8 +296,9 @@ class LDA(nn.Module):
             ``TraceMeanField_ELBO`` gives closed-form KLs).
         alpha: prior concentration of theta (number or ``(K,)``).
         eta: prior concentration of each topic's word distribution.
-        num_docs: size of the training corpus; local sites are scaled by ``num_docs / B`` so a
-            mini-batch gives an unbiased estimate of the whole corpus's ELBO (default: B, no scaling).
+        num_docs: deprecated (train with ``elbo=lda.objective(num_datapoints=N)``, the shared
+            full-data scaling); until it goes, the model subsamples a plate of ``num_docs``
+            documents, which scales a batch's local sites by ``num_docs / B`` as that does.
         hidden, dropout: the encoder of q(theta | counts).
 
     Sites: ``phi (K, V)`` in plate ``topics``; ``theta`` in plate ``documents`` (``(B, K)``
@@ -307,6 +316,11 @@ class LDA(nn.Module):
         if assignments not in self.ASSIGNMENTS:
             raise ValueError(f"assignments must be one of {self.ASSIGNMENTS}, got {assignments!r}")
         validation.positive_number("eta", eta)
+        if num_docs is not None:
+            warnings.warn("LDA(num_docs=N) is deprecated: train with elbo=lda.objective(num_datapoints=N), the "
+                          "shared full-data scaling (pyro_lvm.scaling.full_data_elbo). Until it goes, the model "
+                          "subsamples a plate of N documents, which scales the same way", DeprecationWarning,
+                          stacklevel=2)
         validation.Integer(1, optional=True)("num_docs", num_docs)
         self.vocab_size, self.num_topics, self.assignments = vocab_size, num_topics, assignments
         self.num_docs, self.eta = num_docs, float(eta)
@@ -351,8 +365,9 @@ class LDA(nn.Module):
 
     def _documents(self, b: int, device: torch.device):
         dim = -2 if self.assignments == "enumerated" else -1
-        size = self.num_docs if self.num_docs is not None else b
-        return pyro.plate("documents", size, subsample=torch.arange(b, device=device), dim=dim)
+        if self.num_docs is None:
+            return pyro.plate(DOCUMENTS, b, dim=dim)
+        return pyro.plate(DOCUMENTS, self.num_docs, subsample=torch.arange(b, device=device), dim=dim)
 
     def model(self, counts: torch.Tensor) -> None:
         check_counts(counts, self.vocab_size)
@@ -385,11 +400,22 @@ class LDA(nn.Module):
                 conc = conc.unsqueeze(-2)
             pyro.sample("theta", dist.Dirichlet(conc))
 
-    def elbo(self, **kwargs: Any) -> pyro.infer.ELBO:
-        """The matching objective: ``TraceEnum_ELBO(max_plate_nesting=2)`` or ``TraceMeanField_ELBO``."""
+    def objective(self, num_datapoints: int | None = None, **kwargs: Any) -> Any:
+        """The matching objective: ``TraceEnum_ELBO(max_plate_nesting=2)`` or ``TraceMeanField_ELBO``
+        (``kwargs`` go to it); with ``num_datapoints`` (the training corpus's size) a batch's loss
+        estimates the whole corpus's by the shared rule of :func:`~pyro_lvm.scaling.full_data_elbo`
+        (local sites times ``N / B``, the topics once)."""
         if self.assignments == "enumerated":
-            return pyro.infer.TraceEnum_ELBO(max_plate_nesting=2, **kwargs)
-        return pyro.infer.TraceMeanField_ELBO(**kwargs)
+            elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=2, **kwargs)
+        else:
+            elbo = pyro.infer.TraceMeanField_ELBO(**kwargs)
+        return elbo if num_datapoints is None else full_data_elbo(elbo, num_datapoints, data_plate=DOCUMENTS)
+
+    def elbo(self, **kwargs: Any) -> Any:
+        """Deprecated name of :meth:`objective`."""
+        warnings.warn("LDA.elbo() is deprecated: use lda.objective(), the name every pyro_lvm pair has",
+                      DeprecationWarning, stacklevel=2)
+        return self.objective(**kwargs)
 
 
 def log_likelihood_enumerated_brute_force(counts: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:

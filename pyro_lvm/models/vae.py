@@ -72,6 +72,11 @@ class _ImageLatentModel(nn.Module):
         if likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.full((x_dim,), -1.0))
 
+    def objective(self) -> pyro.infer.ELBO:
+        """The ELBO this pair is meant for: ``Trace_ELBO`` (reparameterised ``z``; ``fit``'s
+        default before pairs had one, so a run without ``elbo=`` trains as it did)."""
+        return pyro.infer.Trace_ELBO()
+
     def _check(self, x: torch.Tensor) -> None:
         # Shape checks are cheap and always on; the full scan of values runs only while Pyro
         # validation is enabled (fit() enables it for the first step).

@@ -130,7 +130,7 @@ def hmmlearn_e_step(fast: HMM, x, mask):
 
 
 def pyro_loss(model: HMM, x, mask):
-    return model.elbo().differentiable_loss(model.model, model.guide, x, mask)
+    return model.objective().differentiable_loss(model.model, model.guide, x, mask)
 
 
 def cpu_time(fn) -> tuple[float, float]:

@@ -23,6 +23,7 @@ jsb_chorales.pickle``. ``--protocol used-keys`` drops keys never played in train
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def chain_sizes(args: argparse.Namespace) -> tuple[int, int]:
     return side, side
 
 
-def build_model(args: argparse.Namespace, dim: int, num_sequences: int) -> HMMBase:
+def build_model(args: argparse.Namespace, dim: int) -> HMMBase:
     if args.parameters == "bayes" and args.chain != "hmm":
         raise ValueError(f"--parameters bayes is for the first-order chain; --chain {args.chain} keeps point estimates")
     states = args.states if args.chain in ("hmm", "2hmm") else chain_sizes(args)[0] * chain_sizes(args)[1]
@@ -110,7 +111,7 @@ def build_model(args: argparse.Namespace, dim: int, num_sequences: int) -> HMMBa
         return PartiallyFactorialHMM(emission, chain_sizes(args), inference=args.inference)
     if args.chain == "2hmm":
         return SecondOrderHMM(emission, raftery=args.raftery, inference=args.inference)
-    return HMM(emission, inference=args.inference, parameters=args.parameters, num_sequences=num_sequences)
+    return HMM(emission, inference=args.inference, parameters=args.parameters)
 
 
 def trainer_of(args: argparse.Namespace) -> str:
@@ -140,10 +141,13 @@ def train(hmm: HMMBase, data: MusicData, args: argparse.Namespace) -> list[float
     if trainer_of(args) == "em":
         return [-ll / frames for ll in hmm.em_fit([(x, mask)], args.iterations)]
     valid = batch_to(pad_rolls(data.valid), device) if args.patience else None
-    history = fit(hmm, (x, mask), valid, elbo=hmm.elbo(), epochs=args.iterations, batch_size=args.batch_size,
-                  lr=args.lr, seed=args.seed, device=args.device, progress=False, patience=args.patience,
-                  restore_best=bool(args.patience))
-    return [loss * len(x) / frames for loss in history["train_loss"]]
+    # Each batch's loss estimates the whole training set's (full-data scaling): an epoch's
+    # train_loss (the batches' sum over N) times N is the sum of those estimates, one per batch.
+    history = fit(hmm, (x, mask), valid, elbo=hmm.objective(num_datapoints=len(x)), epochs=args.iterations,
+                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, progress=False,
+                  patience=args.patience, restore_best=bool(args.patience))
+    batches = math.ceil(len(x) / args.batch_size)
+    return [loss * len(x) / (batches * frames) for loss in history["train_loss"]]
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,7 +156,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     set_seed(args.seed)
     data, key_info = load_data(args)
     dim = data.train[0].shape[1]
-    hmm = build_model(args, dim, len(data.train)).to(args.device)
+    hmm = build_model(args, dim).to(args.device)
     with runs.start_run(args.out, {**run_options(args), "task": "hmm_chorales"},
                         overwrite=getattr(args, "overwrite", False)) as out:
         return _train(args, out, data, key_info, hmm)
@@ -238,7 +242,7 @@ def load_run(run: str | Path) -> tuple[HMMBase, MusicData, dict]:
     run = Path(run)
     options = argparse.Namespace(**runs.read_config(run))
     data, key_info = load_data(options)
-    hmm = build_model(options, data.train[0].shape[1], len(data.train))
+    hmm = build_model(options, data.train[0].shape[1])
     load_module_state(hmm, load_checkpoint(run / MODEL_FILE), run / MODEL_FILE)
     return hmm.eval(), data, key_info
 

@@ -8,8 +8,9 @@
 ``compare-estimators --pair``; here ``data`` is the whole training set (a tensor ``(N, ...)`` or
 a tuple of tensors with a common ``N``), of which ``--valid-fraction`` is held out for
 validation, early stopping and the final report. Training is :func:`pyro_lvm.fit` with its
-default objective (``TraceEnum_ELBO`` where the guide marks sites for enumeration), or a
-discrete estimator by name (``--estimator``).
+default objective (your pair's ``objective()`` if it has that method, else ``Trace_ELBO``, or
+``TraceEnum_ELBO`` where the guide marks sites for enumeration), or a discrete estimator by
+name (``--estimator``).
 
 Outputs under ``--out``: ``config.json``, ``pair/`` (``last.pt``, ``best.pt``, ``history.json``)
 and ``metrics.json`` (the evaluation report on the held-out part). ``evaluate RUN`` runs

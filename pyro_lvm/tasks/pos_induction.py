@@ -223,8 +223,7 @@ def build_hmm(args: argparse.Namespace, corpus: TaggedCorpus, vectors: torch.Ten
                                              m_steps=args.m_steps, m_lr=args.lr)
     else:
         emission = CategoricalEmission(k, v)
-    # num_sequences: with adam the prior term is split over the batches, not counted per batch.
-    return HMM(emission, concentration=args.concentration, num_sequences=len(corpus.words))
+    return HMM(emission, concentration=args.concentration)
 
 
 def kmeans_means(vectors: torch.Tensor, k: int, seed: int) -> torch.Tensor:
@@ -255,17 +254,18 @@ def run_em(hmm: HMM, pairs: list, iterations: int, args: argparse.Namespace, rep
 
 
 class EpochLogLikelihood(Callback):
-    """Sums the log-likelihood of each epoch's batches as they are trained on (minus each
-    step's loss) and hands it to ``report(epoch, total)``; ``history`` keeps the totals."""
+    """Sums the log-likelihood of each epoch's batches as they are trained on and hands it to
+    ``report(epoch, total)``; ``history`` keeps the totals. A step's loss estimates the whole
+    training set's (``N / batch`` times the batch's), so each step adds ``-loss * batch / N``."""
 
-    def __init__(self, report) -> None:
-        self.report, self.history, self.total = report, [], 0.0
+    def __init__(self, report, num_sequences: int) -> None:
+        self.report, self.num_sequences, self.history, self.total = report, num_sequences, [], 0.0
 
     def on_epoch_begin(self, state: TrainState) -> None:
         self.total = 0.0
 
     def on_step_end(self, state: TrainState, batch, loss: float) -> None:
-        self.total -= loss
+        self.total -= loss * state.datapoints / self.num_sequences
 
     def on_epoch_end(self, state: TrainState) -> None:
         self.history.append(self.total)
@@ -288,8 +288,10 @@ def run_adam(hmm: HMM, pairs: list, epochs: int, args: argparse.Namespace, repor
     :class:`~pyro_lvm.batching.BatchList`, in a seeded random order each epoch), the chain at
     ``--chain-lr``, the emission at ``--lr``; returns the summed log-likelihood of each epoch's
     batches as they were trained on."""
-    totals = EpochLogLikelihood(report)
-    fit(hmm, BatchList(pairs), elbo=hmm.elbo(), optimizer=chain_and_emission_adam(hmm, args.chain_lr or args.lr, args.lr),
+    n = sum(x.shape[0] for x, _ in pairs)
+    totals = EpochLogLikelihood(report, n)
+    fit(hmm, BatchList(pairs), elbo=hmm.objective(num_datapoints=n),
+        optimizer=chain_and_emission_adam(hmm, args.chain_lr or args.lr, args.lr),
         epochs=epochs, seed=seed, device=args.device, progress=False, callbacks=[totals])
     return totals.history
 

@@ -95,8 +95,8 @@ def build_model(name: str, args: argparse.Namespace, vocab_size: int, num_docs: 
                        posterior=args.posterior)
         return pair, pyro.infer.TraceMeanField_ELBO()
     pair = LDA(vocab_size, args.topics, assignments=args.assignments, alpha=args.alpha, eta=args.eta,
-               num_docs=num_docs, hidden=args.hidden, dropout=args.dropout)
-    return pair, pair.elbo()
+               hidden=args.hidden, dropout=args.dropout)
+    return pair, pair.objective(num_datapoints=num_docs)
 
 
 def _model_name(args: argparse.Namespace) -> str:
