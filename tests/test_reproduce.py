@@ -80,7 +80,7 @@ def test_full_budget_is_the_committed_benchmark_command(name):
     committed = json.loads((RESULTS / FULL_RESULTS[name]).read_text())
     ours = _namespace(entry, entry.command("full", data="DATA/.."), "DATA/..")
     theirs = _namespace(entry, committed["command"], "../shared/data")
-    if entry.data is not None:  # our data path is DIR/<name>, theirs ../shared/data/<name> (or the default)
+    if entry.data is not None:  # our data path is DIR/<name>, theirs ../shared/data/<name> (or the folder)
         ours.data = theirs.data = None
     assert vars(ours) == vars(theirs)
     seconds = {"vae-mnist": lambda r: r["train_cpu_seconds"] + r["eval_cpu_seconds"],

@@ -43,16 +43,16 @@ def text_options(data: Path | None, vectors: bool) -> list[str]:
     return [*options, "--vector-ptb", str(data / PTB_FILE), "--vector-wikipedia"] if vectors else options
 
 
-def pos_run(argv: list[str], out: Path, args: list[str]) -> dict:
+def pos_run(argv: list[str], out: Path, config: list[str]) -> dict:
     """One run of the ``pos_induction`` task with options ``argv`` in folder ``out``: its metrics
-    without the per-iteration history, with wall and CPU seconds and the configuration's own
-    options ``args``."""
+    without the per-iteration history, with wall and CPU seconds and (as ``args``) the
+    configuration's own options ``config``."""
     t0, c0 = time.perf_counter(), time.process_time()
     metrics = pos_induction.main(task_args(pos_induction, [*argv, "--states", "45", "--no-figures", "--overwrite",
                                                            "--out", str(out)]))
     metrics.pop("history")
     metrics.update(wall_seconds=round(time.perf_counter() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1),
-                   args=args)
+                   args=config)
     return metrics
 
 
