@@ -55,6 +55,7 @@ from pyro_lvm.data import load_binarized_mnist  # noqa: E402
 from pyro_lvm.infer.discrete import DiscreteELBO  # noqa: E402
 from pyro_lvm.infer.gradient_variance import GradientVariance  # noqa: E402
 from pyro_lvm.infer.relaxed import conditional_logistic  # noqa: E402
+from pyro_lvm.reproduce import data_path  # noqa: E402
 from pyro_lvm.train import Callback  # noqa: E402
 
 # in the order they are trained (the most expensive last)
@@ -454,7 +455,7 @@ def _plot(size: str, rows: list[dict], figures: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "binarized_mnist"))
+    p.add_argument("--data", default=None, help="your binarized_mnist folder with train.amat and valid.amat (docs/data.md)")
     p.add_argument("--sizes", nargs="+", default=["linear", "nonlinear"], choices=["linear", "nonlinear"])
     p.add_argument("--estimators", nargs="+", default=ESTIMATORS)
     p.add_argument("--phase", default="all", choices=["all", "timing", "train", "summary"])
@@ -478,7 +479,7 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.phase != "summary":
-        data = load_binarized_mnist(args.data)
+        data = load_binarized_mnist(data_path(args, "your copy of binarized_mnist/ (train.amat, valid.amat)"))
         for size in args.sizes:
             timing_path = out_dir / f"timing_{size}.json"
             if args.phase == "timing" and timing_path.is_file():

@@ -6,10 +6,10 @@ much smaller budget, and checks the *ordering*; also times each estimator's step
 hand-written PyTorch step of the same estimator. The code is pyro_lvm/reproduce/discrete_mnist.py,
 shared with `pyro-lvm reproduce gumbel-mnist`.
 
-    python benchmarks/discrete_mnist.py --data ../shared/data/binarized_mnist   # ~15 min, 1 core
-    python benchmarks/discrete_mnist.py --data ../shared/data/binarized_mnist --estimators gumbel --steps 40000 \
+    python benchmarks/discrete_mnist.py --data DATA/binarized_mnist   # ~15 min, 1 core
+    python benchmarks/discrete_mnist.py --data DATA/binarized_mnist --estimators gumbel --steps 40000 \
         --timing-rounds 3 --out benchmarks/results/discrete_mnist_gumbel_long.json
-    python benchmarks/discrete_mnist.py --data ../shared/data/binarized_mnist \
+    python benchmarks/discrete_mnist.py --data DATA/binarized_mnist \
         --estimators rloo gumbel-rao straight-through gumbel --out benchmarks/results/discrete_mnist_unbiased.json
 
 Writes ``benchmarks/results/discrete_mnist.json`` (after every estimator, so a long run keeps

@@ -1,15 +1,18 @@
 """HMM quality: JSB chorales test NLL (two protocols), a check of Pyro's model 7 reference, and
 part-of-speech induction on MASC.
 
-    python benchmarks/hmm_quality.py --part jsb --data ../shared/data     # ~2 min on one core
-    python benchmarks/hmm_quality.py --part pyro7 --data ../shared/data   # ~25 s
-    python benchmarks/hmm_quality.py --part pos --data ../shared/data     # EM on 590k tokens, 4 runs, ~9 min
-    python benchmarks/hmm_quality.py --part pos-features --data ../shared/data   # feature HMM, 3 seeds, ~13 min
-    python benchmarks/hmm_quality.py --part jsb-family --data ../shared/data     # every variant, both protocols
-    python benchmarks/hmm_quality.py --part pos-emissions --data ../shared/data  # every emission, 3 seeds
+    python benchmarks/hmm_quality.py --part jsb --data DATA     # ~2 min on one core
+    python benchmarks/hmm_quality.py --part pyro7 --data DATA   # ~25 s
+    python benchmarks/hmm_quality.py --part pos --data DATA     # EM on 590k tokens, 4 runs, ~9 min
+    python benchmarks/hmm_quality.py --part pos-features --data DATA   # feature HMM, 3 seeds, ~13 min
+    python benchmarks/hmm_quality.py --part jsb-family --data DATA     # every variant, both protocols
+    python benchmarks/hmm_quality.py --part pos-emissions --data DATA  # every emission, 3 seeds
+    python benchmarks/hmm_quality.py --part pos-emissions --dataset toy --quick   # offline, seconds
 
-``jsb`` and ``pos`` run the same task code as the examples (``pyro_lvm.tasks.hmm_chorales`` /
-``pos_induction``); each part writes ``benchmarks/results/hmm_quality_<part>.json``.
+``DATA`` is the folder with your copies of jsb_chorales.pickle, masc_tagged.zip and ptb.zip
+(docs/data.md says where to get them); ``--data`` has no default. ``jsb`` and ``pos`` run the
+same task code as the examples (``pyro_lvm.tasks.hmm_chorales`` / ``pos_induction``); each part
+writes ``benchmarks/results/hmm_quality_<part>.json``.
 
 JSB protocols (test negative log-likelihood, nats per time step, exact):
 * ``used-keys``: keys never played in training dropped (51 of 88), as Pyro's ``examples/hmm.py``;
@@ -28,6 +31,8 @@ nnHMM whose keys also see the lower keys of their frame by Adam with early stopp
 validation NLL; it records test NLL and seconds per epoch (``--family-protocols``,
 ``--family-variants`` choose).
 
+The POS parts' code is pyro_lvm/reproduce/pos_masc.py, shared with ``pyro-lvm reproduce
+pos-masc`` (the headline row: ``--part pos-emissions --pos-emissions embedding_flow``).
 ``pos-emissions`` runs every emission type of ``pos_induction`` on MASC with 45 states for each
 seed (``--pos-seeds``; ``--pos-emissions`` chooses): EM to a tolerance with random restarts kept
 by likelihood (generalised EM for the feature and neural emissions), the embedding emission over
@@ -56,9 +61,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyro_lvm.checkpoint import atomic_json_save  # noqa: E402
 from pyro_lvm.data.music import keep_used_keys, load_jsb_pickle, pad_rolls  # noqa: E402
-from pyro_lvm.reproduce.jsb_family import (JSB_FILE, chorales_run, jsb_path, parser, run_jsb_family,  # noqa: E402
-                                           task_args)
-from pyro_lvm.tasks import pos_induction  # noqa: E402
+from pyro_lvm.reproduce import data_path, pos_masc  # noqa: E402
+from pyro_lvm.reproduce.hmm_quality import JSB_FILE, POS_PARTS, parser  # noqa: E402
+from pyro_lvm.reproduce.jsb_family import chorales_run, jsb_path, run_jsb_family  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -129,7 +134,7 @@ def run_pyro_model7(data: Path, step_counts: list[int]) -> dict:
     from pyro.infer import SVI, TraceEnum_ELBO
     from pyro.infer.autoguide import AutoDelta
 
-    jsb, keys = keep_used_keys(load_jsb_pickle(data / "jsb_chorales.pickle"))
+    jsb, keys = keep_used_keys(load_jsb_pickle(data / JSB_FILE))
     runs = {}
     for name, shift, steps in [(n, s, k) for k in step_counts for n, s in (
             ("as_written_conditions_on_y_t", False), ("shifted_conditions_on_y_t_minus_1", True))]:
@@ -158,136 +163,22 @@ def run_pyro_model7(data: Path, step_counts: list[int]) -> dict:
     return {"runs": runs, "batch_size": 8, "lr": 0.05, "states": 16, "keys": len(keys)}
 
 
-POS_CONFIGS = {
-    "words": [],  # every word type its own symbol, case kept
-    # Lowercased; words seen fewer than 5 times share a spelling class (suffix, capital, digits).
-    "lower_shape5": ["--lowercase", "--min-count", "5", "--rare", "shape"],
-}
-
-
-# The feature HMM: log-linear emissions over word identity, suffixes, capital, digit, hyphen,
-# trained by EM with an L-BFGS M-step (its own part: each iteration costs about three plain ones).
-POS_FEATURE_CONFIGS = {"features": ["--emission", "features", "--l2", "1.0"]}
-
-
-def run_pos(data: Path, quick: bool, iterations: int, seeds: list[int], configs: dict = POS_CONFIGS) -> dict:
-    """EM with 45 states on all of MASC: each configuration of ``POS_CONFIGS`` with each seed
-    (the first configuration with the first seed only). Seeds matter: EM finds a different local
-    optimum from each random start, so the table reports every seed, their mean, and the seed an
-    unsupervised user would pick (highest training log-likelihood)."""
-    runs = {}
-    for name, extra in configs.items():
-        for seed in seeds[:1] if name == "words" else seeds:
-            argv = ["--data-path", str(data / "masc_tagged.zip"), "--states", "45", "--iterations",
-                    "2" if quick else str(iterations), "--eval-every", "1" if quick else "50", "--no-figures",
-                    "--overwrite", "--seed", str(seed), "--out", f"/tmp/hmm_quality/pos/{name}_{seed}", *extra]
-            if quick:
-                argv += ["--max-sentences", "500"]
-            t0 = time.perf_counter()
-            metrics = pos_induction.main(task_args(pos_induction, argv))
-            metrics.pop("history")
-            metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
-            metrics["args"] = extra
-            runs[f"{name}/seed{seed}"] = metrics
-            print(name, seed, {k: metrics[k] for k in ("many_to_one", "one_to_one", "v_measure", "log_lik_per_token",
-                                                        "train_seconds")}, flush=True)
-    summary = {}
-    for name in configs:
-        mine = [r for key, r in runs.items() if key.startswith(name + "/")]
-        m2o = [r["many_to_one"] for r in mine]
-        summary[name] = {"seeds": len(mine), "many_to_one_mean": sum(m2o) / len(m2o), "many_to_one_min": min(m2o),
-                         "many_to_one_max": max(m2o),
-                         "many_to_one_of_best_likelihood": max(mine, key=lambda r: r["log_lik_per_token"])["many_to_one"]}
-    return {"runs": runs, "summary": summary, "states": 45, "iterations": iterations,
-            "reference": {"em_hmm_wsj_many_to_one_johnson2007": 0.62}}
-
-
-# ----------------------------------------------------------------------------- the HMM family on JSB
-
-# ----------------------------------------------------------------------------- every POS emission on MASC
-
-_POS_EM = ["--iterations", "300", "--tol", "1e-5", "--restarts", "3", "--restart-iterations", "10"]
-# The Gaussian over word vectors: structured skip-gram vectors (window 1) on MASC + PTB + the
-# Wikipedia sample, each state also emitting the word's spelling class, the tokens' variance
-# doubled (picked on the first 8,000 sentences by --part pos-variance, gold tags used for that
-# one choice). One run gives two rows: the Gaussian HMM after EM ("before-flow" in its progress)
-# and after He et al.'s projection has been trained with it.
-_EMBEDDING = ["--emission", "embedding", "--spelling", "--variance-scale", "2", "--vector-contexts", "positional",
-              "--vector-epochs", "10", "--iterations", "100", "--tol", "1e-5", "--restarts", "3",
-              "--restart-iterations", "5"]
-POS_EMISSIONS = {
-    "categorical": ["--emission", "categorical", *_POS_EM],
-    "features": ["--emission", "features", "--l2", "1.0", "--iterations", "200", "--tol", "1e-5", "--restarts", "3",
-                 "--restart-iterations", "5"],
-    "embedding_flow": [*_EMBEDDING, "--flow-layers", "4", "--flow-epochs", "10", "--lr", "0.01"],
-    "neural": ["--emission", "neural", "--neural-vectors", "--vector-contexts", "positional", "--vector-epochs", "10",
-               "--iterations", "40", "--tol", "1e-5", "--m-steps", "20", "--lr", "0.01", "--restarts", "3",
-               "--restart-iterations", "2"],
-}
-# The variance scale of the Gaussian HMM, on the first 8,000 MASC sentences (EM, 30 iterations).
-POS_VARIANCE = {f"scale{scale}": [*_EMBEDDING[:_EMBEDDING.index("--iterations")], "--iterations", "30",
-                                  "--max-sentences", "8000"] for scale in ("1", "2", "4")}
-for _name, _argv in POS_VARIANCE.items():
-    _argv[_argv.index("--variance-scale") + 1] = _name[len("scale"):]
-
-
-def run_pos_emissions(data: Path, emissions: list[str], seeds: list[int], quick: bool = False,
-                      configs: dict = POS_EMISSIONS) -> dict:
-    """Each emission of ``configs`` (:data:`POS_EMISSIONS`) with each seed on MASC (45 states);
-    the word vectors come from MASC + PTB + the Wikipedia sample."""
-    runs = {}
-    for name in emissions:
-        for seed in seeds:
-            argv = ["--data-path", str(data / "masc_tagged.zip"), "--states", "45", "--no-figures", "--seed", str(seed),
-                    "--vector-ptb", str(data / "ptb.zip"), "--vector-wikipedia", "--overwrite",
-                    "--out", f"/tmp/hmm_quality/pos_emissions/{name}_{seed}", *configs[name]]
-            if quick:
-                argv += ["--max-sentences", "300", "--iterations", "2", "--restart-iterations", "1",
-                         "--vector-epochs", "1"]
-            t0 = time.perf_counter()
-            metrics = pos_induction.main(task_args(pos_induction, argv))
-            metrics.pop("history")
-            metrics.update(wall_seconds=round(time.perf_counter() - t0, 1), args=configs[name])
-            runs[f"{name}/seed{seed}"] = metrics
-            print(name, seed, {k: metrics[k] for k in ("many_to_one", "v_measure", "log_lik_per_token",
-                                                        "train_seconds")}, flush=True)
-    summary = {}
-    for name in emissions:
-        mine = [r for key, r in runs.items() if key.startswith(name + "/")]
-        summary[name] = {f"{m}_mean": sum(r[m] for r in mine) / len(mine) for m in ("many_to_one", "one_to_one",
-                                                                                       "v_measure", "train_seconds")}
-        summary[name].update(seeds=len(mine), many_to_one_min=min(r["many_to_one"] for r in mine),
-                             many_to_one_max=max(r["many_to_one"] for r in mine))
-        before = [p for r in mine for p in r["progress"] if p["phase"] == "before-flow"]
-        if before:  # the Gaussian HMM's own scores, before its projection was trained
-            summary[name]["before_flow"] = {f"{m}_mean": sum(p[m] for p in before) / len(before)
-                                            for m in ("many_to_one", "one_to_one", "v_measure")}
-    return {"runs": runs, "summary": summary, "states": 45}
-
-
 def main() -> None:
     args = parser().parse_args()
     torch.set_num_threads(1)
-    data = Path(args.data)
-    if args.part == "jsb":
-        result = run_jsb(data, args.quick)
-    elif args.part == "pos":
-        result = run_pos(data, args.quick, args.pos_iterations or 150, args.pos_seeds)
-    elif args.part == "pos-features":
-        result = run_pos(data, args.quick, args.pos_iterations or 100, args.pos_seeds, POS_FEATURE_CONFIGS)
+    if args.part in POS_PARTS:
+        result = pos_masc.run(args)
     elif args.part == "jsb-family":
         result = run_jsb_family(jsb_path(args), args.family_protocols, args.family_variants, args.quick)
-    elif args.part == "pos-emissions":
-        result = run_pos_emissions(data, args.pos_emissions or list(POS_EMISSIONS), args.pos_seeds, args.quick)
-    elif args.part == "pos-variance":
-        result = run_pos_emissions(data, args.pos_emissions or list(POS_VARIANCE), args.pos_seeds[:1], args.quick,
-                                   POS_VARIANCE)
     else:
-        result = run_pyro_model7(data, [2] if args.quick else args.pyro7_steps)
+        data = data_path(args, f"the folder with your copy of {JSB_FILE}")
+        result = run_jsb(data, args.quick) if args.part == "jsb" else run_pyro_model7(data, [2] if args.quick
+                                                                                       else args.pyro7_steps)
     result.update({"command": "python " + " ".join(sys.argv), "threads": 1, "quick": args.quick})
     name = f"hmm_quality_{args.part.replace('-', '_')}" + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
-    if args.pos_iterations is not None and args.part.startswith("pos"):
-        name += f"_{args.pos_iterations}it"  # a non-default length gets its own file
+    if args.part in POS_PARTS:  # a non-default length or a part of the text gets its own file
+        name += (f"_{args.pos_iterations}it" if args.pos_iterations is not None else "") + (
+            f"_{args.pos_sentences}sentences" if args.pos_sentences else "")
     atomic_json_save(result, RESULTS / f"{name}.json")
     print("wrote", RESULTS / f"{name}.json")
 

@@ -1,6 +1,6 @@
 """HMM speed: loss + gradient over the whole JSB training set, by inference path and state count.
 
-    python benchmarks/hmm_speed.py --data ../shared/data            # ~3 minutes, one thread
+    python benchmarks/hmm_speed.py --data DATA            # ~3 minutes, one thread
 
 The fast path, the pyro.markov path, Pyro's DiscreteHMM, a hand-written PyTorch forward (the
 baseline of the ratios) and hmmlearn's C E-step on the same parameters and data, interleaved

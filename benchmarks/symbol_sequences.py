@@ -19,8 +19,8 @@ Parts (each writes into one JSON, ``--out``; figures next to it in ``--figures``
 4. **speed**: one straight-through training step through ``DiscreteELBO`` against the same
    step written by hand in PyTorch (same modules), interleaved rounds; the ratio.
 
-    python benchmarks/symbol_sequences.py --data ../shared/data/masc_tagged.zip     # the docs' numbers
-    python benchmarks/symbol_sequences.py --data ../shared/data/masc_tagged.zip --subset 300 --eval-subset 50 \\
+    python benchmarks/symbol_sequences.py --data DATA/masc_tagged.zip     # the docs' numbers
+    python benchmarks/symbol_sequences.py --data DATA/masc_tagged.zip --subset 300 --eval-subset 50 \\
         --symbols 1 2 --alphabets 2 4 --epochs 1 --repeats 5 --out /tmp/sym_smoke.json --figures /tmp/sym_smoke
 """
 
@@ -46,6 +46,7 @@ from pyro_lvm.infer.discrete import ESTIMATORS, DiscreteELBO, gumbel_softmax_log
 from pyro_lvm.infer.estimators import compare_estimators
 from pyro_lvm.models.sentence_vae import LSTMLanguageModel, WordCategorical
 from pyro_lvm.models.symbol_sequences import symbol_tag_information, symbol_word_associations
+from pyro_lvm.reproduce import data_path
 from pyro_lvm.tasks import symbol_sequences as task
 from pyro_lvm.train import Callback, fit
 
@@ -241,7 +242,7 @@ def main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
-    data_args = argparse.Namespace(corpus=args.data, subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
+    data_args = argparse.Namespace(corpus=str(data_path(args, "your copy of masc_tagged.zip")), subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
                                    max_vocab=args.max_vocab, max_len=args.max_len)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -278,7 +279,7 @@ def main(args: argparse.Namespace) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/masc_tagged.zip", help="your copy of NLTK's masc_tagged.zip")
+    p.add_argument("--data", default=None, help="your copy of NLTK's masc_tagged.zip (docs/data.md)")
     p.add_argument("--parts", nargs="+", default=["grid", "estimators", "harness", "speed"],
                    choices=["grid", "estimators", "harness", "speed"])
     p.add_argument("--subset", type=int, default=8000, help="first N training sentences")

@@ -1,7 +1,7 @@
 """20 Newsgroups topic models at K = 50: ProdLDA, LDA (enumerated and collapsed) and
 scikit-learn's LatentDirichletAllocation in one run, on one vocabulary and split.
 
-    .venv/bin/python benchmarks/topic_20ng.py --data ../shared/data/20ng.zip
+    python benchmarks/topic_20ng.py --data DATA/20ng.zip
 
 Data: the NVDM bag of words (11,268 train / 7,505 test documents, 2,000 words) with
 scikit-learn's English stop words removed from the vocabulary (1,802 words left; the NVDM
@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -108,7 +109,6 @@ def enum_vs_collapsed_same_parameters(model_collapsed, counts, k, v, num_docs, p
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)  # the options of the ProdLDA and scikit-learn rows (pyro_lvm.reproduce.topic_20ng)
-    p.set_defaults(data=str(ROOT.parent / "shared" / "data" / "20ng.zip"))
     p.add_argument("--lda-epochs", type=int, default=60)
     p.add_argument("--enum-docs", type=int, default=2000)
     p.add_argument("--enum-epochs", type=int, default=40)
@@ -154,7 +154,7 @@ def main():
     speed = hand_written_prodlda_step_ratio(train, k)
     print(speed, flush=True)
     result = {
-        "benchmark": "topic_20ng", "command": "python benchmarks/topic_20ng.py --data ../shared/data/20ng.zip",
+        "benchmark": "topic_20ng", "command": "python " + " ".join(sys.argv),
         "args": vars(args), "data": {"train": train.summary(), "test": test.summary(),
                                      "stop_words_removed": not args.keep_stop_words},
         "topics": k, "rows": rows,

@@ -4,7 +4,7 @@ Trains with fit() for a CPU-time budget, keeps the epoch with the best validatio
 estimates log p(x) on the validation split by importance sampling with K samples (the IWAE
 bound; K=5000 by default). Writes benchmarks/results/vae_mnist_quality.json with the curve.
 
-    python benchmarks/vae_mnist_quality.py --data ../shared/data/binarized_mnist --budget-minutes 30
+    python benchmarks/vae_mnist_quality.py --data DATA/binarized_mnist --budget-minutes 30
 
 The code is pyro_lvm.reproduce.vae_mnist, shared with `pyro-lvm reproduce vae-mnist`.
 Published anchors (test split): about -89.9 nats for a 1-layer VAE (Rezende & Mohamed 2015,

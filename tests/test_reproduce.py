@@ -2,6 +2,7 @@
 command), the printed table, and small runs of every entry on the embedded data."""
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -25,7 +26,8 @@ FULL_RESULTS = {"vae-mnist": "vae_mnist_quality.json", "collapse-synthetic": "co
                 "sentence-vae-speed": "sentence_vae_speed.json", "ddp-throughput": "ddp_throughput.json",
                 "gumbel-mnist": "discrete_mnist_gumbel_long.json", "hmm-speed": "hmm_speed.json",
                 "jsb-used-keys": "hmm_quality_jsb_family_used_keys.json",
-                "jsb-all-keys": "hmm_quality_jsb_family_full.json"}
+                "jsb-all-keys": "hmm_quality_jsb_family_full.json",
+                "pos-masc": "hmm_quality_pos_emissions_embedding.json"}
 
 # Options that shrink a quick run to seconds (appended after the budget's, so they win).
 TINY = {
@@ -43,6 +45,7 @@ TINY = {
     "hmm-speed": ["--states", "4", "--rounds", "1", "--markov-rounds", "1"],
     "jsb-used-keys": ["--family-variants", "hmm"],
     "jsb-all-keys": ["--family-variants", "nnhmm"],
+    "pos-masc": ["--pos-sentences", "60"],
 }
 
 
@@ -52,8 +55,8 @@ def test_every_entry_has_three_budgets_that_its_parser_accepts(tmp_path):
         entry = load(name)
         assert entry.name == name and set(entry.budgets) == set(BUDGETS)
         for budget in BUDGETS:
-            if entry.data is not None:
-                (tmp_path / entry.data[0]).mkdir(exist_ok=True)
+            for data_file in entry.data_files:
+                (tmp_path / data_file).mkdir(exist_ok=True)
             options, used = entry.options(budget, tmp_path)
             args = entry.parser().parse_args(options)  # a typo in a budget fails here
             assert isinstance(args, argparse.Namespace)
@@ -77,7 +80,7 @@ def test_full_budget_is_the_committed_benchmark_command(name):
     committed = json.loads((RESULTS / FULL_RESULTS[name]).read_text())
     ours = _namespace(entry, entry.command("full", data="DATA/.."), "DATA/..")
     theirs = _namespace(entry, committed["command"], "../shared/data")
-    if entry.data is not None:  # our data path is DIR/<name>, theirs ../shared/data/<name> (or the default)
+    if entry.data is not None:  # our data path is DIR/<name>, theirs ../shared/data/<name> (or the folder)
         ours.data = theirs.data = None
     assert vars(ours) == vars(theirs)
     seconds = {"vae-mnist": lambda r: r["train_cpu_seconds"] + r["eval_cpu_seconds"],
@@ -96,6 +99,8 @@ def test_full_budget_is_the_committed_benchmark_command(name):
                "gumbel-mnist": lambda r: sum(x["train_cpu_s"] for x in r["results"]),
                "jsb-used-keys": lambda r: sum(x["cpu_seconds"] for x in r["runs"].values()),
                "jsb-all-keys": lambda r: sum(x["cpu_seconds"] for x in r["runs"].values()),
+               # that run recorded wall time only (one torch thread: its CPU time is at most that)
+               "pos-masc": lambda r: sum(x["wall_seconds"] for x in r["runs"].values()),
                # every variant's median times its timed rounds, then the length scaling (same rounds)
                "hmm-speed": lambda r: (sum(b["ms_per_pass"][v] * b["rounds"][v] for b in r["by_states"]
                                            for v in b["ms_per_pass"])
@@ -151,6 +156,55 @@ def test_quick_runs_on_embedded_data(name, tmp_path):
     assert saved["ours"] == row["ours"] and saved["options"][-len(TINY[name]):] == TINY[name]
     if name == "ddp-throughput":  # its training processes' CPU time is counted too
         assert row["child_cpu_seconds"] > 0 and row["cpu_seconds"] >= row["child_cpu_seconds"]
+
+
+def _headline_files() -> set[str]:
+    """The result files of the headline table of docs/benchmarks.md (benchmarks/summarize.py)."""
+    spec = importlib.util.spec_from_file_location("summarize", ROOT / "benchmarks" / "summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    return {row[0] for row in summarize.HEADLINES}
+
+
+def test_list_covers_every_headline_row():
+    """Every row of the headline table is the full budget of an entry (FULL_RESULTS is checked
+    against the entries' commands above)."""
+    covered = {Path(name).stem for name in FULL_RESULTS.values()}
+    assert _headline_files() - covered == set()
+
+
+@pytest.mark.parametrize("name", [n for n in ENTRIES if load(n).data is not None])
+def test_benchmark_without_data_says_what_to_pass(name):
+    """No default data path (ours exist only on our machines): the benchmark's run names what --data needs."""
+    entry = load(name)
+    args = entry.parser().parse_args([*entry.fixed, *entry.budgets["quick"].options])
+    with pytest.raises(ValueError, match=r"--data is missing: pass the path of .*docs/data\.md"):
+        entry.run(args)
+
+
+def test_pos_masc_needs_both_files(tmp_path, capsys):
+    (tmp_path / "masc_tagged.zip").touch()
+    assert main(["reproduce", "pos-masc", "--budget", "standard", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pyro-lvm: error: {tmp_path / 'ptb.zip'} not found: --data DIR must hold your copy of "
+                          "masc_tagged.zip and ptb.zip")
+    assert "masc_tagged.zip + ptb.zip" in listing()
+    assert load("pos-masc").command("full", "DATA").endswith("--pos-seeds 0 1 2 --data DATA")
+
+
+def test_pos_parts_on_the_toy_corpus():
+    """The other POS parts of benchmarks/hmm_quality.py run the same code offline (--dataset toy)."""
+    from pyro_lvm.reproduce import pos_masc
+
+    args = load("pos-masc").parser().parse_args(["--part", "pos", "--dataset", "toy", "--quick", "--pos-seeds", "0",
+                                                 "--pos-sentences", "40"])
+    result = pos_masc.run(args)
+    assert set(result["runs"]) == {"words/seed0", "lower_shape5/seed0"}
+    for r in result["runs"].values():
+        assert r["source"] == "toy" and r["data"]["sentences"] == 40 and r["iterations"] == 2
+        assert 0 < r["many_to_one"] <= 1 and r["cpu_seconds"] > 0
+    with pytest.raises(ValueError, match="--dataset music21 is for --part jsb-family"):
+        pos_masc.run(load("pos-masc").parser().parse_args(["--part", "pos", "--dataset", "music21"]))
 
 
 def test_cli_prints_the_table(tmp_path, capsys):

@@ -9,9 +9,11 @@ Each entry is the code of one script in ``benchmarks/``: the script and ``reprod
 same ``parser()`` and ``run(args)`` from a module of this package, and a budget is a list of
 that parser's options (``full`` is the command whose results ``benchmarks/results/`` holds).
 ``--data DIR`` is a folder with your copies of the standard data sets (``binarized_mnist/``,
-``ptb.zip``, ``20ng.zip``, ...); without it ``quick`` runs on data that ships with the
-dependencies (scikit-learn's digits, gensim's Wikipedia sample and Lee corpus), which says
-that the code path works but is not comparable with the published number.
+``ptb.zip``, ``20ng.zip``, ``masc_tagged.zip``, ...; an entry reads the ones ``--list`` names
+for it, ``pos-masc`` two of them); without it ``quick`` runs on data that ships with the
+dependencies (scikit-learn's digits, gensim's Wikipedia sample and Lee corpus, music21's
+chorales, the POS task's synthetic corpus), which says that the code path works but is not
+comparable with the published number.
 
 Adding an entry: a module defining ``parser()``, ``run(args) -> dict`` and ``REPRODUCTION``
 (a :class:`Reproduction`), and one line in :data:`ENTRIES`.
@@ -45,6 +47,7 @@ ENTRIES: dict[str, str] = {
     "hmm-speed": "pyro_lvm.reproduce.hmm_speed",
     "jsb-used-keys": "pyro_lvm.reproduce.jsb_family:USED_KEYS",
     "jsb-all-keys": "pyro_lvm.reproduce.jsb_family:ALL_KEYS",
+    "pos-masc": "pyro_lvm.reproduce.pos_masc",
     "sentence-vae-speed": "pyro_lvm.reproduce.sentence_vae_speed",
     "ddp-throughput": "pyro_lvm.reproduce.ddp_throughput",
 }
@@ -80,8 +83,9 @@ class Reproduction:
         run: ``run(args) -> result dict``, the script's work.
         ours: the headline number of a result, as text.
         budgets: ``quick``, ``standard``, ``full`` -> :class:`Budget`.
-        data: the file or folder under ``--data DIR`` and the option that takes its path
-            (``None``: the entry makes its own data).
+        data: the file or folder under ``--data DIR`` and the option that takes its path, or
+            a tuple of the files that must be in ``DIR`` and the option that takes ``DIR``
+            itself (an entry that reads several; ``None``: the entry makes its own data).
         embedded: the options that replace the data option for ``quick`` without ``--data``.
         get_data: where to get the data set, for the error without ``--data``.
         notes: how our set-up differs from the paper's.
@@ -99,7 +103,7 @@ class Reproduction:
     run: Callable[[argparse.Namespace], dict]
     ours: Callable[[dict], str]
     budgets: Mapping[str, Budget]
-    data: tuple[str, str] | None = None
+    data: tuple[str | tuple[str, ...], str] | None = None
     embedded: Sequence[str] = ()
     get_data: str = ""
     notes: str = ""
@@ -111,6 +115,18 @@ class Reproduction:
         if self.clock not in CLOCKS:
             raise ValueError(f"{self.name}: clock must be one of {', '.join(CLOCKS)}, not {self.clock!r}")
 
+    @property
+    def data_files(self) -> tuple[str, ...]:
+        """The files or folders the entry reads under ``--data DIR`` (none: it makes its own)."""
+        if self.data is None:
+            return ()
+        return self.data[0] if isinstance(self.data[0], tuple) else (self.data[0],)
+
+    def _data_option(self, folder: str | os.PathLike) -> list[str]:
+        """The data option with its path: ``DIR/<name>``, or ``DIR`` for an entry reading several."""
+        name, option = self.data
+        return [option, str(folder if isinstance(name, tuple) else Path(folder) / name)]
+
     def options(self, budget: str, data: str | os.PathLike | None) -> tuple[list[str], str]:
         """``(options for the script's parser, a description of the data used)``."""
         if budget not in BUDGETS:
@@ -118,24 +134,35 @@ class Reproduction:
         options = [*self.fixed, *self.budgets[budget].options]
         if self.data is None:
             return options, self.own_data
-        name, option = self.data
+        names = " and ".join(self.data_files)
         if data is not None:
-            path = Path(data) / name
-            if not path.exists():
-                raise FileNotFoundError(f"{path} not found: --data DIR must hold your copy of {name} ({self.get_data})")
-            return [*options, option, str(path)], f"your copy of {name}"
+            for name in self.data_files:
+                path = Path(data) / name
+                if not path.exists():
+                    raise FileNotFoundError(f"{path} not found: --data DIR must hold your copy of {names} "
+                                            f"({self.get_data})")
+            return [*options, *self._data_option(data)], f"your copy of {names}"
         if budget == "quick" and self.embedded:
             return [*options, *self.embedded], "embedded data (not comparable with the anchor)"
-        raise FileNotFoundError(f"the {budget} budget of {self.name} needs your copy of {name} ({self.get_data}): "
-                                f"pass --data DIR with DIR/{name}" + (" (--budget quick runs without it)"
-                                                                       if self.embedded else ""))
+        raise FileNotFoundError(f"the {budget} budget of {self.name} needs your copy of {names} ({self.get_data}): "
+                                f"pass --data DIR with " + " and ".join(f"DIR/{n}" for n in self.data_files)
+                                + (" (--budget quick runs without it)" if self.embedded else ""))
 
     def command(self, budget: str = "full", data: str = "DIR") -> str:
         """The benchmark command a budget corresponds to."""
         options = [*self.fixed, *self.budgets[budget].options]
         if self.data is not None:
-            options += [self.data[1], f"{data}/{self.data[0]}"]
+            options += self._data_option(data)
         return " ".join(["python", self.script, *options])
+
+
+def data_path(args: argparse.Namespace, what: str) -> Path:
+    """``args.data`` as a path. The benchmarks have no default data path (your copies live
+    where you keep them): without ``--data``, an error saying what to pass."""
+    if args.data is None:
+        raise ValueError(f"--data is missing: pass the path of {what} "
+                         "(docs/data.md says where to get each data set)")
+    return Path(args.data)
 
 
 def load(name: str) -> Reproduction:
@@ -200,7 +227,7 @@ def listing() -> str:
     lines = ["| name | what | data (under --data) | quick | standard | full |", "|---|---|---|---|---|---|"]
     for name in ENTRIES:
         e = load(name)
-        data = e.data[0] if e.data else f"({e.own_data})"
+        data = " + ".join(e.data_files) if e.data else f"({e.own_data})"
         if e.embedded:
             data += " (quick: embedded if absent)"
         lines.append(f"| {name} | {e.title} | {data} | " + " | ".join(_minutes(e.budgets[b].minutes, e.clock) for b in BUDGETS) + " |")
@@ -226,7 +253,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the entries with their expected wall time per budget")
     p.add_argument("--budget", default="quick", choices=BUDGETS)
     p.add_argument("--data", default=None, metavar="DIR",
-                   help="folder with your copies of the standard data sets (binarized_mnist/, ptb.zip, 20ng.zip, ...)")
+                   help="folder with your copies of the standard data sets (binarized_mnist/, ptb.zip, 20ng.zip, "
+                        "masc_tagged.zip, ...: --list says which an entry reads; docs/data.md where to get them)")
     p.add_argument("--out", default=None, help="JSON file for the row and the full result "
                                                "(default runs/reproduce/NAME_BUDGET.json)")
     p.add_argument("--format", default="md", choices=["md", "json"], help="how to print the row")

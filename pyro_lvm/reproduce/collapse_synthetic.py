@@ -116,7 +116,7 @@ HE = Reproduction(
     fixed=["--vocab", "1000", "--n-train", "20000", "--n-valid", "2000", "--n-test", "1000"],
     budgets={"quick": Budget(["--seeds", "0", "--epochs", "3", "--methods", "vae", "free-bits", "--samples", "50"], 1.6),
              "standard": Budget(["--seeds", "0", "--epochs", "15", "--warmup-epochs", "5",
-                                 "--methods", "vae", "anneal", "free-bits"], None),
+                                 "--methods", "vae", "anneal", "free-bits"], 7.2),
              "full": Budget(["--epochs", "15", "--warmup-epochs", "5", "--methods", "vae", "anneal", "sigmoid",
                              "cyclical", "beta", "free-bits", "--out", "benchmarks/results/collapse_synthetic_he.json"],
                             27.0)},

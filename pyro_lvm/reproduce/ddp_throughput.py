@@ -36,7 +36,7 @@ from ..data import load_binarized_mnist, load_digits_data
 from ..distributed import free_port
 from ..models import VAE
 from ..train import Callback, fit
-from . import Budget, Reproduction
+from . import Budget, Reproduction, data_path
 from .vae_overhead import hand_negative_elbo
 
 HEADLINE = "fit_ddp2_over_hand_ddp2"
@@ -136,7 +136,7 @@ def measure(model: str, data: str, variants: dict, samples: int, rounds: int) ->
 
 def vae_rows(args: argparse.Namespace) -> list[dict]:
     if args.dataset == "binarized-mnist":
-        data, name = load_binarized_mnist(args.data), "binarized MNIST"
+        data, name = load_binarized_mnist(data_path(args, "your copy of binarized_mnist/ (train.amat)")), "binarized MNIST"
     else:
         data, name = load_digits_data(binarize=True), "scikit-learn digits"
     x = data.train[:args.vae_images]
@@ -185,7 +185,8 @@ def sentence_rows(args: argparse.Namespace) -> list[dict]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/binarized_mnist", help="folder with train.amat (the VAE's images)")
+    p.add_argument("--data", default=None, help="your binarized_mnist folder with train.amat (the VAE's images; "
+                                             "docs/data.md)")
     p.add_argument("--dataset", default="binarized-mnist", choices=["binarized-mnist", "digits"],
                    help="digits: scikit-learn's 8x8 digits for the VAE instead (ships with scikit-learn; a smoke run)")
     p.add_argument("--vae-images", type=int, default=10000)

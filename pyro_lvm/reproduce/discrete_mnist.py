@@ -33,7 +33,7 @@ from ..models.discrete_vae import CategoricalVAE
 from ..models.networks import mlp
 from ..train import Callback, fit
 from ..checkpoint import set_seed
-from . import Budget, Reproduction
+from . import Budget, Reproduction, data_path
 
 # Jang et al. (2017), Table 1, VAE -ELBO on binarized MNIST (nats); our names for the columns.
 JANG_TABLE1 = {"score-function": 110.6, "straight-through": 107.8, "gumbel": 101.5}
@@ -154,7 +154,7 @@ def time_steps(estimators, data, args) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/binarized_mnist", help="folder with train.amat and valid.amat")
+    p.add_argument("--data", default=None, help="your binarized_mnist folder with train.amat and valid.amat (docs/data.md)")
     p.add_argument("--dataset", default="binarized-mnist", choices=["binarized-mnist", "digits"],
                    help="digits: scikit-learn's 8x8 digits instead (ships with scikit-learn; a smoke run)")
     p.add_argument("--estimators", nargs="+",
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace, save: Callable[[dict], None] | None = None) ->
     """Time, then train and evaluate every estimator; ``save(partial result)`` after each one
     (the benchmark writes it, so that a long run keeps what it has done)."""
     torch.set_num_threads(1)
-    data = load_binarized_mnist(args.data) if args.dataset == "binarized-mnist" else load_digits_data()
+    data = load_binarized_mnist(data_path(args, "your copy of binarized_mnist/ (train.amat, valid.amat)")) if args.dataset == "binarized-mnist" else load_digits_data()
     timing = time_steps(args.estimators, data, args)
     results = []
     for est in args.estimators:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..data.music import load_jsb_pickle, load_music21_chorales, pad_rolls
 from ..models.hmm import HMM, BernoulliEmission
-from . import Budget, Reproduction
+from . import Budget, Reproduction, data_path
 
 JSB_FILE = "jsb_chorales.pickle"
 
@@ -208,7 +208,7 @@ def bench_length(x, mask, k: int, rounds: int) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data", help=f"{JSB_FILE}, or the folder that holds it")
+    p.add_argument("--data", default=None, help=f"your {JSB_FILE}, or the folder that holds it (docs/data.md)")
     p.add_argument("--dataset", default="jsb", choices=["jsb", "music21"],
                    help="music21: the Bach chorales bundled with music21 instead (offline; a smoke run)")
     p.add_argument("--states", type=int, nargs="+", default=[16, 32, 64])
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     pyro.enable_validation(False)
     if args.dataset == "jsb":
-        path = Path(args.data)
+        path = data_path(args, f"your copy of the JSB chorales ({JSB_FILE}) or the folder that holds it")
         data = load_jsb_pickle(path / JSB_FILE if path.is_dir() else path)
     else:
         data = load_music21_chorales()

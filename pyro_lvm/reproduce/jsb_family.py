@@ -1,6 +1,6 @@
 """The HMM family of Pyro's ``examples/hmm.py`` on the JSB chorales: the code of ``benchmarks/hmm_quality.py
 --part jsb-family`` and of ``pyro-lvm reproduce jsb-used-keys`` / ``jsb-all-keys``; the parser is the
-whole script's.
+whole script's (:mod:`pyro_lvm.reproduce.hmm_quality`).
 
 Each variant (Obermeyer et al. 2019: HMM and arHMM by Baum-Welch, FHMM, PFHMM, 2HMM full and
 Raftery, nnHMM and the nnHMM whose keys also see the lower keys of their frame, by Adam with early
@@ -17,17 +17,8 @@ import time
 from pathlib import Path
 
 from ..tasks import hmm_chorales
-from . import Budget, Reproduction
-
-JSB_FILE = "jsb_chorales.pickle"
-PARTS = ["jsb", "pos", "pos-features", "pyro7", "jsb-family", "pos-emissions", "pos-variance"]
-
-
-def task_args(module, argv: list[str]) -> argparse.Namespace:
-    """``argv`` parsed by the options of task ``module`` (a module of :mod:`pyro_lvm.tasks`)."""
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args(argv)
+from . import Budget, Reproduction, data_path
+from .hmm_quality import JSB_FILE, parser, task_args
 
 
 def chorales_run(jsb: Path | None, protocol: str, argv: list[str], out: str) -> dict:
@@ -48,7 +39,7 @@ def jsb_path(args: argparse.Namespace) -> Path | None:
     ``--dataset music21``."""
     if args.dataset == "music21":
         return None
-    path = Path(args.data)
+    path = data_path(args, f"your copy of the JSB chorales ({JSB_FILE}) or the folder that holds it")
     return path / JSB_FILE if path.is_dir() else path
 
 
@@ -85,27 +76,6 @@ def run_jsb_family(jsb: Path | None, protocols: list[str], variants: list[str], 
                       flush=True)
     return {"runs": runs, "reference": {"pyro_model7_shifted_used_keys": 7.58, "dmm_full": 6.87,
                                         "hmm16_em_used_keys_previous": 8.21}}
-
-
-def parser() -> argparse.ArgumentParser:
-    """The options of ``benchmarks/hmm_quality.py`` (every part)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", required=True, choices=PARTS)
-    p.add_argument("--family-protocols", nargs="+", default=["used-keys", "full"], choices=["used-keys", "full"])
-    p.add_argument("--family-variants", nargs="+", default=list(JSB_FAMILY), choices=list(JSB_FAMILY))
-    p.add_argument("--pos-emissions", nargs="+", default=None,
-                   help="pos-emissions / pos-variance: which emissions (default: all of the part's)")
-    p.add_argument("--tag", default="", help="suffix of the result file (a partial run of a part)")
-    p.add_argument("--data", default="../shared/data",
-                   help=f"folder with your data sets ({JSB_FILE}, masc_tagged.zip, ptb.zip); jsb-family: or {JSB_FILE}")
-    p.add_argument("--dataset", default="jsb", choices=["jsb", "music21"],
-                   help="jsb-family: music21's bundled Bach chorales instead of JSB (offline; a smoke run)")
-    p.add_argument("--pos-iterations", type=int, default=None, help="default: 150 (pos), 100 (pos-features)")
-    p.add_argument("--pos-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--pyro7-steps", type=int, nargs="+", default=[50, 500],
-                   help="SVI step counts for --part pyro7 (50 is the example's default)")
-    p.add_argument("--quick", action="store_true", help="tiny settings, to check the script runs")
-    return p
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -37,7 +37,7 @@ from ..checkpoint import set_seed
 from ..data.text import BucketBatchSampler, bucket_loader
 from ..tasks import sentence_vae as task
 from ..train import Callback, TimeLimit
-from . import Budget, Reproduction
+from . import Budget, Reproduction, data_path
 
 ROWS = {  # name: (model kind, remedy, use word dropout)
     "lm": ("lm", "none", False),
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     for r in args.rows:
         row_spec(r)
-    data_args = argparse.Namespace(corpus=args.data, subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
+    data_args = argparse.Namespace(corpus=str(data_path(args, "your copy of ptb.zip (or embedded)")), subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
                                    max_vocab=args.max_vocab, min_freq=1, max_len=args.max_len)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -211,7 +211,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/ptb.zip", help="ptb.zip or a folder with ptb.{train,valid,test}.txt")
+    p.add_argument("--data", default=None, help="your ptb.zip or a folder with ptb.{train,valid,test}.txt (docs/data.md); "
+                                             "embedded: the Wikipedia sample in gensim's test data (a smoke run)")
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS,
                    help=f"which rows, of {list(ROWS)}, each optionally with {CNN_SUFFIX}R (the CNN decoder; "
                         f"default: the first {len(DEFAULT_ROWS)})")

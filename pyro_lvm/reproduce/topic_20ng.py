@@ -26,14 +26,14 @@ from ..models.topic import ProdLDA
 from ..tasks import topic as topic_task
 from ..topic_metrics import heldout_log_likelihood, perplexity, topic_diversity, topic_report
 from ..train import fit
-from . import Budget, Reproduction
+from . import Budget, Reproduction, data_path
 
 ANCHOR = "0.231-0.251 (mean ~0.244), Srivastava & Sutton's released code"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the shared part (the benchmark adds its own)."""
-    p.add_argument("--data", default="../shared/data/20ng.zip", help="the NVDM 20ng.zip (or its folder)")
+    p.add_argument("--data", default=None, help="your copy of the NVDM 20ng.zip, or its folder (docs/data.md)")
     p.add_argument("--dataset", default="20ng", choices=["20ng", "lee"],
                    help="lee: the Lee news corpus inside gensim's wheel instead (a smoke run)")
     p.add_argument("--topics", type=int, default=50)
@@ -58,7 +58,7 @@ def load_data(args: argparse.Namespace) -> tuple[BowCorpus, BowCorpus]:
     scikit-learn's stop words, or the embedded Lee corpus with the task's defaults)."""
     task_parser = argparse.ArgumentParser()
     topic_task.add_arguments(task_parser)
-    options = ["--dataset", args.dataset, *(["--data-path", args.data] if args.dataset == "20ng" else []),
+    options = ["--dataset", args.dataset, *(["--data-path", str(data_path(args, "your copy of 20ng.zip"))] if args.dataset == "20ng" else []),
                *(["--keep-stop-words"] if args.keep_stop_words else [])]
     return topic_task.load_corpus(task_parser.parse_args(options))
 

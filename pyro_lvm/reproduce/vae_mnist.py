@@ -19,7 +19,7 @@ from ..data import load_binarized_mnist, load_digits_data
 from ..metrics import log_likelihood
 from ..models import VAE
 from ..train import TimeLimit, fit
-from . import Budget, Reproduction
+from . import Budget, Reproduction, data_path
 
 ANCHORS = {"Rezende & Mohamed 2015 (1-layer VAE)": -89.9, "Burda et al. 2016 VAE k=1 (dynamic binarization)": -86.76}
 TARGET = -95.0
@@ -27,7 +27,7 @@ TARGET = -95.0
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/binarized_mnist", help="folder with train.amat and valid.amat")
+    p.add_argument("--data", default=None, help="your binarized_mnist folder with train.amat and valid.amat (docs/data.md)")
     p.add_argument("--dataset", default="binarized-mnist", choices=["binarized-mnist", "digits"],
                    help="digits: scikit-learn's 8x8 digits instead (ships with scikit-learn; a smoke run)")
     p.add_argument("--budget-minutes", type=float, default=30.0, help="CPU-time budget for training")
@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     """Train and evaluate; returns the result (the benchmark writes it to ``args.out``)."""
     torch.set_num_threads(args.threads)
-    data = load_binarized_mnist(args.data) if args.dataset == "binarized-mnist" else load_digits_data()
+    data = load_binarized_mnist(data_path(args, "your copy of binarized_mnist/ (train.amat, valid.amat)")) if args.dataset == "binarized-mnist" else load_digits_data()
     set_seed(args.seed)
     vae = VAE(data.x_dim, 20, (400,))
     t0 = time.process_time()
