@@ -37,6 +37,7 @@ torch.set_num_threads(1)
 
 from pyro_lvm import fit, set_seed  # noqa: E402
 from pyro_lvm.models.topic import LDA, ProdLDA  # noqa: E402
+from pyro_lvm.scaling import full_data_elbo  # noqa: E402
 from pyro_lvm.reproduce.topic_20ng import (add_arguments, evaluate, load_data, prodlda_row, sklearn_row,  # noqa: E402
                                            train_pyro)
 
@@ -84,13 +85,14 @@ def hand_written_prodlda_step_ratio(train, k, steps=40, batch=200):
 
 def enum_vs_collapsed_same_parameters(model_collapsed, counts, k, v, num_docs, particles=200, seed=0):
     """Both objectives on the *same* parameters and the same guide draws, and their Monte Carlo spread."""
-    enum = LDA(v, k, assignments="enumerated", num_docs=num_docs)
+    enum = LDA(v, k, assignments="enumerated")
     enum.load_state_dict(model_collapsed.state_dict())
     enum.eval()
     model_collapsed.eval()
     out = {}
     for name, model, elbo in (("enumerated", enum, pyro.infer.TraceEnum_ELBO(max_plate_nesting=2)),
                               ("collapsed", model_collapsed, pyro.infer.Trace_ELBO())):
+        elbo = full_data_elbo(elbo, num_docs, data_plate="documents")
         pyro.set_rng_seed(seed)
         with torch.no_grad():
             vals = torch.tensor([elbo.loss(model.model, model.guide, counts) for _ in range(particles)])
@@ -125,8 +127,8 @@ def main():
 
     # Collapsed LDA, full training set
     set_seed(args.seed)
-    model_c = LDA(v, k, assignments="collapsed", alpha=args.lda_alpha, eta=0.1, num_docs=len(train))
-    secs, hist = train_pyro(model_c, train.counts, model_c.elbo(), args.lda_epochs, args.batch_size, 1e-2, args.seed)
+    model_c = LDA(v, k, assignments="collapsed", alpha=args.lda_alpha, eta=0.1)
+    secs, hist = train_pyro(model_c, train.counts, model_c.objective(num_datapoints=len(train)), args.lda_epochs, args.batch_size, 1e-2, args.seed)
     rows.append(evaluate("LDA, collapsed z (TraceMeanField_ELBO)", model_c.topic_word_probs(), train, test, secs,
                          {"epochs": args.lda_epochs, "lr": 1e-2, "alpha": args.lda_alpha, "eta": 0.1}, model_c,
                          args.samples))
@@ -140,8 +142,9 @@ def main():
     for assignments, elbo in (("enumerated", pyro.infer.TraceEnum_ELBO(max_plate_nesting=2)),
                               ("collapsed", pyro.infer.Trace_ELBO())):
         set_seed(args.seed)  # both start from the same parameters
-        m = LDA(v, k, assignments=assignments, alpha=args.lda_alpha, eta=0.1, num_docs=len(sub))
-        secs, hist = train_pyro(m, sub.counts, elbo, args.enum_epochs, args.batch_size, 1e-2, args.seed)
+        m = LDA(v, k, assignments=assignments, alpha=args.lda_alpha, eta=0.1)
+        secs, hist = train_pyro(m, sub.counts, full_data_elbo(elbo, len(sub), data_plate="documents"),
+                                args.enum_epochs, args.batch_size, 1e-2, args.seed)
         same_path[assignments] = hist["train_loss"]
         rows.append(evaluate(f"LDA, {assignments} z ({type(elbo).__name__}), {len(sub)}-document subsample",
                              m.topic_word_probs(), train, test, secs,
