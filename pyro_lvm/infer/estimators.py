@@ -227,13 +227,10 @@ class Comparison:
     def plot(self, out_dir: str | Path) -> list[Path]:
         """Save ``variance_by_estimator.png`` (every row, with the bias when there is a reference),
         ``variance_vs_temperature.png`` (rows with a temperature) and ``elbo_vs_time.png`` (curves)."""
-        import matplotlib
+        from ..plots import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         saved = []
         has_bias = bool(self.reference) and any(math.isfinite(r.relative_bias) for r in self.rows)
         label = lambda r: r.estimator + (f" τ={r.temperature:g}" if r.estimator in TEMPERATURE else "")  # noqa: E731
@@ -253,9 +250,7 @@ class Comparison:
             axes[0, 1].set(xlabel="relative bias |E g - g_ref| / |g_ref| (95% CI)")
             axes[0, 1].invert_yaxis()
         fig.tight_layout()
-        saved.append(out_dir / "variance_by_estimator.png")
-        fig.savefig(saved[-1], dpi=110)
-        plt.close(fig)
+        saved.append(save_figure(fig, out_dir / "variance_by_estimator.png"))
         tempered = [r for r in self.rows if r.estimator in TEMPERATURE]
         if tempered:
             fig, axes = plt.subplots(1, 2 if has_bias else 1, figsize=(10 if has_bias else 5, 3.6), squeeze=False)
@@ -275,9 +270,7 @@ class Comparison:
                 axes[0, 1].set(xlabel="temperature", ylabel="relative bias |E g - g_ref| / |g_ref|")
                 axes[0, 1].legend(fontsize=8)
             fig.tight_layout()
-            saved.append(out_dir / "variance_vs_temperature.png")
-            fig.savefig(saved[-1], dpi=110)
-            plt.close(fig)
+            saved.append(save_figure(fig, out_dir / "variance_vs_temperature.png"))
         curves = [r for r in self.rows if r.curve]
         if curves:
             fig, ax = plt.subplots(figsize=(7.5, 3.8))
@@ -287,9 +280,7 @@ class Comparison:
             ax.set(xlabel="training time (s)", ylabel="ELBO" + (" (exact)" if self.exact_available else " (MC)"))
             ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
             fig.tight_layout()
-            saved.append(out_dir / "elbo_vs_time.png")
-            fig.savefig(saved[-1], dpi=110)
-            plt.close(fig)
+            saved.append(save_figure(fig, out_dir / "elbo_vs_time.png"))
         return saved
 
 

@@ -1,4 +1,4 @@
-"""Runnable tasks: the code behind each ``examples/*.py`` script and ``pyro-lvm`` command.
+"""Runnable tasks: the programs behind the ``pyro-lvm train`` commands.
 
 Each task module defines:
 
@@ -6,9 +6,10 @@ Each task module defines:
 * ``main(args) -> dict``: trains/evaluates, writes its outputs under ``args.out`` and returns
   the metrics it wrote to ``args.out/metrics.json``.
 
-``TASKS`` maps a name used on the command line (``pyro-lvm train NAME``) to its module; the
-name is the example script's (``examples/NAME.py``), and ``-`` may stand for ``_``.
-An example script is three lines over its task: build the parser, parse, call ``main``.
+``TASKS`` maps a name used on the command line (``pyro-lvm train NAME``) to its module;
+``-`` may stand for ``_``. A task is the full-featured program of its model; the matching
+``examples/*.py`` is a short program on the public API that a user reads top to bottom, and
+what both need is a public library function they both call.
 """
 
 from __future__ import annotations
