@@ -8,7 +8,7 @@ relaxation by default, with Jang et al.'s temperature annealing tau = max(0.5, e
 The script trains it, reports the test -ELBO and an importance-sampled log-likelihood, and
 draws reconstructions, prior samples and the loss per epoch.
 
-    python examples/categorical_vae.py                             # scikit-learn's digits, offline, ~1 minute
+    python examples/categorical_vae.py                             # scikit-learn's digits, offline, under a CPU-minute
     python examples/categorical_vae.py --estimator score-function  # or straight-through, rloo, relax, ...
     python examples/categorical_vae.py --dataset binarized-mnist --data-path DATA/binarized_mnist \\
         --hidden 512 256 --anneal-rate 1.5e-4 --epochs 16

@@ -8,7 +8,7 @@ sums the ELBO over the K classes exactly). ``--aux-weight`` adds Kingma et al.'s
 classification term alpha * log q(y | x) on labelled images. The script reports the
 classifier's accuracy and draws generated digits for each class (the same z style, y varied).
 
-    python examples/ss_vae.py                              # scikit-learn's digits, 100 labels, offline
+    python examples/ss_vae.py                              # scikit-learn's digits, 100 labels, offline, a CPU-minute
     python examples/ss_vae.py --y-estimator gumbel         # sample y through a relaxation instead
     python examples/ss_vae.py --dataset mnist --data-path DATA/mnist --labels 3000 --z-dim 50 --hidden 500
 

@@ -9,7 +9,7 @@ posterior q(z | x) = N(mu(x), diag sigma(x)^2) from an encoder network. Training
 The library trains the pair (``fit``), scores it on test images (ELBO, its two terms, an
 importance-sampled log p(x), the PSIS check of the guide, active units) and draws figures.
 
-    python examples/vae.py                  # scikit-learn's 8x8 digits, offline, about a minute
+    python examples/vae.py                  # scikit-learn's 8x8 digits, offline, about a CPU-minute
     python examples/vae.py --dataset binarized-mnist --data-path DATA/binarized_mnist \\
         --z-dim 20 --hidden 400 --epochs 50
 
