@@ -425,12 +425,9 @@ def _markdown(table: list[dict], timing: dict) -> str:
 
 
 def _plot(size: str, rows: list[dict], figures: Path) -> None:
-    import matplotlib
+    from pyro_lvm.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figures.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     axes[0].set_prop_cycle(color=plt.cm.tab10.colors)
     axes[1].set_prop_cycle(color=plt.cm.tab10.colors)
@@ -449,8 +446,7 @@ def _plot(size: str, rows: list[dict], figures: Path) -> None:
         ax.set_ylim(lo - 2, lo + 60)
     axes[2].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(figures / f"disarm_protocol_{size}.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, figures / f"disarm_protocol_{size}.png")
 
 
 def main() -> None:

@@ -202,13 +202,9 @@ def speed(args, data, vocab) -> dict:
 
 
 def _heatmap(above: torch.Tensor, path: Path, L: int, K: int, estimator: str) -> None:
-    import matplotlib
+    from pyro_lvm.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.45 * L))
+    fig, ax = pyplot().subplots(figsize=(6.5, 1.2 + 0.45 * L))
     image = ax.imshow(above.numpy(), cmap="viridis", aspect="auto")
     ax.set(xlabel="word position", ylabel="code position", xticks=range(above.shape[1]),
            xticklabels=[str(j + 1) for j in range(above.shape[1])], yticks=range(L),
@@ -216,26 +212,20 @@ def _heatmap(above: torch.Tensor, path: Path, L: int, K: int, estimator: str) ->
            title=f"I(symbol; POS tag) - chance, nats (L={L}, K={K}, {estimator})")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _curves(results: dict, path: Path, L: int, K: int) -> None:
-    import matplotlib
+    from pyro_lvm.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = pyplot().subplots(figsize=(7, 3.8))
     for name, r in results.items():
         ax.plot([c["wall_seconds"] for c in r["curve"]], [c["valid_loss"] for c in r["curve"]], "o-", label=name)
     ax.set(xlabel="training wall time (s)", ylabel="validation loss (nats/sentence)",
            title=f"L={L}, K={K}: training by estimator")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -409,14 +409,28 @@ class CollapseDiagnostics(Callback):
         state.logs["active_units"] = report["active_units"]
 
 
+@torch.no_grad()
+def collapse_summary(pair: Any, data: Any, num_samples: int = 200) -> dict[str, float]:
+    """One row of a posterior-collapse table, means over ``data`` in nats per datapoint:
+    ``elbo``, ``nll`` (importance-sampled with ``num_samples``), ``kl``, ``mi``, and the
+    ``active_units`` of all ``units`` of the local latent sites."""
+    from .metrics import elbo_terms, log_likelihood
+
+    terms = elbo_terms(pair, data, batch_size=250)
+    nll = -log_likelihood(pair, data, num_samples=num_samples, batch_size=100)
+    row = {"elbo": float(terms["elbo"].mean()), "nll": float(nll.mean()),
+           "kl": sum(kl_per_site(pair, data).values()), "mi": mutual_information(pair, data, batch_size=500)}
+    activity = unit_activity(pair, data)
+    row["active_units"] = sum(int((v > ACTIVE_THRESHOLD).sum()) for v in activity.values())
+    row["units"] = sum(v.numel() for v in activity.values())
+    return row
+
+
 def plot_collapse(histories: Mapping[str, Any], path: str | Path, title: str | None = None,
                   keys: Sequence[str] = ("kl", "mi", "active_units", "kl_weight")) -> Path:
     """One panel per key (those logged by :class:`CollapseDiagnostics` and ``KLAnnealing``),
     one line per run: ``histories`` maps a label to a ``History`` or a list of epoch dicts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import epoch_curves, pyplot, save_figure
 
     def epochs_of(h: Any) -> list[dict]:
         return list(h.epochs) if hasattr(h, "epochs") else list(h)
@@ -424,20 +438,13 @@ def plot_collapse(histories: Mapping[str, Any], path: str | Path, title: str | N
     present = [k for k in keys if any(k in e for h in histories.values() for e in epochs_of(h))]
     if not present:
         raise ValueError(f"none of {list(keys)} was logged in these histories (add CollapseDiagnostics to fit())")
-    fig, axes = plt.subplots(1, len(present), figsize=(3.6 * len(present), 3.0), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(present), figsize=(3.6 * len(present), 3.0), squeeze=False)
     for ax, key in zip(axes[0], present):
-        for label, h in histories.items():
-            pts = [(e["epoch"] + 1, e[key]) for e in epochs_of(h) if key in e]
-            if pts:
-                ax.plot(*zip(*pts), marker=".", label=label)
+        epoch_curves(ax, histories, key, marker=".")
         ax.set_xlabel("epoch")
         ax.set_title(key)
     axes[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,37 +1,59 @@
-"""Matplotlib figures used by the examples and the CLI. Every function writes a PNG and
-returns its path; matplotlib (the ``plots`` extra) is imported only when a figure is drawn."""
+"""Matplotlib figures of the library, its tasks and its examples.
+
+Every figure goes through the same two helpers: :func:`pyplot` (matplotlib, the ``plots``
+extra, imported only when a figure is drawn, with the file-only ``Agg`` backend) and
+:func:`save_figure` (folder created, one resolution, the figure closed). Per-epoch curves of
+several runs are drawn by :func:`epoch_curves`. Every ``plot``-style function writes a PNG and
+returns its path.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` with the ``Agg`` backend (works on machines without a display)."""
     try:
         import matplotlib
     except ImportError as e:
         raise ImportError("figures need matplotlib: pip install 'pyro_lvm[plots]'") from e
-    matplotlib.use("Agg")  # files only: works on machines without a display
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (its folder created), close it and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
+
+
+def epoch_curves(ax: Any, histories: Mapping[str, Any], key: str, label: str = "{run}", **style: Any) -> bool:
+    """Draw ``key`` against the epoch (counted from 1) for each run on ``ax``; return whether
+    any run logged it. ``histories`` maps a run's label to a :class:`pyro_lvm.History` or a
+    list of epoch dicts; ``label`` is formatted with ``run`` and ``key``."""
+    drawn = False
+    for run, history in histories.items():
+        epochs = history.epochs if hasattr(history, "epochs") else history
+        points = [(e.get("epoch", i) + 1, e[key]) for i, e in enumerate(epochs) if e.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), label=label.format(run=run, key=key.replace("_", " ")), **style)
+            drawn = True
+    return drawn
 
 
 def image_rows(rows: Mapping[str, torch.Tensor], image_shape: Sequence[int], path: str | Path,
                title: str | None = None) -> Path:
     """One labelled row of images per entry; each value is ``(n, height * width)`` in [0, 1]."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(v) for v in rows.values())
     fig, axes = plt.subplots(len(rows), n, figsize=(0.9 * n + 1.2, 1.0 * len(rows) + 0.4), squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
@@ -46,7 +68,7 @@ def image_rows(rows: Mapping[str, torch.Tensor], image_shape: Sequence[int], pat
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: torch.Tensor, image_shape: Sequence[int], path: str | Path, ncol: int = 8,
@@ -57,19 +79,36 @@ def image_grid(images: torch.Tensor, image_shape: Sequence[int], path: str | Pat
     return image_rows(rows, image_shape, path, title)
 
 
-def training_curves(histories: Mapping[str, object], path: str | Path,
+def images_per_class(images: torch.Tensor, num_classes: int, image_shape: Sequence[int], path: str | Path,
+                     title: str | None = None) -> Path:
+    """One row per class, labelled by the class index: ``images`` is ``(num_classes * n, height * width)``,
+    class-major (the order of ``SSVAE.generate``)."""
+    n = len(images) // num_classes
+    return image_rows({str(c): images[n * c:n * (c + 1)] for c in range(num_classes)}, image_shape, path, title)
+
+
+def image_model_figures(pair: Any, images: torch.Tensor, image_shape: Sequence[int], histories: Mapping[str, Any],
+                        out: str | Path, title: str, curve_keys: Sequence[str] = ("train_loss", "valid_loss"),
+                        num_samples: int = 32) -> list[Path]:
+    """The figure set of an image model with ``reconstruct(x)`` and ``sample(n)``:
+    ``reconstructions.png`` (``images`` above their reconstructions), ``samples.png``
+    (``num_samples`` draws from the prior) and ``training_curves.png`` (``curve_keys`` per epoch)."""
+    out = Path(out)
+    return [image_rows({"input": images, "reconstruction": pair.reconstruct(images)}, image_shape,
+                       out / "reconstructions.png", title),
+            image_grid(pair.sample(num_samples), image_shape, out / "samples.png", title="samples from the prior"),
+            training_curves(histories, out / "training_curves.png", keys=curve_keys)]
+
+
+def training_curves(histories: Mapping[str, Any], path: str | Path,
                     keys: Sequence[str] = ("train_loss", "valid_loss"), ylabel: str = "negative ELBO (nats)") -> Path:
     """Loss per epoch for several runs: ``histories`` maps a label to a :class:`pyro_lvm.History`."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for label, history in histories.items():
+    fig, ax = pyplot().subplots(figsize=(6, 3.6))
+    for run, history in histories.items():
         for key in keys:
-            values = history[key]  # type: ignore[index]
-            if values:
-                ax.plot(range(1, len(values) + 1), values, label=f"{label} {key.replace('_', ' ')}",
-                        linestyle="-" if key.startswith("train") else "--")
+            epoch_curves(ax, {run: history}, key, label="{run} {key}", linestyle="-" if key.startswith("train") else "--")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,15 +1,13 @@
-"""Discrete latents: estimators, categorical VAE, M2, the comparison harness and their examples.
+"""Discrete latents: estimators, categorical VAE, M2, the comparison harness and their tasks.
 
 Exact references: the mixture's closed-form ELBO (plain PyTorch), brute-force sums over every
 latent configuration, and Pyro's own TraceGraph_ELBO gradient.
 """
 
 import argparse
-import importlib.util
 import itertools
 import json
 import math
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -28,15 +26,6 @@ from pyro_lvm.models import VAE
 from pyro_lvm.models.discrete_vae import CategoricalVAE
 from pyro_lvm.models.mixture import CategoricalMixture
 from pyro_lvm.models.ssvae import SSVAE, SemiSupervisedBatches, split_labelled
-
-
-def load_example(name):
-    """Import ``examples/<name>.py`` (the examples folder is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def grads_of(loss, params):
@@ -309,7 +298,7 @@ def test_bad_input_gives_clear_errors():
         compare_estimators(CategoricalMixture(3), torch.zeros(4, 2), ["score-function"], repeats=1)
 
 
-# ----------------------------------------------------------------------------- examples and CLI
+# ----------------------------------------------------------------------------- tasks and CLI
 
 def _args(task, **kw):
     parser = argparse.ArgumentParser()
@@ -321,30 +310,28 @@ def _args(task, **kw):
     return parser.parse_args(argv)
 
 
-def test_example_gumbel_vae_runs(tmp_path):
-    example = load_example("gumbel_vae")
+def test_task_gumbel_vae_runs(tmp_path):
+    # (examples/categorical_vae.py is tested in tests/test_examples.py)
     from pyro_lvm.tasks import gumbel_vae
 
-    m = example.main(_args(gumbel_vae, epochs=1, latents=3, classes=3, hidden=16, samples=2, out=tmp_path))
+    m = gumbel_vae.main(_args(gumbel_vae, epochs=1, latents=3, classes=3, hidden=16, samples=2, out=tmp_path))
     assert math.isfinite(m["test_neg_elbo"]) and m["test_neg_elbo"] > 0
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "samples.png").is_file()
 
 
-def test_example_ss_vae_runs(tmp_path):
-    example = load_example("ss_vae")
+def test_task_ss_vae_runs(tmp_path):
     from pyro_lvm.tasks import ss_vae
 
-    m = example.main(_args(ss_vae, epochs=1, labels=20, hidden=16, z_dim=2, y_estimator="gumbel",
+    m = ss_vae.main(_args(ss_vae, epochs=1, labels=20, hidden=16, z_dim=2, y_estimator="gumbel",
                            no_figures=True, out=tmp_path))
     assert 0.0 <= m["test_accuracy"] <= 1.0 and m["labels"] == 20
 
 
-def test_example_and_cli_compare_estimators(tmp_path):
-    example = load_example("compare_estimators")
+def test_task_and_cli_compare_estimators(tmp_path):
     from pyro_lvm.cli import main as cli_main
     from pyro_lvm.tasks import compare_estimators as task
 
-    m = example.main(_args(task, classes=3, n=10, repeats=3, temperatures=0.5, no_figures=True, out=tmp_path / "a"))
+    m = task.main(_args(task, classes=3, n=10, repeats=3, temperatures=0.5, no_figures=True, out=tmp_path / "a"))
     assert m["exact_available"] and [r["estimator"] for r in m["rows"]][0] == "enumerate"
     user = tmp_path / "my_pair.py"
     user.write_text(

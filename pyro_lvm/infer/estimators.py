@@ -227,11 +227,9 @@ class Comparison:
     def plot(self, out_dir: str | Path) -> list[Path]:
         """Save ``variance_by_estimator.png`` (every row, with the bias when there is a reference),
         ``variance_vs_temperature.png`` (rows with a temperature) and ``elbo_vs_time.png`` (curves)."""
-        import matplotlib
+        from ..plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         saved = [self._plot_variance_by_estimator(plt, out_dir / "variance_by_estimator.png")]
@@ -249,11 +247,11 @@ class Comparison:
         return r.estimator + (f" τ={r.temperature:g}" if r.estimator in TEMPERATURE else "")
 
     @staticmethod
-    def _save(plt: Any, fig: Any, path: Path) -> Path:
+    def _save(fig: Any, path: Path) -> Path:
+        from ..plots import save_figure
+
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
     def _plot_variance_by_estimator(self, plt: Any, path: Path) -> Path:
         """Bars: the trace of the gradient covariance per row, and its relative bias (95% CI)."""
@@ -273,7 +271,7 @@ class Comparison:
                             color="tab:orange")
             axes[0, 1].set(xlabel="relative bias |E g - g_ref| / |g_ref| (95% CI)")
             axes[0, 1].invert_yaxis()
-        return self._save(plt, fig, path)
+        return self._save(fig, path)
 
     def _plot_variance_vs_temperature(self, plt: Any, path: Path) -> Path:
         """Lines: variance (and bias) of each tempered estimator against its temperature, with
@@ -296,7 +294,7 @@ class Comparison:
         if has_bias:
             axes[0, 1].set(xlabel="temperature", ylabel="relative bias |E g - g_ref| / |g_ref|")
             axes[0, 1].legend(fontsize=8)
-        return self._save(plt, fig, path)
+        return self._save(fig, path)
 
     def _plot_elbo_vs_time(self, plt: Any, path: Path) -> Path:
         """The training curves: ELBO against training time, one line per row that has one."""
@@ -307,7 +305,7 @@ class Comparison:
                 ax.plot([c["time_s"] for c in r.curve], [c["elbo"] for c in r.curve], label=self._label(r))
         ax.set(xlabel="training time (s)", ylabel="ELBO" + (" (exact)" if self.exact_available else " (MC)"))
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        return self._save(plt, fig, path)
+        return self._save(fig, path)
 
 
 # ----------------------------------------------------------------------------- the harness

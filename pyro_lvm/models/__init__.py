@@ -1,7 +1,12 @@
 """Model/guide pairs, one module per family."""
 
+from .collapse_toy import SequenceVAE, toy_splits
+from .discrete_vae import CategoricalVAE
+from .mixture import CategoricalMixture
 from .ppca import PPCA
+from .ssvae import SSVAE, SemiSupervisedBatches, split_labelled
 from .topic import LDA, ProdLDA
 from .vae import VAE, Autoencoder
 
-__all__ = ["VAE", "Autoencoder", "PPCA", "LDA", "ProdLDA"]
+__all__ = ["VAE", "Autoencoder", "PPCA", "LDA", "ProdLDA", "CategoricalVAE", "CategoricalMixture",
+           "SSVAE", "SemiSupervisedBatches", "split_labelled", "SequenceVAE", "toy_splits"]

@@ -1,4 +1,5 @@
-"""Runnable tasks, and the one registry of the names the ``pyro-lvm`` command knows.
+"""Runnable tasks (the programs behind the ``pyro-lvm train`` commands), and the one registry
+of the names the ``pyro-lvm`` command knows.
 
 Each task module defines:
 
@@ -11,6 +12,10 @@ the tiny example pair behind ``pyro-lvm inspect NAME``, or both. A model's name 
 class, module, task, command and docs use (``categorical_vae``: ``CategoricalVAE`` in
 ``models/categorical_vae.py``); on the command line ``-`` may stand for ``_``. Add a model or a
 task by adding an entry.
+
+A task is the full-featured program of its model; the matching
+``examples/*.py`` is a short program on the public API that a user reads top to bottom, and
+what both need is a public library function they both call.
 """
 
 from __future__ import annotations

@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pyro
-import torch
 
 from .. import runs, validation as V
 from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
-from ..diagnostics import CollapseDiagnostics, active_units, kl_per_site, mutual_information, plot_collapse
+from ..diagnostics import CollapseDiagnostics, collapse_summary, plot_collapse
 from ..infer import AggressiveTraining, FreeBitsELBO, KLAnnealing
-from ..metrics import elbo_terms, log_likelihood
 from ..models.collapse_toy import SequenceVAE, toy_splits
 from ..train import fit
 
@@ -82,17 +80,6 @@ def remedy(method: str, args: argparse.Namespace, steps_per_epoch: int, data: di
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
-@torch.no_grad()
-def evaluate_pair(pair: SequenceVAE, x: torch.Tensor, samples: int) -> dict[str, float]:
-    """Test metrics, nats per sequence: ELBO, NLL (IWAE, ``samples``), KL, MI, active units."""
-    pair.eval()
-    terms = elbo_terms(pair, x, batch_size=250)
-    nll = -log_likelihood(pair, x, num_samples=samples, batch_size=100)
-    return {"elbo": float(terms["elbo"].mean()), "nll": float(nll.mean()),
-            "kl": sum(kl_per_site(pair, x).values()), "mi": mutual_information(pair, x, batch_size=500),
-            "active_units": int(active_units(pair, x)), "units": pair.z_dim}
-
-
 def _data(config: dict) -> dict:
     return toy_splits(config["n_train"], config["n_valid"], config["n_test"], seed=config["seed"],
                       vocab=config["vocab"], length=config["length"])
@@ -126,7 +113,7 @@ def _train(args: argparse.Namespace, out: Path, data: dict) -> dict[str, Any]:
                       callbacks=[*callbacks, CollapseDiagnostics(data["valid"], batch_size=500, per_dimension=False)])
         seconds = time.perf_counter() - t0
         histories[method] = history
-        result = evaluate_pair(pair, data["test"], args.samples)
+        result = collapse_summary(pair.eval(), data["test"], args.samples)
         result["train_seconds"] = round(seconds, 1)
         if method == "aggressive":
             result["aggressive_epochs"] = int(sum(history["aggressive"]))
@@ -142,7 +129,7 @@ def _train(args: argparse.Namespace, out: Path, data: dict) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- CLI verbs on a run folder
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Each trained method's metrics (:func:`evaluate` of the pair) on ``--split``, data rebuilt from ``config.json``."""
+    """Each trained method's metrics (:func:`~pyro_lvm.diagnostics.collapse_summary`) on ``--split``, data rebuilt from ``config.json``."""
     run = Path(args.run)
     config = runs.read_config(run)
     data = _data(config)
@@ -154,7 +141,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         pair = SequenceVAE(vocab=config["vocab"], z_dim=1, hidden=config["hidden"])
         ckpt, path = load_best_or_last(run / method)
         load_module_state(pair, ckpt, path)
-        report["methods"][method] = evaluate_pair(pair, x, args.samples)
+        report["methods"][method] = collapse_summary(pair.eval(), x, args.samples)
     if not report["methods"]:
         raise FileNotFoundError(f"{run} holds no trained method folder (expected one of {config['methods']})")
     return report

@@ -100,15 +100,9 @@ def _train(args: argparse.Namespace, out: Path, data, pair: CategoricalVAE, obje
     if args.samples > 0:
         metrics["test_log_likelihood"] = float(log_likelihood(pair, data.test, num_samples=args.samples).mean())
     if not args.no_figures:
-        shape = data.image_shape
-        test = data.test[:10]
-        metrics["figures"] = [str(p) for p in (
-            plots.image_rows({"input": test, "reconstruction": pair.reconstruct(test)}, shape,
-                             out / "reconstructions.png", f"categorical VAE ({args.estimator})"),
-            plots.image_grid(pair.sample(32), shape, out / "samples.png", title="samples from the prior"),
-            plots.training_curves({args.estimator: history}, out / "training_curves.png",
-                                  keys=("train_loss", "valid_neg_elbo")),
-        )]
+        metrics["figures"] = [str(p) for p in plots.image_model_figures(
+            pair, data.test[:10], data.image_shape, {args.estimator: history}, out,
+            f"categorical VAE ({args.estimator})", curve_keys=("train_loss", "valid_neg_elbo"))]
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
 

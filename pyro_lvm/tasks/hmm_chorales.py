@@ -207,7 +207,7 @@ def plot_transition_matrix(hmm: HMMBase, path: Path) -> Path:
     """The transition matrix over the chain's joint states (pairs, for factorial and second-order chains)."""
     from .. import plots
 
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     trans = hmm.joint_tables(hmm.point_factors())[1].exp().detach().cpu().numpy()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     im = ax.imshow(trans, cmap="Blues", vmin=0, vmax=1)
@@ -215,14 +215,14 @@ def plot_transition_matrix(hmm: HMMBase, path: Path) -> Path:
     ax.set_ylabel("state")
     ax.set_title("transition matrix p(z_t | z_{t-1})")
     fig.colorbar(im, ax=ax)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def plot_roll_with_states(hmm: HMMBase, roll: torch.Tensor, path: Path) -> Path:
     """Piano roll (keys x frames) above its Viterbi state path."""
     from .. import plots
 
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     states, _ = hmm.viterbi(roll.unsqueeze(0).to(pair_device(hmm)))
     states = states.cpu()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -232,7 +232,7 @@ def plot_roll_with_states(hmm: HMMBase, roll: torch.Tensor, path: Path) -> Path:
     bottom.step(range(roll.shape[0]), states[0].numpy(), where="mid")
     bottom.set_ylabel("state")
     bottom.set_xlabel("quarter-note frame")
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- CLI verbs on a run folder

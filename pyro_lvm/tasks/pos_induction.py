@@ -441,7 +441,7 @@ def draw_figures(hmm: HMM, pred: np.ndarray, gold: np.ndarray, corpus: TaggedCor
 
     from .. import plots
 
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     paths = [plot_transition_matrix(hmm, out / "transition_matrix.png")]
     table = contingency(pred, gold, hmm.num_states, len(corpus.tagset))
     freq = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
@@ -451,5 +451,5 @@ def draw_figures(hmm: HMM, pred: np.ndarray, gold: np.ndarray, corpus: TaggedCor
     ax.set_xlabel("gold tag")
     ax.set_ylabel("HMM state")
     ax.set_title("p(tag | Viterbi state)")
-    paths.append(plots._save(fig, out / "state_tag_counts.png"))
+    paths.append(plots.save_figure(fig, out / "state_tag_counts.png"))
     return paths

@@ -108,9 +108,9 @@ def _train(args: argparse.Namespace, out: Path, data, n_classes: int, batches: S
     }
     if not args.no_figures:
         images = pair.generate(torch.arange(n_classes), n_per_class=4)
-        rows = {str(c): images[4 * c:4 * c + 4] for c in range(n_classes)}
-        metrics["figures"] = [str(plots.image_rows(rows, data.image_shape, out / "generated_per_class.png",
-                                                   "M2: x ~ p(x | y, z) for each class y"))]
+        metrics["figures"] = [str(plots.images_per_class(images, n_classes, data.image_shape,
+                                                         out / "generated_per_class.png",
+                                                         "M2: x ~ p(x | y, z) for each class y"))]
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
 
@@ -139,7 +139,6 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
     pair, data, _ = load_run(args.run)
     k = pair.n_classes
     images = pair.generate(torch.arange(k), n_per_class=args.num)
-    rows = {str(c): images[args.num * c:args.num * (c + 1)] for c in range(k)}
-    path = plots.image_rows(rows, data.image_shape, args.out or Path(args.run) / "cli_samples.png",
-                            "x ~ p(x | y, z) for each class y")
+    path = plots.images_per_class(images, k, data.image_shape, args.out or Path(args.run) / "cli_samples.png",
+                                  "x ~ p(x | y, z) for each class y")
     return {"figure": str(path), "num_per_class": args.num}

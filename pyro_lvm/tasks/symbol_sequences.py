@@ -255,21 +255,17 @@ def _compare(args, model: SymbolSequenceAutoencoder, batch: torch.Tensor, folder
 
 
 def _plot_tag_information(info: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plots import pyplot, save_figure
 
     mi = torch.tensor(info["mi"]) - torch.tensor(info["chance"])
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * mi.shape[1], 1 + 0.5 * mi.shape[0]))
+    fig, ax = pyplot().subplots(figsize=(1 + 0.6 * mi.shape[1], 1 + 0.5 * mi.shape[0]))
     image = ax.imshow(mi.numpy(), cmap="viridis", aspect="auto")
     ax.set(xlabel="word position", ylabel="code position", xticks=range(mi.shape[1]),
            xticklabels=[str(j + 1) for j in range(mi.shape[1])], yticks=range(mi.shape[0]),
            yticklabels=[str(i + 1) for i in range(mi.shape[0])], title="I(symbol; POS tag) above chance, nats")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- files and run verbs

@@ -174,7 +174,7 @@ def _summary(idata):
 def draw_figures(history: History, report: dict, idata: Any, out: Path, name: str) -> list[Path]:
     from .. import plots
 
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     paths = []
     npmi = report["npmi_per_topic"]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(npmi) + 2), 3.2))
@@ -184,7 +184,7 @@ def draw_figures(history: History, report: dict, idata: Any, out: Path, name: st
     ax.set_ylabel("NPMI (top words, test documents)")
     ax.set_title(f"{name}: coherence per topic")
     ax.legend(fontsize=8)
-    paths.append(plots._save(fig, out / "coherence_per_topic.png"))
+    paths.append(plots.save_figure(fig, out / "coherence_per_topic.png"))
 
     import arviz as az
 
@@ -192,7 +192,7 @@ def draw_figures(history: History, report: dict, idata: Any, out: Path, name: st
                                                                                 / idata.posterior.sizes["draw"] + 1))
     fig = axes.ravel()[0].figure
     fig.suptitle("document-topic proportions of 3 test documents (94% HDI, draws from the guide)", fontsize=8)
-    paths.append(plots._save(fig, out / "theta_forest.png"))
+    paths.append(plots.save_figure(fig, out / "theta_forest.png"))
     paths.append(plots.training_curves({name: history}, out / "training_curves.png", keys=("train_loss",)))
     return paths
 
