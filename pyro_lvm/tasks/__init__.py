@@ -1,4 +1,4 @@
-"""Runnable tasks: the code behind each ``examples/*.py`` script and ``pyro-lvm`` command.
+"""Runnable tasks: the full-featured program behind each ``pyro-lvm train`` command.
 
 Each task module defines:
 
@@ -7,8 +7,12 @@ Each task module defines:
   the metrics it wrote to ``args.out/metrics.json``.
 
 ``TASKS`` maps a name used on the command line (``pyro-lvm train NAME``) to its module; the
-name is the example script's (``examples/NAME.py``), and ``-`` may stand for ``_``.
-An example script is three lines over its task: build the parser, parse, call ``main``.
+model's example script, where it has one, has the same name (``examples/NAME.py``), and ``-`` may
+stand for ``_``.
+Every ``main`` opens the same way, after checking its own options: :func:`begin` (seed, the
+run's ``config.json`` entries), then reads its data and builds its pair, then works inside
+``with run_folder(args, config) as out:``. The scripts in ``examples/`` are the short readable
+programs; these tasks are the full-featured ones (every option, run folders, resume).
 """
 
 from __future__ import annotations
@@ -48,6 +52,28 @@ def add_threads_argument(parser) -> None:
     parser.add_argument("--threads", type=positive_int.cli, default=1,
                         help="torch CPU threads (one is fastest for these small networks and on shared cores, "
                              "where more threads mostly spin; raise it for large models on a machine of your own)")
+
+
+def begin(args, task: str, config: dict | None = None, **entries) -> dict:
+    """The task prologue, called once its options are checked: seed every generator from
+    ``args.seed`` (:func:`pyro_lvm.set_seed`) and return the run's ``config.json`` entries:
+    ``{"task": task, **config}`` for a task that names its own, else :func:`run_options` and
+    ``"task"``; ``entries`` are added last."""
+    from ..checkpoint import set_seed
+
+    set_seed(args.seed)
+    base = {**run_options(args), "task": task} if config is None else {"task": task, **config}
+    return {**base, **entries}
+
+
+def run_folder(args, config: dict, out=None, main_process: bool = True):
+    """:func:`pyro_lvm.runs.start_run` on ``out`` (default ``args.out``) with the task's
+    ``--resume`` (where its parser has one; else the run cannot be continued) and ``--overwrite``:
+    a context manager yielding the claimed folder."""
+    from .. import runs
+
+    return runs.start_run(args.out if out is None else out, config, resume=getattr(args, "resume", None),
+                          overwrite=getattr(args, "overwrite", False), main_process=main_process)
 
 
 def run_options(args) -> dict:

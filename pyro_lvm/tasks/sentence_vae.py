@@ -1,8 +1,7 @@
 """Task ``sentence_vae``: Bowman et al.'s sentence VAE, a deterministic autoencoder and an LSTM
 language model on the same text; evaluation, prior samples and VAE-vs-AE homotopies.
 
-With no options this is the showcase (``pyro-lvm demo sentence``, ``python
-examples/sentence_vae.py``): the embedded Wikipedia sample's simple sentences, sizes and a
+With no options this is the showcase (``pyro-lvm demo sentence``): the embedded Wikipedia sample's simple sentences, sizes and a
 budget sized to train and evaluate all three models in under 5 minutes on 2 CPU cores (264
 CPU seconds measured with one torch thread, the default, on a shared machine; see
 docs/sentence_vae.md), free bits so that the VAE keeps a code, prior samples drawn by nucleus
@@ -40,6 +39,7 @@ from ..train import Callback, evaluate_loss, fit
 from .. import decoding, infer
 from ..diagnostics import active_units, mutual_information
 from ..infer.pretraining import pretrain_and_fit
+from . import begin, run_folder
 
 KINDS = ("vae", "ae", "lm")
 NAMES = {"vae": "VAE", "ae": "AE", "lm": "LM"}
@@ -422,13 +422,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for s in endpoints:  # refuse an all-unknown endpoint now, not after training
             decoding.tokenize_known(vocab, s)
     _check_resumed_vocab(args, out, vocab)
-    config = {"task": "sentence_vae", "corpus": args.corpus, "subset": args.subset, "eval_subset": args.eval_subset,
-              "max_len": args.max_len, "seed": args.seed, "remedy": args.remedy, "example_sentences": endpoints,
-              "decode": decode_settings(args), "prior_decode": decode_settings(args, args.prior_decode),
-              "models": {kind: build(kind, args, len(vocab)).config() for kind in args.models},  # checks the sizes
-              "options": {k: v for k, v in vars(args).items() if k in TASK_OPTIONS}}
+    config = begin(args, "sentence_vae", {
+        "corpus": args.corpus, "subset": args.subset, "eval_subset": args.eval_subset, "max_len": args.max_len,
+        "seed": args.seed, "remedy": args.remedy, "example_sentences": endpoints, "decode": decode_settings(args),
+        "prior_decode": decode_settings(args, args.prior_decode),
+        "models": {kind: build(kind, args, len(vocab)).config() for kind in args.models},  # checks the sizes
+        "options": {k: v for k, v in vars(args).items() if k in TASK_OPTIONS}})
     parse_remedy(args.remedy)
-    with runs.start_run(out, config, resume=args.resume, overwrite=getattr(args, "overwrite", False)):
+    with run_folder(args, config, out):
         vocab.save(out / "vocab.json")
         return _train(args, out, corpus, vocab, data, config, endpoints, started)
 
