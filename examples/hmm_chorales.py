@@ -1,10 +1,12 @@
 """A hidden Markov model over piano rolls of Bach chorales: Baum-Welch (or Adam through
 ``fit``), the exact test negative log-likelihood per time step, a Viterbi state path.
 
-    python examples/hmm_chorales.py                        # 60 of music21's chorales, offline, seconds
-    python examples/hmm_chorales.py --limit 0 --states 32  # all 400 (first parse ~1 minute, then cached)
+    python examples/hmm_chorales.py                        # 60 of music21's chorales, offline, ~5 CPU-seconds
+    python examples/hmm_chorales.py --limit 0 --states 32  # all 408 (first parse ~1 minute, then cached)
     python examples/hmm_chorales.py --trainer adam         # the same pair trained by SVI with fit
     python examples/hmm_chorales.py --data DATA/jsb_chorales.pickle   # your copy of JSB (docs/data.md)
+
+(CPU time with the scores already parsed: music21's scores are parsed once, then cached.)
 
 The story: each chorale is a (T, 88) 0/1 roll, one frame per quarter note; padded into one
 batch with a mask. The pair is the library's HMM: a chain of K states, each emitting 88
@@ -24,7 +26,7 @@ from tqdm import tqdm
 
 from pyro_lvm import fit, plots, set_seed
 from pyro_lvm.data import load_jsb_pickle, load_music21_chorales, pad_rolls
-from pyro_lvm.models.hmm import HMM, BernoulliEmission
+from pyro_lvm.models import HMM, BernoulliEmission
 
 
 def main(args: argparse.Namespace) -> dict:

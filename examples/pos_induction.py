@@ -1,7 +1,7 @@
 """Unsupervised part-of-speech induction with an HMM (Johnson 2007): train on words alone by
 EM, decode with Viterbi, score the states against gold tags (many-to-one accuracy).
 
-    python examples/pos_induction.py                          # a toy tagged corpus, offline, seconds
+    python examples/pos_induction.py                          # a toy tagged corpus, offline, ~7 CPU-seconds
     python examples/pos_induction.py --data DATA/masc_tagged.zip --states 45 --iterations 300
     python examples/pos_induction.py --data en_ewt-ud-train.conllu   # your CoNLL-U file (UPOS tags)
 
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pyro_lvm import plots, set_seed
 from pyro_lvm.data import load_tagged_corpus, toy_corpus
-from pyro_lvm.models.hmm import HMM, CategoricalEmission
+from pyro_lvm.models import HMM, CategoricalEmission
 from pyro_lvm.tagging_metrics import contingency, tagging_scores, viterbi_tags
 
 

@@ -1,7 +1,7 @@
 """ProdLDA (Srivastava & Sutton 2017) on gensim's Lee news corpus: fit, held-out perplexity,
 each topic's top words with its NPMI coherence, and two figures.
 
-    python examples/prodlda.py                        # 240 + 60 news articles, offline, ~1 minute
+    python examples/prodlda.py                        # 240 + 60 news articles, offline, ~15 CPU-seconds
     python examples/prodlda.py --topics 20 --epochs 200
     python examples/prodlda.py --data DATA/20ng.zip   # your copy of the NVDM 20 Newsgroups (docs/data.md)
 

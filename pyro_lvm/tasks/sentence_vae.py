@@ -213,14 +213,6 @@ def data_summary(corpus: TextCorpus, vocab: Vocabulary, tensors: dict, args: arg
             "unk_rate": {s: round(unk_rate(t), 5) for s, t in tensors.items()}}
 
 
-def default_endpoints(corpus: TextCorpus, max_words: int = HOMOTOPY_MAX_WORDS) -> list[str]:
-    """Two held-out sentences for the homotopy: the first two test sentences of at most
-    ``max_words`` tokens (the first two test sentences when fewer are that short)."""
-    short = [s for s in corpus.test if len(s) <= max_words]
-    pool = short if len(short) >= 2 else corpus.test + corpus.train
-    return [" ".join(s) for s in pool[:2]]
-
-
 def _check_resumed_vocab(args: argparse.Namespace, out: Path, vocab: Vocabulary) -> None:
     """On ``--resume`` the data must give the vocabulary the checkpoints were trained with."""
     saved = out / "vocab.json"
@@ -417,7 +409,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     corpus, vocab, data = prepare_data(args)
     if args.test_sentences is not None:
         data["test"] = data["test"][:args.test_sentences]
-    endpoints = list(args.sentences) if args.sentences else default_endpoints(corpus)
+    endpoints = list(args.sentences) if args.sentences else decoding.homotopy_endpoints(corpus, HOMOTOPY_MAX_WORDS)
     if "vae" in args.models or "ae" in args.models:
         for s in endpoints:  # refuse an all-unknown endpoint now, not after training
             decoding.tokenize_known(vocab, s)
