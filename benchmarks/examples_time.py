@@ -33,7 +33,7 @@ def time_example(name: str, out: Path) -> dict:
         raise SystemExit(f"{name} failed:\n{result.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"command": f"python examples/{name}.py", "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
-            "last_lines": result.stdout.strip().splitlines()[-4:]}
+            "last_lines": result.stdout.replace(str(out), "OUT").strip().splitlines()[-4:]}
 
 
 def main() -> None:
