@@ -11,7 +11,8 @@
     pyro-lvm compare RUN [RUN ...]        configurations, final metrics and learning curves of runs
     pyro-lvm reproduce NAME               re-run a published figure pyro_lvm tracks (--list)
 
-``train MODEL`` runs the task of that name in :data:`pyro_lvm.tasks.REGISTRY`. The verbs
+``train MODEL`` runs the task of that name in :data:`pyro_lvm.tasks.REGISTRY` (its full program;
+``examples/MODEL.py``, where there is one, is the short readable program of the same model). The verbs
 that act on a run folder read ``RUN/config.json`` to find the task that wrote it; a task that
 has no such verb says in ``NOT_APPLICABLE`` why it does not apply.
 

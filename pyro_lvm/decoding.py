@@ -257,6 +257,15 @@ def sample_prior(model, n: int, method: str = "greedy", **kw) -> list[list[int]]
     return decode(model, model.sample_prior_codes(n), None, method, **kw)
 
 
+def homotopy_endpoints(corpus, max_words: int = 12) -> list[str]:
+    """Two held-out sentences of a :class:`~pyro_lvm.data.text.TextCorpus` for :func:`homotopy`:
+    the first two test sentences of at most ``max_words`` tokens (else the first two test
+    sentences, or training ones when the test split has fewer than two)."""
+    short = [s for s in corpus.test if len(s) <= max_words]
+    pool = short if len(short) >= 2 else corpus.test + corpus.train
+    return [" ".join(s) for s in pool[:2]]
+
+
 @torch.no_grad()
 def homotopy(model, vocab: Vocabulary, sentence_a: str, sentence_b: str, steps: int = 8,
              method: str = "greedy", **kw) -> list[str]:

@@ -112,3 +112,65 @@ def training_curves(histories: Mapping[str, Any], path: str | Path,
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+
+def transition_matrix(hmm, path: str | Path) -> Path:
+    """Heat map of a :mod:`pyro_lvm.models.hmm` chain's transition matrix ``p(z_t | z_{t-1})``
+    under its point parameters (over joint states for factorial and second-order chains)."""
+    plt = pyplot()
+    trans = hmm.joint_tables(hmm.point_factors())[1].exp().detach().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    im = ax.imshow(trans, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("next state")
+    ax.set_ylabel("state")
+    ax.set_title("transition matrix p(z_t | z_{t-1})")
+    fig.colorbar(im, ax=ax)
+    return save_figure(fig, path)
+
+
+def roll_with_states(roll: torch.Tensor, states: torch.Tensor, path: str | Path,
+                     title: str = "test chorale and its Viterbi state path") -> Path:
+    """A piano roll ``(T, keys)`` of 0/1 above its state path ``(T,)`` (e.g. the Viterbi path)."""
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.imshow(roll.T.cpu().numpy(), aspect="auto", origin="lower", cmap="Greys", interpolation="nearest")
+    top.set_ylabel("key")
+    top.set_title(title)
+    bottom.step(range(roll.shape[0]), states.cpu().numpy(), where="mid")
+    bottom.set_ylabel("state")
+    bottom.set_xlabel("quarter-note frame")
+    return save_figure(fig, path)
+
+
+def state_tag_frequencies(table, tags: Sequence[str], path: str | Path) -> Path:
+    """``p(tag | state)`` as a heat map, from a ``(states, tags)`` table of co-occurrence counts
+    (:func:`pyro_lvm.tagging_metrics.contingency`)."""
+    import numpy as np
+
+    plt = pyplot()
+    table = np.asarray(table)
+    freq = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(max(6, len(tags) * 0.2), max(4, table.shape[0] * 0.15)))
+    ax.imshow(freq, aspect="auto", cmap="Greys")
+    ax.set_xticks(range(len(tags)), tags, rotation=90, fontsize=6)
+    ax.set_xlabel("gold tag")
+    ax.set_ylabel("HMM state")
+    ax.set_title("p(tag | Viterbi state)")
+    return save_figure(fig, path)
+
+
+def coherence_per_topic(npmi_per_topic: Sequence[float], path: str | Path, title: str = "coherence per topic",
+                        mean: float | None = None) -> Path:
+    """Bar chart of each topic's NPMI (negative bars red) with the mean (default: of the bars) dashed."""
+    plt = pyplot()
+    npmi = list(npmi_per_topic)
+    mean = sum(npmi) / len(npmi) if mean is None else mean
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(npmi) + 2), 3.2))
+    ax.bar(range(len(npmi)), npmi, color=["tab:blue" if v >= 0 else "tab:red" for v in npmi])
+    ax.axhline(mean, color="k", lw=1, ls="--", label=f"mean {mean:.3f}")
+    ax.set_xlabel("topic")
+    ax.set_ylabel("NPMI (top words, test documents)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

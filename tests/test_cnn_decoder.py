@@ -241,15 +241,11 @@ def test_cli_refuses_an_lstm_conditioning_for_the_cnn(tmp_path, capsys):
     assert err.startswith("pyro-lvm: error:") and "use conditioning='concat'" in err
 
 
-def test_example_script_trains_the_cnn_with_li_et_al_recipe(tmp_path):
-    import runpy
-    from pathlib import Path
-
-    module = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "sentence_vae.py"))
+def test_task_trains_the_cnn_with_li_et_al_recipe(tmp_path):
     args = _task_args([*TINY, "--models", "vae", "lm", "--remedy", "pretrain+free-bits", "--pretrain-epochs", "1",
                        "--epochs", "1", "--out", str(tmp_path / "ex")])
     with pytest.warns(UserWarning, match="truncated"):
-        metrics = module["main"](args)
+        metrics = task.main(args)
     vae, lm = metrics["models"]["vae"], metrics["models"]["lm"]
     assert vae["config"]["receptive_field"] == 5 and lm["config"]["decoder"] == "cnn"   # the same-architecture LM
     assert vae["remedy"] == "pretrain+free-bits" and (tmp_path / "ex" / "vae" / "pretrain" / "best.pt").is_file()

@@ -4,7 +4,6 @@ masks, learning on a synthetic HMM, data readers, bad input, and the examples.
 Exact references: sums and maxima over all K^T state paths (``hmm_inference.brute_force_*``).
 """
 
-import importlib.util
 import itertools
 import json
 import sys
@@ -24,15 +23,6 @@ from pyro_lvm.data.tagged_text import load_masc_tagged, pad_ids, word_features, 
 from pyro_lvm.models.hmm import (HMM, AutoregressiveBernoulliEmission, BernoulliEmission, CategoricalEmission, FeatureCategoricalEmission,
                                  GaussianEmission, NeuralBernoulliEmission, lengths_to_mask)
 from pyro_lvm.tasks.pos_induction import tagging_scores
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def random_tables(n, steps, k, seed):
@@ -375,13 +365,16 @@ def test_tagging_scores_exact():
     assert scores["many_to_one"] == pytest.approx(4 / 6) and scores["one_to_one"] == pytest.approx(3 / 6)
 
 
-# ----------------------------------------------------------------------------- examples
+# ----------------------------------------------------------------------------- the task (its example: test_examples_sequences.py)
 
-def test_hmm_chorales_example(tmp_path):
+def test_hmm_chorales_task(tmp_path):
+    import argparse
+
+    from pyro_lvm.tasks import hmm_chorales as example
+
     pytest.importorskip("music21")
-    example = load_example("hmm_chorales")
-    parser = example.argparse.ArgumentParser()
-    example.hmm_chorales.add_arguments(parser)
+    parser = argparse.ArgumentParser()
+    example.add_arguments(parser)
     args = parser.parse_args(["--limit", "6", "--cache-dir", str(tmp_path / "cache"), "--states", "3", "--hidden", "4",
                               "--iterations", "3", "--lr", "0.05", "--batch-size", "4", "--out", str(tmp_path / "run")])
     metrics = example.main(args)

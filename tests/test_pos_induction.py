@@ -246,16 +246,13 @@ def test_task_every_emission_offline(tmp_path, capsys):
         assert code == 2 and message in capsys.readouterr().err
 
 
-def test_example_runs_the_new_emissions(tmp_path):
-    import importlib.util
-    from pathlib import Path
+def test_task_runs_the_new_emissions(tmp_path):
+    import argparse
 
-    spec = importlib.util.spec_from_file_location("example_pos", Path(__file__).resolve().parents[1] / "examples"
-                                                  / "pos_induction.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    parser = example.argparse.ArgumentParser()
-    example.pos_induction.add_arguments(parser)
+    from pyro_lvm.tasks import pos_induction as example
+
+    parser = argparse.ArgumentParser()
+    example.add_arguments(parser)
     for argv in (["--emission", "embedding", "--spelling", "--variance-scale", "2", "--vector-contexts", "positional",
                   "--vector-epochs", "1", "--vector-dim", "8", "--iterations", "3"],
                  ["--emission", "neural", "--iterations", "2", "--m-steps", "2"]):
@@ -278,7 +275,8 @@ def test_adam_trains_chain_and_emission_at_their_own_rates_through_fit():
     learning rate for the chain and one for the emission."""
     from pyro_lvm import fit
     from pyro_lvm.batching import BatchList
-    from pyro_lvm.tasks.pos_induction import chain_and_emission_adam, run_adam, toy_corpus
+    from pyro_lvm.data import toy_corpus
+    from pyro_lvm.tasks.pos_induction import chain_and_emission_adam, run_adam
 
     corpus = toy_corpus(60, seed=1)
     pairs = [(x, m) for x, m, _ in corpus.batches(200)]

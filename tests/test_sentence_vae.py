@@ -647,14 +647,13 @@ def test_resume_with_other_cutoffs_is_refused(trained_run, capsys):
     assert "vocabulary mismatch: sizes differ" in capsys.readouterr().err
 
 
-def test_example_script_runs_with_tiny_arguments(tmp_path):
-    module = runpy.run_path(str(ROOT / "examples" / "sentence_vae.py"))
+def test_task_runs_with_tiny_arguments(tmp_path):
     parser = argparse.ArgumentParser()
     task.add_arguments(parser)
     args = parser.parse_args([*TINY, "--models", "vae", "--word-keep", "0.5", "--decode", "beam", "--beam-size", "2",
                               "--out", str(tmp_path / "ex")])
     with pytest.warns(UserWarning):
-        metrics = module["main"](args)
+        metrics = task.main(args)
     assert metrics["models"]["vae"]["epochs"] == 1 and metrics["models"]["vae"]["config"]["word_keep"] == 0.5
     assert (tmp_path / "ex" / "samples.txt").read_text().startswith("# vae samples")
 

@@ -6,7 +6,6 @@ import itertools
 import json
 import math
 import zipfile
-from pathlib import Path
 
 import pyro
 import pytest
@@ -190,18 +189,9 @@ def test_task_cli_and_run_verbs(tmp_path, capsys):
     assert "pyro-lvm: error: train symbol_sequences: argument --alphabet: must be an int >= 2" in capsys.readouterr().err
 
 
-def test_example_runs_offline_on_the_embedded_corpus(tmp_path):
-    import runpy
-    import sys
-
-    argv = sys.argv
-    sys.argv = ["symbol_sequences.py", *TINY, "--estimator", "gumbel", "--out", str(tmp_path / "ex")]
-    try:
-        with pytest.warns(UserWarning, match="truncated"):
-            runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "symbol_sequences.py"),
-                           run_name="__main__")
-    finally:
-        sys.argv = argv
+def test_task_runs_offline_on_the_embedded_corpus(tmp_path):
+    with pytest.warns(UserWarning, match="truncated"):
+        assert cli_main(["train", "symbol-sequences", *TINY, "--estimator", "gumbel", "--out", str(tmp_path / "ex")]) == 0
     metrics = json.loads((tmp_path / "ex" / "metrics.json").read_text())
     assert metrics["estimator"] == "gumbel" and metrics["data"]["name"] == "wikipedia-gensim-sample"
     assert "tag_information" not in metrics and metrics["word_associations"]

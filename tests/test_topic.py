@@ -366,9 +366,9 @@ def test_topic_task_runs(tmp_path, model, assignments):
             assert (out / f"{name}.png").stat().st_size > 1000
 
 
-def test_topic_example_script_prints_top_words(tmp_path):
+def test_topic_task_prints_top_words(tmp_path):
     pytest.importorskip("gensim")
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "topic_model.py"), "--epochs", "1",
+    result = subprocess.run([sys.executable, "-m", "pyro_lvm", "train", "prodlda", "--epochs", "1",
                              "--samples", "3", "--draws", "5", "--hidden", "8", "--topics", "2", "--no-figures",
                              "--out", str(tmp_path / "ex")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .reading import reading
@@ -303,3 +304,36 @@ def corpus_from_sentences(sentences: list[list[tuple[str, str]]], lowercase: boo
     words = [[word_index[token(w)] for w, _ in s] for s in sentences]
     tags = [[tag_index[t] for _, t in s] for s in sentences]
     return TaggedCorpus(words, tags, vocab, tagset, word_index)
+
+
+# ----------------------------------------------------------------------------- a toy corpus
+
+_TOY_WORDS = {
+    "DT": "the a this every", "JJ": "small red old happy quick", "NN": "dog cat house idea tree bird",
+    "VB": "sees likes finds eats builds", "IN": "in on near under", "PRP": "she he it", ".": ". !",
+}
+# Tag bigram grammar: sentence = (DT JJ* NN | PRP) VB (DT JJ* NN) (IN DT NN)? .
+_TOY_NEXT = {"<s>": {"DT": 0.7, "PRP": 0.3}, "DT": {"JJ": 0.4, "NN": 0.6}, "JJ": {"JJ": 0.2, "NN": 0.8},
+             "NN": {"VB": 0.45, "IN": 0.25, ".": 0.3}, "PRP": {"VB": 1.0}, "VB": {"DT": 1.0},
+             "IN": {"DT": 1.0}}
+
+
+def toy_sentences(num_sentences: int, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """Sentences of ``(word, tag)`` from a small tag grammar with disjoint word lists per tag
+    (offline stand-in for MASC)."""
+    positive_int("num_sentences", num_sentences)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(num_sentences):
+        tag, sentence = "<s>", []
+        while tag != "." and len(sentence) < 30:
+            options = _TOY_NEXT[tag]
+            tag = str(rng.choice(list(options), p=list(options.values())))
+            sentence.append((str(rng.choice(_TOY_WORDS[tag].split())), tag))
+        out.append(sentence)
+    return out
+
+
+def toy_corpus(num_sentences: int, seed: int = 0) -> TaggedCorpus:
+    """:func:`toy_sentences` as a :class:`TaggedCorpus` (the offline stand-in for MASC)."""
+    return corpus_from_sentences(toy_sentences(num_sentences, seed))

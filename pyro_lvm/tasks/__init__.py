@@ -13,9 +13,12 @@ class, module, task, command and docs use (``categorical_vae``: ``CategoricalVAE
 ``models/categorical_vae.py``); on the command line ``-`` may stand for ``_``. Add a model or a
 task by adding an entry.
 
-A task is the full-featured program of its model; the matching
-``examples/*.py`` is a short program on the public API that a user reads top to bottom, and
-what both need is a public library function they both call.
+Every ``main`` opens the same way, after checking its own options: :func:`begin` (seed, the
+run's ``config.json`` entries), then reads its data and builds its pair, then works inside
+``with run_folder(args, config) as out:``. A task is the full-featured program of its model
+(every option, run folders, resume); the matching ``examples/*.py`` is a short program on the
+public API that a user reads top to bottom, and what both need is a public library function
+they both call.
 """
 
 from __future__ import annotations
@@ -100,6 +103,28 @@ def add_threads_argument(parser) -> None:
     parser.add_argument("--threads", type=positive_int.cli, default=1,
                         help="torch CPU threads (one is fastest for these small networks and on shared cores, "
                              "where more threads mostly spin; raise it for large models on a machine of your own)")
+
+
+def begin(args, task: str, config: dict | None = None, **entries) -> dict:
+    """The task prologue, called once its options are checked: seed every generator from
+    ``args.seed`` (:func:`pyro_lvm.set_seed`) and return the run's ``config.json`` entries:
+    ``{"task": task, **config}`` for a task that names its own, else :func:`run_options` and
+    ``"task"``; ``entries`` are added last."""
+    from ..checkpoint import set_seed
+
+    set_seed(args.seed)
+    base = {**run_options(args), "task": task} if config is None else {"task": task, **config}
+    return {**base, **entries}
+
+
+def run_folder(args, config: dict, out=None, main_process: bool = True):
+    """:func:`pyro_lvm.runs.start_run` on ``out`` (default ``args.out``) with the task's
+    ``--resume`` (where its parser has one; else the run cannot be continued) and ``--overwrite``:
+    a context manager yielding the claimed folder."""
+    from .. import runs
+
+    return runs.start_run(args.out if out is None else out, config, resume=getattr(args, "resume", None),
+                          overwrite=getattr(args, "overwrite", False), main_process=main_process)
 
 
 def run_options(args) -> dict:

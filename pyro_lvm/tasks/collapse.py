@@ -25,7 +25,7 @@ from ..infer import AggressiveTraining, FreeBitsELBO, KLAnnealing
 from ..models.collapse_toy import SequenceVAE, toy_splits
 from ..train import fit
 
-from . import run_options
+from . import begin, run_folder
 
 METHODS = ("vae", "anneal", "sigmoid", "cyclical", "beta", "free-bits", "aggressive")
 NOT_APPLICABLE = {"sample": "the run compares KL remedies on synthetic sequences; evaluate re-scores each of them",
@@ -86,10 +86,10 @@ def _data(config: dict) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    config = {**run_options(args), "task": "collapse"}
+    config = begin(args, "collapse")
     data = _data(config)
     SequenceVAE(vocab=args.vocab, z_dim=1, hidden=args.hidden)  # refuses bad sizes before anything is written
-    with runs.start_run(args.out, config, overwrite=getattr(args, "overwrite", False)) as out:
+    with run_folder(args, config) as out:
         return _train(args, out, data)
 
 

@@ -21,13 +21,13 @@ import torch
 
 from ..base import batch_to
 from .. import runs, validation as V
-from ..checkpoint import atomic_json_save, set_seed
+from ..checkpoint import atomic_json_save
 from ..infer.discrete import ESTIMATORS
 from ..infer.estimators import compare_estimators
 from ..train import resolve_device
 from .user_pair import SPEC_HELP, load_user_pair
 
-from . import canonical, run_options
+from . import begin, canonical, run_folder
 
 MODELS = ("categorical_mixture", "categorical_vae")  # registry names (pyro_lvm.tasks.REGISTRY)
 _RESULTS = "it measures gradient estimators and trains no model to reuse; its results are table.md and comparison.json"
@@ -82,12 +82,11 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    set_seed(args.seed)
+    config = begin(args, "compare_estimators")
     pyro.clear_param_store()
     device = resolve_device(args.device)
     pair, batch, what = build(args)
-    with runs.start_run(args.out, {**run_options(args), "task": "compare_estimators"},
-                        overwrite=getattr(args, "overwrite", False)) as out:
+    with run_folder(args, config) as out:
         return _compare(args, out, pair, batch, what, device)
 
 

@@ -20,13 +20,13 @@ import pyro
 import torch
 
 from .. import plots, runs, validation as V
-from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
+from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state
 from ..data import load_images
 from ..infer.discrete import ESTIMATORS, TemperatureAnnealing
 from ..metrics import log_likelihood
 from ..models.discrete_vae import CategoricalVAE
 from ..train import fit
-from . import run_options
+from . import begin, run_folder
 
 NOT_APPLICABLE = {"interpolate": "its codes are discrete (N x K categorical), with no line between two of them"}
 
@@ -68,16 +68,15 @@ def _build(config: dict, x_dim: int) -> CategoricalVAE:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    set_seed(args.seed)
+    config = begin(args, "categorical_vae")
     pyro.clear_param_store()
     data = load_images(args.dataset, args.data_path, binarize=True, seed=args.seed)
-    config = {**run_options(args), "task": "categorical_vae"}
     pair = _build(config, data.x_dim)
     objective = pair.objective()
     # annealed: the relaxations' temperature (REBAR/RELAX learn theirs; the others have none)
     anneal = ([TemperatureAnnealing(args.anneal_rate, args.min_temperature, tau0=args.temperature)]
               if ESTIMATORS[args.estimator].temperature and not objective.learns_temperature else [])
-    with runs.start_run(args.out, config, overwrite=args.overwrite) as out:
+    with run_folder(args, config) as out:
         return _train(args, out, data, pair, objective, anneal)
 
 

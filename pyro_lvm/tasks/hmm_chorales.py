@@ -31,13 +31,13 @@ from typing import Any
 import torch
 
 from ..base import batch_to, pair_device
-from .. import runs, validation as V
-from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
+from .. import plots, runs, validation as V
+from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state
 from ..data.music import MusicData, keep_used_keys, load_jsb_pickle, load_music21_chorales, pad_rolls
 from ..models.hmm import HMM, AutoregressiveBernoulliEmission, BernoulliEmission, HMMBase, NeuralBernoulliEmission
 from ..models.hmm_family import FactorialHMM, PartiallyFactorialHMM, SecondOrderHMM
 from ..train import fit, resolve_device
-from . import run_options
+from . import begin, run_folder
 
 MODEL_FILE = "model.pt"  # the trained HMM's weights (EM trains without fit's checkpoints)
 NOT_APPLICABLE = {"interpolate": "an HMM's states are discrete, with no code to interpolate between"}
@@ -153,12 +153,11 @@ def train(hmm: HMMBase, data: MusicData, args: argparse.Namespace) -> list[float
 def main(args: argparse.Namespace) -> dict[str, Any]:
     resolve_device(args.device)  # a clear error before any work when CUDA is missing
     trainer_of(args)  # refuse a bad combination before loading anything
-    set_seed(args.seed)
+    config = begin(args, "hmm_chorales")
     data, key_info = load_data(args)
     dim = data.train[0].shape[1]
     hmm = build_model(args, dim).to(args.device)
-    with runs.start_run(args.out, {**run_options(args), "task": "hmm_chorales"},
-                        overwrite=getattr(args, "overwrite", False)) as out:
+    with run_folder(args, config) as out:
         return _train(args, out, data, key_info, hmm)
 
 
@@ -177,8 +176,9 @@ def _train(args: argparse.Namespace, out: Path, data: MusicData, key_info: dict,
         metrics["posterior_summary"] = str(summarise_transitions(hmm, data, out / "transition_summary.csv"))
     atomic_torch_save({"format": "pyro_lvm.hmm_run/1", "pair": hmm.cpu().state_dict()}, out / MODEL_FILE)
     if not args.no_figures:
-        metrics["figures"] = [str(plot_roll_with_states(hmm, data.test[0], out / "viterbi_roll.png")),
-                              str(plot_transition_matrix(hmm, out / "transition_matrix.png"))]
+        states, _ = hmm.viterbi(data.test[0].unsqueeze(0).to(pair_device(hmm)))
+        metrics["figures"] = [str(plots.roll_with_states(data.test[0], states[0], out / "viterbi_roll.png")),
+                              str(plots.transition_matrix(hmm, out / "transition_matrix.png"))]
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
 
@@ -199,40 +199,6 @@ def summarise_transitions(hmm: HMM, data: MusicData, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     az.summary(idata, kind="stats").to_csv(path)
     return path
-
-
-# ----------------------------------------------------------------------------- figures
-
-def plot_transition_matrix(hmm: HMMBase, path: Path) -> Path:
-    """The transition matrix over the chain's joint states (pairs, for factorial and second-order chains)."""
-    from .. import plots
-
-    plt = plots.pyplot()
-    trans = hmm.joint_tables(hmm.point_factors())[1].exp().detach().cpu().numpy()
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    im = ax.imshow(trans, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xlabel("next state")
-    ax.set_ylabel("state")
-    ax.set_title("transition matrix p(z_t | z_{t-1})")
-    fig.colorbar(im, ax=ax)
-    return plots.save_figure(fig, path)
-
-
-def plot_roll_with_states(hmm: HMMBase, roll: torch.Tensor, path: Path) -> Path:
-    """Piano roll (keys x frames) above its Viterbi state path."""
-    from .. import plots
-
-    plt = plots.pyplot()
-    states, _ = hmm.viterbi(roll.unsqueeze(0).to(pair_device(hmm)))
-    states = states.cpu()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    top.imshow(roll.T.numpy(), aspect="auto", origin="lower", cmap="Greys", interpolation="nearest")
-    top.set_ylabel("key")
-    top.set_title("test chorale and its Viterbi state path")
-    bottom.step(range(roll.shape[0]), states[0].numpy(), where="mid")
-    bottom.set_ylabel("state")
-    bottom.set_xlabel("quarter-note frame")
-    return plots.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- CLI verbs on a run folder

@@ -17,7 +17,7 @@ lazily, so one broken optional model does not stop the others from being inspect
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

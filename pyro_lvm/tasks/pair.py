@@ -33,6 +33,7 @@ from ..infer.discrete import ESTIMATORS, DiscreteELBO
 from ..report import evaluation_report
 from ..train import fit, load_trained
 from .user_pair import SPEC_HELP, load_user_pair
+from . import begin, run_folder
 
 NOT_APPLICABLE = {
     "sample": "a pair of your own has no agreed way to run its model without data; "
@@ -102,10 +103,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     # Everything is checked and built before the first write (runs.start_run).
     pair, data = _load(args.pair)
     train, valid = split(data, args.valid_fraction, args.seed)
-    config = {"task": "pair", "pair": _resolved(args.pair), "seed": args.seed, "valid_fraction": args.valid_fraction,
-              "estimator": args.estimator, "temperature": args.temperature}
-    with runs.start_run(args.out, config, resume=args.resume, overwrite=args.overwrite) as out:
-        set_seed(args.seed)
+    config = begin(args, "pair", {"pair": _resolved(args.pair), "seed": args.seed, "valid_fraction": args.valid_fraction,
+                                  "estimator": args.estimator, "temperature": args.temperature})
+    with run_folder(args, config) as out:
         t0 = time.perf_counter()
         history = fit(pair, train, valid, elbo=_objective(args.estimator, args.temperature), epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,

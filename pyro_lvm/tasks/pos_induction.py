@@ -38,10 +38,11 @@ import torch
 
 from .. import runs, validation as V
 from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
-from ..data.tagged_text import TaggedCorpus, corpus_from_sentences, read_tagged, word_features, word_shape
+from ..data.tagged_text import TaggedCorpus, corpus_from_sentences, read_tagged, toy_sentences, word_features, word_shape
 from ..models.hmm import HMM, CategoricalEmission, FeatureCategoricalEmission
+from ..tagging_metrics import contingency, tagging_scores, viterbi_tags
 from ..train import BatchList, Callback, TrainState, fit, resolve_device
-from . import run_options
+from . import begin, run_folder
 from .hmm_chorales import MODEL_FILE
 
 NOT_APPLICABLE = {"interpolate": "an HMM's states are discrete, with no code to interpolate between"}
@@ -108,60 +109,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     runs.add_run_arguments(p, resume=False)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--out", default="runs/pos_induction")
-
-
-# ----------------------------------------------------------------------------- scores
-
-def contingency(pred: np.ndarray, gold: np.ndarray, num_states: int, num_tags: int) -> np.ndarray:
-    """``(states, tags)`` co-occurrence counts of two flat label arrays."""
-    table = np.zeros((num_states, num_tags), dtype=np.int64)
-    np.add.at(table, (pred, gold), 1)
-    return table
-
-
-def tagging_scores(pred: np.ndarray, gold: np.ndarray, num_states: int, num_tags: int) -> dict[str, float]:
-    """Many-to-one (each state -> its most frequent tag), one-to-one (best injective map,
-    Hungarian algorithm) accuracy and V-measure (Rosenberg & Hirschberg 2007)."""
-    from scipy.optimize import linear_sum_assignment
-    from sklearn.metrics import v_measure_score
-
-    table = contingency(pred, gold, num_states, num_tags)
-    rows, cols = linear_sum_assignment(-table)
-    return {"many_to_one": float(table.max(axis=1).sum() / len(gold)),
-            "one_to_one": float(table[rows, cols].sum() / len(gold)),
-            "v_measure": float(v_measure_score(gold, pred))}
-
-
-# ----------------------------------------------------------------------------- toy corpus
-
-_TOY_WORDS = {
-    "DT": "the a this every", "JJ": "small red old happy quick", "NN": "dog cat house idea tree bird",
-    "VB": "sees likes finds eats builds", "IN": "in on near under", "PRP": "she he it", ".": ". !",
-}
-# Tag bigram grammar: sentence = (DT JJ* NN | PRP) VB (DT JJ* NN) (IN DT NN)? .
-_TOY_NEXT = {"<s>": {"DT": 0.7, "PRP": 0.3}, "DT": {"JJ": 0.4, "NN": 0.6}, "JJ": {"JJ": 0.2, "NN": 0.8},
-             "NN": {"VB": 0.45, "IN": 0.25, ".": 0.3}, "PRP": {"VB": 1.0}, "VB": {"DT": 1.0},
-             "IN": {"DT": 1.0}}
-
-
-def toy_sentences(num_sentences: int, seed: int = 0) -> list[list[tuple[str, str]]]:
-    """Sentences of ``(word, tag)`` from a small tag grammar with disjoint word lists per tag
-    (offline stand-in for MASC)."""
-    V.positive_int("num_sentences", num_sentences)
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(num_sentences):
-        tag, sentence = "<s>", []
-        while tag != "." and len(sentence) < 30:
-            options = _TOY_NEXT[tag]
-            tag = str(rng.choice(list(options), p=list(options.values())))
-            sentence.append((str(rng.choice(_TOY_WORDS[tag].split())), tag))
-        out.append(sentence)
-    return out
-
-
-def toy_corpus(num_sentences: int, seed: int = 0) -> TaggedCorpus:
-    return corpus_from_sentences(toy_sentences(num_sentences, seed))
 
 
 # ----------------------------------------------------------------------------- building
@@ -354,16 +301,7 @@ def train(args: argparse.Namespace, corpus: TaggedCorpus, vectors, batches: list
     return hmm, [ll / tokens for ll in history], restarts
 
 
-@torch.no_grad()
-def decode(hmm: HMM, batches: list) -> tuple[np.ndarray, np.ndarray]:
-    """Flat Viterbi states and gold tags over all observed tokens."""
-    preds, golds = [], []
-    for x, m, tags in batches:
-        paths, _ = hmm.viterbi(x, m)
-        m = m.cpu()
-        preds.append(paths.cpu()[m])
-        golds.append(tags[m])
-    return torch.cat(preds).numpy(), torch.cat(golds).numpy()
+decode = viterbi_tags  # the name this module's callers use
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -374,11 +312,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             if used:
                 raise ValueError(f"{flag} is for the Gaussian over word vectors: it needs --emission embedding, "
                                  f"not {args.emission}")
-    set_seed(args.seed)
+    config = begin(args, "pos_induction")
     corpus, vectors, vector_info = load_corpus(args)
     batches = [(x.to(args.device), m.to(args.device), tags) for x, m, tags in corpus.batches(args.batch_tokens)]
-    with runs.start_run(args.out, {**run_options(args), "task": "pos_induction"},
-                        overwrite=getattr(args, "overwrite", False)) as out:
+    with run_folder(args, config) as out:
         return _train(args, out, corpus, vectors, vector_info, batches)
 
 
@@ -437,19 +374,8 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def draw_figures(hmm: HMM, pred: np.ndarray, gold: np.ndarray, corpus: TaggedCorpus, out: Path) -> list[Path]:
-    from .hmm_chorales import plot_transition_matrix
-
     from .. import plots
 
-    plt = plots.pyplot()
-    paths = [plot_transition_matrix(hmm, out / "transition_matrix.png")]
-    table = contingency(pred, gold, hmm.num_states, len(corpus.tagset))
-    freq = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(max(6, len(corpus.tagset) * 0.2), max(4, hmm.num_states * 0.15)))
-    ax.imshow(freq, aspect="auto", cmap="Greys")
-    ax.set_xticks(range(len(corpus.tagset)), corpus.tagset, rotation=90, fontsize=6)
-    ax.set_xlabel("gold tag")
-    ax.set_ylabel("HMM state")
-    ax.set_title("p(tag | Viterbi state)")
-    paths.append(plots.save_figure(fig, out / "state_tag_counts.png"))
-    return paths
+    return [plots.transition_matrix(hmm, out / "transition_matrix.png"),
+            plots.state_tag_frequencies(contingency(pred, gold, hmm.num_states, len(corpus.tagset)), corpus.tagset,
+                                        out / "state_tag_counts.png")]

@@ -1,8 +1,7 @@
 """Task ``sentence_vae``: Bowman et al.'s sentence VAE, a deterministic autoencoder and an LSTM
 language model on the same text; evaluation, prior samples and VAE-vs-AE homotopies.
 
-With no options this is the showcase (``pyro-lvm demo sentence``, ``python
-examples/sentence_vae.py``): the embedded Wikipedia sample's simple sentences, sizes and a
+With no options this is the showcase (``pyro-lvm demo sentence``): the embedded Wikipedia sample's simple sentences, sizes and a
 budget sized to train and evaluate all three models in under 5 minutes on 2 CPU cores (264
 CPU seconds measured with one torch thread, the default, on a shared machine; see
 docs/sentence_vae.md), free bits so that the VAE keeps a code, prior samples drawn by nucleus
@@ -40,6 +39,7 @@ from ..train import Callback, evaluate_loss, fit
 from .. import decoding, infer
 from ..diagnostics import active_units, mutual_information
 from ..infer.pretraining import pretrain_and_fit
+from . import begin, run_folder
 
 KINDS = ("vae", "ae", "lm")
 NAMES = {"vae": "VAE", "ae": "AE", "lm": "LM"}
@@ -239,14 +239,6 @@ def data_summary(corpus: TextCorpus, vocab: Vocabulary, tensors: dict, args: arg
             "unk_rate": {s: round(unk_rate(t), 5) for s, t in tensors.items()}}
 
 
-def default_endpoints(corpus: TextCorpus, max_words: int = HOMOTOPY_MAX_WORDS) -> list[str]:
-    """Two held-out sentences for the homotopy: the first two test sentences of at most
-    ``max_words`` tokens (the first two test sentences when fewer are that short)."""
-    short = [s for s in corpus.test if len(s) <= max_words]
-    pool = short if len(short) >= 2 else corpus.test + corpus.train
-    return [" ".join(s) for s in pool[:2]]
-
-
 def _check_resumed_vocab(args: argparse.Namespace, out: Path, vocab: Vocabulary) -> None:
     """On ``--resume`` the data must give the vocabulary the checkpoints were trained with."""
     saved = out / "vocab.json"
@@ -443,18 +435,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     corpus, vocab, data = prepare_data(args)
     if args.test_sentences is not None:
         data["test"] = data["test"][:args.test_sentences]
-    endpoints = list(args.sentences) if args.sentences else default_endpoints(corpus)
+    endpoints = list(args.sentences) if args.sentences else decoding.homotopy_endpoints(corpus, HOMOTOPY_MAX_WORDS)
     if "vae" in args.models or "ae" in args.models:
         for s in endpoints:  # refuse an all-unknown endpoint now, not after training
             decoding.tokenize_known(vocab, s)
     _check_resumed_vocab(args, out, vocab)
-    config = {"task": "sentence_vae", "corpus": args.corpus, "subset": args.subset, "eval_subset": args.eval_subset,
-              "max_len": args.max_len, "seed": args.seed, "remedy": args.remedy, "example_sentences": endpoints,
-              "decode": decode_settings(args), "prior_decode": decode_settings(args, args.prior_decode),
-              "models": {kind: build(kind, args, len(vocab)).config() for kind in args.models},  # checks the sizes
-              "options": {k: v for k, v in vars(args).items() if k in TASK_OPTIONS}}
+    config = begin(args, "sentence_vae", {
+        "corpus": args.corpus, "subset": args.subset, "eval_subset": args.eval_subset, "max_len": args.max_len,
+        "seed": args.seed, "remedy": args.remedy, "example_sentences": endpoints, "decode": decode_settings(args),
+        "prior_decode": decode_settings(args, args.prior_decode),
+        "models": {kind: build(kind, args, len(vocab)).config() for kind in args.models},  # checks the sizes
+        "options": {k: v for k, v in vars(args).items() if k in TASK_OPTIONS}})
     parse_remedy(args.remedy)
-    with runs.start_run(out, config, resume=args.resume, overwrite=getattr(args, "overwrite", False)):
+    with run_folder(args, config, out):
         vocab.save(out / "vocab.json")
         return _train(args, out, corpus, vocab, data, config, endpoints, started)
 

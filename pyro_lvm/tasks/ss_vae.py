@@ -22,12 +22,12 @@ import pyro
 import torch
 
 from .. import plots, runs, validation as V
-from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
+from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state
 from ..data import load_images
 from ..infer.discrete import ESTIMATORS, RELAXED, TemperatureAnnealing
 from ..models.ssvae import SSVAE, SemiSupervisedBatches, split_labelled
 from ..train import Callback, fit
-from . import run_options
+from . import begin, run_folder
 
 NOT_APPLICABLE = {"interpolate": "its class y is discrete; sample draws images for each class instead"}
 
@@ -80,14 +80,13 @@ def _build(config: dict, x_dim: int, n_classes: int) -> SSVAE:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    set_seed(args.seed)
+    config = begin(args, "ss_vae")
     pyro.clear_param_store()
-    config = {**run_options(args), "task": "ss_vae"}
     data, n_classes = _data(config)
     x_u, x_l, y_l = split_labelled(data.train, data.train_labels, args.labels, n_classes, seed=args.seed)
     batches = SemiSupervisedBatches(x_u, x_l, y_l, args.batch_size, args.labelled_batch_size, seed=args.seed)
     pair = _build(config, data.x_dim, n_classes)
-    with runs.start_run(args.out, config, overwrite=args.overwrite) as out:
+    with run_folder(args, config) as out:
         return _train(args, out, data, n_classes, batches, pair, len(y_l))
 
 

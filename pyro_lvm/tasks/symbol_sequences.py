@@ -26,7 +26,6 @@ code carries whatever helps reconstruction.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,10 @@ from ..data.text import TextCorpus, Vocabulary, bucket_loader, encode_sentences,
 from ..infer.discrete import ESTIMATORS, RELAXED, DiscreteELBO, TemperatureAnnealing
 from ..infer.handlers import KLScaledELBO
 from ..infer.estimators import check_enumerable, compare_estimators
-from ..metrics import log_likelihood
 from ..models.symbol_sequences import SymbolSequenceAutoencoder, symbol_tag_information, symbol_word_associations
+from ..symbol_metrics import evaluate_model, exact_reconstructions
 from ..train import fit
-from . import run_options
+from . import begin, run_folder
 
 MODEL_FORMAT = "pyro_lvm.symbol_sequences/1"
 NOT_APPLICABLE = {"interpolate": "its codes are sequences of discrete symbols, with no line between two of them"}
@@ -142,56 +141,13 @@ def objective(args: argparse.Namespace) -> tuple[Any, list]:
     return KLScaledELBO(elbo, beta=beta), []
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-def evaluate_model(model: SymbolSequenceAutoencoder, tokens: torch.Tensor, samples: int = 100,
-                   batch_size: int = 50) -> dict[str, Any]:
-    """Test metrics in nats per sentence, perplexity per predicted token (words + ``<eos>``)."""
-    model.eval()
-    loader = list(bucket_loader(tokens, batch_size, shuffle=False))
-    n_tokens = int((tokens[:, 1:] != 0).sum())
-    neg_elbo = torch.cat([model.negative_elbo(b, num_samples=1) for b in loader])
-    out: dict[str, Any] = {"sentences": len(tokens), "tokens": n_tokens, "neg_elbo": float(neg_elbo.mean()),
-                           "bits_per_code": model.n_symbols * math.log2(model.alphabet)}
-    if model.alphabet ** model.n_symbols <= model.max_codes:
-        nll = -torch.cat([model.log_marginal(b) for b in loader])
-        out["nll_method"] = f"exact sum over {model.alphabet ** model.n_symbols} codes"
-    else:
-        with torch.no_grad():
-            # batch by batch: a list of batches would read as one tuple of model arguments
-            nll = -torch.cat([log_likelihood(model, b, num_samples=samples) for b in loader])
-        out["nll_method"] = f"importance sampling, {samples} codes from q"
-    out.update(nll=float(nll.mean()), ppl=math.exp(float(nll.sum()) / n_tokens),
-               reconstruction_accuracy=decoding.reconstruction_accuracy(model, loader))
-    with torch.no_grad():
-        q = torch.distributions.Categorical(logits=torch.cat([model.code_logits(b) for b in loader]))
-        out["kl"] = float((math.log(model.alphabet) - q.entropy()).sum(-1).mean())
-    return out
-
-
-def exact_reconstructions(model: SymbolSequenceAutoencoder, vocab: Vocabulary, tokens: torch.Tensor
-                          ) -> tuple[float, list[dict[str, Any]]]:
-    """Share of sentences that greedy decoding of their own most probable code gives back word
-    for word, and the examples ``{sentence, code, reconstruction}``."""
-    model.eval()
-    codes = model.symbols(tokens)
-    decoded = decoding.greedy(model, torch.nn.functional.one_hot(codes, model.alphabet).float().flatten(-2))
-    rows, same = [], 0
-    for row, code, out in zip(tokens.tolist(), codes.tolist(), decoded):
-        words = [t for t in row[1:] if t not in (0, 3)]
-        same += out == words
-        rows.append({"sentence": " ".join(vocab.decode(words)), "code": code, "reconstruction": " ".join(vocab.decode(out))})
-    return same / max(len(rows), 1), rows
-
-
 # ----------------------------------------------------------------------------- main
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     corpus, tags, vocab, data = prepare_data(args)
     out = Path(args.out)
-    set_seed(args.seed)
-    config = {**run_options(args), "task": "symbol_sequences", "model": build(args, len(vocab)).config()}
-    with runs.start_run(out, config, resume=args.resume, overwrite=getattr(args, "overwrite", False)):
+    config = begin(args, "symbol_sequences", model=build(args, len(vocab)).config())
+    with run_folder(args, config, out):
         if args.resume and (out / "vocab.json").is_file():
             Vocabulary.load(out / "vocab.json").check_same(vocab, where=f"run folder {out}")
         vocab.save(out / "vocab.json")

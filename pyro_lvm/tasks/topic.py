@@ -23,13 +23,13 @@ import pyro
 import torch
 
 from .. import runs, validation as V
-from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
+from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state
 from ..data.bow import BowCorpus, english_stop_words, load_lee_background, load_nvdm, read_texts, split_texts
 from ..models.topic import LDA, ProdLDA
 from ..topic_metrics import format_topics, heldout_log_likelihood, perplexity, topic_report
 from ..train import History, fit
 
-from . import run_options
+from . import begin, run_folder
 
 MODELS = ("prodlda", "lda")
 NOT_APPLICABLE = {"sample": "a topic model's draws are bags of words; its topics (top words) are in topics.txt",
@@ -109,10 +109,9 @@ def _model_name(args: argparse.Namespace) -> str:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     name = _model_name(args)
     train, test = load_corpus(args)
-    config = {**run_options(args), "task": name}
-    set_seed(args.seed)
+    config = begin(args, name)
     pair, elbo = build_model(name, args, len(train.vocab), len(train))
-    with runs.start_run(args.out or f"runs/{name}", config, overwrite=getattr(args, "overwrite", False)) as out:
+    with run_folder(args, config, args.out or f"runs/{name}") as out:
         return _train(args, name, out, train, test, pair, elbo)
 
 
@@ -174,17 +173,8 @@ def _summary(idata):
 def draw_figures(history: History, report: dict, idata: Any, out: Path, name: str) -> list[Path]:
     from .. import plots
 
-    plt = plots.pyplot()
-    paths = []
-    npmi = report["npmi_per_topic"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(npmi) + 2), 3.2))
-    ax.bar(range(len(npmi)), npmi, color=["tab:blue" if v >= 0 else "tab:red" for v in npmi])
-    ax.axhline(report["npmi"], color="k", lw=1, ls="--", label=f"mean {report['npmi']:.3f}")
-    ax.set_xlabel("topic")
-    ax.set_ylabel("NPMI (top words, test documents)")
-    ax.set_title(f"{name}: coherence per topic")
-    ax.legend(fontsize=8)
-    paths.append(plots.save_figure(fig, out / "coherence_per_topic.png"))
+    paths = [plots.coherence_per_topic(report["npmi_per_topic"], out / "coherence_per_topic.png",
+                                       f"{name}: coherence per topic", mean=report["npmi"])]
 
     import arviz as az
 

@@ -24,6 +24,7 @@ from ..metrics import elbo_terms
 from ..report import evaluation_report
 from ..models import VAE, Autoencoder
 from ..train import evaluate_loss, fit
+from . import begin, run_folder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,12 +70,10 @@ def _elbo(name: str):
 def main(args: argparse.Namespace) -> dict[str, Any]:
     # Everything is checked and read before the first write (runs.start_run).
     data = _data(args)
-    config = {"task": "vae", "dataset": args.dataset, "data_path": args.data_path, "seed": args.seed,
-              "elbo": args.elbo, "model": _model_config(args, data)}
-    set_seed(args.seed)
+    config = begin(args, "vae", {"dataset": args.dataset, "data_path": args.data_path, "seed": args.seed,
+                                 "elbo": args.elbo, "model": _model_config(args, data)})
     vae = VAE(**config["model"])
-    with runs.start_run(args.out, config, resume=args.resume, overwrite=getattr(args, "overwrite", False),
-                        main_process=is_main_process()) as out:
+    with run_folder(args, config, main_process=is_main_process()) as out:
         return _train(args, out, data, config, vae)
 
 
