@@ -52,11 +52,11 @@ sys.path.insert(0, str(ROOT))
 from pyro_lvm import fit  # noqa: E402
 from pyro_lvm.checkpoint import atomic_json_save, rng_state, set_rng_state, set_seed  # noqa: E402
 from pyro_lvm.data import load_binarized_mnist  # noqa: E402
-from pyro_lvm.infer.discrete import DiscreteELBO  # noqa: E402
-from pyro_lvm.infer.gradient_variance import GradientVariance  # noqa: E402
-from pyro_lvm.infer.relaxed import conditional_logistic  # noqa: E402
+from pyro_lvm.infer.discrete.estimators import DiscreteELBO  # noqa: E402
+from pyro_lvm.infer.discrete.gradient_variance import GradientVariance  # noqa: E402
+from pyro_lvm.infer.discrete.relaxed import conditional_logistic  # noqa: E402
 from pyro_lvm.reproduce import data_path  # noqa: E402
-from pyro_lvm.train import Callback  # noqa: E402
+from pyro_lvm.training.loop import Callback  # noqa: E402
 
 # in the order they are trained (the most expensive last)
 ESTIMATORS = ["score-function", "rloo", "arm", "disarm", "vimco", "gumbel-rao", "straight-through", "gumbel",

@@ -1,6 +1,6 @@
 """Gradient estimators for discrete latents: variance, bias, speed.
 
-Part 1, the categorical mixture (``pyro_lvm.models.mixture``, one latent of K = 10 or 100
+Part 1, the categorical mixture (``pyro_lvm.models.categorical_mixture``, one latent of K = 10 or 100
 classes, 2-d Gaussians, 100 datapoints), where enumeration gives the exact gradient: for
 each estimator the trace of the gradient covariance over R draws, the (debiased) relative
 bias against the exact gradient with a bootstrap 95% interval, CPU time per step, against a
@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pyro_lvm.checkpoint import atomic_json_save, set_seed  # noqa: E402
-from pyro_lvm.infer.estimators import compare_estimators  # noqa: E402
-from pyro_lvm.models.mixture import CategoricalMixture  # noqa: E402
-from pyro_lvm.models.ssvae import SSVAE, _cat  # noqa: E402
+from pyro_lvm.infer.discrete.comparison import compare_estimators  # noqa: E402
+from pyro_lvm.models.categorical_mixture import CategoricalMixture  # noqa: E402
+from pyro_lvm.models.ss_vae import SSVAE, _cat  # noqa: E402
 
 ESTIMATORS = ["enumerate", "score-function", "score-function-baseline", "gumbel", "gumbel-concrete", "straight-through"]
 

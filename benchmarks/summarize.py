@@ -51,7 +51,7 @@ def vae_overhead(r: dict) -> list[str]:
 
 def vae_mnist_quality(r: dict) -> list[str]:
     from pyro_lvm.plots import training_curves
-    from pyro_lvm.train import History
+    from pyro_lvm.training.loop import History
 
     figure = training_curves({"VAE": History(r["curve"])}, ROOT / "docs" / "figures" / "vae_mnist_curve.png")
     return [

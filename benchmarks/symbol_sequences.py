@@ -11,7 +11,7 @@ Parts (each writes into one JSON, ``--out``; figures next to it in ``--figures``
    chance level (codes shuffled across sentences). An LSTM language model of the same size
    (no code) gives the accuracy a decoder reaches without one.
 2. **estimators**: the pair with a small code (``--compare-code``, enumerable) trained with
-   every estimator of the registry (:data:`pyro_lvm.infer.discrete.ESTIMATORS`), same
+   every estimator of the registry (:data:`pyro_lvm.infer.discrete.estimators.ESTIMATORS`), same
    budget; validation loss against wall time; test NLL (exact).
 3. **harness**: :func:`pyro_lvm.infer.compare_estimators` at the trained small-code pair on a
    batch of test sentences: ELBO, gradient variance, bias against the exact (enumerated)
@@ -42,13 +42,13 @@ import torch
 
 from pyro_lvm import set_seed
 from pyro_lvm.data.text import bucket_loader
-from pyro_lvm.infer.discrete import ESTIMATORS, DiscreteELBO, gumbel_softmax_log
-from pyro_lvm.infer.estimators import compare_estimators
-from pyro_lvm.models.sentence_vae import LSTMLanguageModel, WordCategorical
-from pyro_lvm.models.symbol_sequences import symbol_tag_information, symbol_word_associations
+from pyro_lvm.infer.discrete.estimators import ESTIMATORS, DiscreteELBO, gumbel_softmax_log
+from pyro_lvm.infer.discrete.comparison import compare_estimators
+from pyro_lvm.models.text.sentence_vae import LSTMLanguageModel, WordCategorical
+from pyro_lvm.models.text.symbol_sequences import symbol_tag_information, symbol_word_associations
 from pyro_lvm.reproduce import data_path
 from pyro_lvm.tasks import symbol_sequences as task
-from pyro_lvm.train import Callback, fit
+from pyro_lvm.training.loop import Callback, fit
 
 
 def train_pair(args, data, vocab_size, L, K, estimator):

@@ -37,7 +37,7 @@ torch.set_num_threads(1)
 
 from pyro_lvm import fit, set_seed  # noqa: E402
 from pyro_lvm.models.topic import LDA, ProdLDA  # noqa: E402
-from pyro_lvm.scaling import full_data_elbo  # noqa: E402
+from pyro_lvm.infer.scaling import full_data_elbo  # noqa: E402
 from pyro_lvm.reproduce.topic_20ng import (add_arguments, evaluate, load_data, prodlda_row, sklearn_row,  # noqa: E402
                                            train_pyro)
 

@@ -14,7 +14,7 @@ draws reconstructions, prior samples and the loss per epoch.
         --hidden 512 256 --anneal-rate 1.5e-4 --epochs 16
 
 (``DATA/``: the folder with your copy of binarized MNIST, see docs/data.md.) The same model with
-every option, run folders and checkpoints is ``pyro-lvm train gumbel_vae``; the estimators are
+every option, run folders and checkpoints is ``pyro-lvm train categorical_vae``; the estimators are
 compared in docs/discrete_latents.md.
 """
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import pyro
 
 from pyro_lvm import fit, set_seed
-from pyro_lvm.diagnostics import CollapseDiagnostics, collapse_summary, plot_collapse
+from pyro_lvm.evaluation.diagnostics import CollapseDiagnostics, collapse_summary, plot_collapse
 from pyro_lvm.infer import AggressiveTraining, FreeBitsELBO, KLAnnealing
 from pyro_lvm.models import SequenceVAE, toy_splits
 

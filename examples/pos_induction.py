@@ -23,7 +23,7 @@ from tqdm import tqdm
 from pyro_lvm import plots, set_seed
 from pyro_lvm.data import load_tagged_corpus, toy_corpus
 from pyro_lvm.models import HMM, CategoricalEmission
-from pyro_lvm.tagging_metrics import contingency, tagging_scores, viterbi_tags
+from pyro_lvm.models.hmm.tagging_metrics import contingency, tagging_scores, viterbi_tags
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -21,7 +21,7 @@ import pyro
 from pyro_lvm import fit, plots, set_seed
 from pyro_lvm.data import load_lee_background, load_nvdm
 from pyro_lvm.models import ProdLDA
-from pyro_lvm.topic_metrics import format_topics, heldout_log_likelihood, perplexity, topic_report
+from pyro_lvm.models.topic.metrics import format_topics, heldout_log_likelihood, perplexity, topic_report
 
 
 def main(args: argparse.Namespace) -> dict:

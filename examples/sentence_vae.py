@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from pyro_lvm import decoding, elbo_terms, fit, log_likelihood, plots, set_seed
+from pyro_lvm import elbo_terms, fit, log_likelihood, plots, set_seed
+from pyro_lvm.models.text import decoding
 from pyro_lvm.data import Vocabulary, bucket_loader, encode_sentences, load_corpus
 from pyro_lvm.infer import FreeBitsELBO
 from pyro_lvm.models import SentenceVAE

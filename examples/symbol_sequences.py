@@ -25,8 +25,8 @@ from pyro_lvm import fit, plots, set_seed
 from pyro_lvm.data import Vocabulary, bucket_loader, encode_sentences, load_corpus
 from pyro_lvm.infer import ESTIMATORS, DiscreteELBO, KLScaledELBO
 from pyro_lvm.models import SymbolSequenceAutoencoder
-from pyro_lvm.models.symbol_sequences import symbol_word_associations
-from pyro_lvm.symbol_metrics import evaluate_model, exact_reconstructions
+from pyro_lvm.models.text.symbol_sequences import symbol_word_associations
+from pyro_lvm.models.text.symbol_metrics import evaluate_model, exact_reconstructions
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -30,7 +30,7 @@ from torch import nn
 from pyro_lvm import evaluation_report, fit, set_seed
 from pyro_lvm import plots
 from pyro_lvm.data import load_images
-from pyro_lvm.diagnostics import active_units
+from pyro_lvm.evaluation.diagnostics import active_units
 
 
 class VAE(nn.Module):

@@ -1,15 +1,15 @@
 """pyro_lvm: latent-variable models as Pyro model/guide pairs.
 
 Everything here works on *any* object with ``model(batch)`` and ``guide(batch)`` methods
-(see :mod:`pyro_lvm.base`): training (:func:`fit`), evaluation (:mod:`pyro_lvm.metrics`),
+(see :mod:`pyro_lvm.base`): training (:func:`fit`), evaluation (:mod:`pyro_lvm.evaluation.metrics`),
 KL control (:mod:`pyro_lvm.infer`) and inspection.
 """
 
 from .base import ModelGuidePair, check_pair
 from .checkpoint import load_checkpoint, set_seed
-from .metrics import elbo_terms, log_likelihood
-from .report import evaluation_report
-from .train import Callback, History, TrainingDivergedError, TrainState, fit
+from .evaluation.metrics import elbo_terms, log_likelihood
+from .evaluation.report import evaluation_report
+from .training.loop import Callback, History, TrainingDivergedError, TrainState, fit
 
 __version__ = "0.1.0"
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Sequence
 
-from . import tracking
+from .training import tracking
 from .tasks import TASKS, add_threads_argument, canonical, load_task
 
 PROG = "pyro-lvm"
@@ -209,7 +209,7 @@ VERBS: dict[str, Verb] = {
                     "rewrite a run folder's format-1 checkpoints in the current safe format"),
     "compare-estimators": Verb("pyro_lvm.cli:_compare_estimators_arguments",
                                "pyro_lvm.tasks.compare_estimators:cli_compare_estimators"),
-    "compare": Verb("pyro_lvm.compare:add_arguments", "pyro_lvm.compare:run", described=True),
+    "compare": Verb("pyro_lvm.evaluation.compare_runs:add_arguments", "pyro_lvm.evaluation.compare_runs:run", described=True),
     "reproduce": Verb("pyro_lvm.reproduce:add_arguments", "pyro_lvm.reproduce:run", described=True),
 }
 
@@ -243,7 +243,7 @@ def _train(args: argparse.Namespace) -> Any:
 
 def _run_verb(args: argparse.Namespace) -> Any:
     from .checkpoint import set_seed
-    from .runs import read_config
+    from .training.runs import read_config
 
     config = read_config(args.run)
     task = config["task"]
@@ -263,7 +263,7 @@ def _run_verb(args: argparse.Namespace) -> Any:
 
 def _upgrade(args: argparse.Namespace) -> dict[str, Any]:
     from .checkpoint import upgrade_checkpoint
-    from .runs import locked
+    from .training.runs import locked
 
     run = Path(args.run)
     if not run.is_dir():

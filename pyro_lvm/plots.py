@@ -145,7 +145,7 @@ def roll_with_states(roll: torch.Tensor, states: torch.Tensor, path: str | Path,
 
 def state_tag_frequencies(table, tags: Sequence[str], path: str | Path) -> Path:
     """``p(tag | state)`` as a heat map, from a ``(states, tags)`` table of co-occurrence counts
-    (:func:`pyro_lvm.tagging_metrics.contingency`)."""
+    (:func:`pyro_lvm.models.hmm.tagging_metrics.contingency`)."""
     import numpy as np
 
     plt = pyplot()

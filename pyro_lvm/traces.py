@@ -311,3 +311,36 @@ def restore(pair: Any, snap: Mapping[str, Any]) -> None:
     if isinstance(pair, nn.Module) and snap.get("pair") is not None:
         pair.load_state_dict(snap["pair"])
     restore_param_store(snap["param_store"], drop_others=True)
+
+
+def kl_units(q: Any, p: Any) -> torch.Size:
+    """The shape of a site's KL *units* (its dimensions for free bits and diagnostics): the batch
+    dims that ``Independent`` folded into the event, when guide and prior are both such
+    products of the same shape (``Normal(...).to_event(1)``: one unit per coordinate;
+    ``OneHotCategorical(...).to_event(1)``: one per categorical variable). A site whose KL does
+    not split so (a scalar site, a ``MultivariateNormal``) is one unit: ``()``."""
+    (qb, qn), (pb, pn) = unwrap_independent(q), unwrap_independent(p)
+    if qn == 0 or qn != pn or qb.event_shape != pb.event_shape:
+        return torch.Size()
+    return q.event_shape[:qn]
+
+
+def site_kl(name: str, q: Any, p: Any, value: torch.Tensor, per_dimension: bool, analytic: bool = True
+            ) -> tuple[torch.Tensor, bool]:
+    """KL of one latent site: ``(batch_shape + kl_units(q, p), analytic?)`` when
+    ``per_dimension``, else ``(batch_shape, analytic?)`` (summed over the event). Analytic
+    where PyTorch knows the KL (unless ``analytic=False``), else ``log q - log p`` at ``value``."""
+    if per_dimension and kl_units(q, p):
+        q, p = unwrap_independent(q)[0], unwrap_independent(p)[0]   # batch_shape: the site's + its units
+    if analytic:
+        try:
+            return _broadcast(torch.distributions.kl_divergence(q, p), q.batch_shape), True
+        except NotImplementedError:
+            pass
+    return _broadcast(q.log_prob(value) - p.log_prob(value), q.batch_shape), False
+
+
+def _broadcast(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``t`` expanded to ``shape``, keeping any extra dims on the left (enumerated values, a
+    prior that depends on an enumerated variable)."""
+    return t.expand(torch.broadcast_shapes(t.shape, shape))

@@ -215,7 +215,7 @@ def test_validation_works_with_trace_enum_elbo(with_annealing):
     pyro.set_rng_seed(3)
     a = TraceEnum_ELBO(max_plate_nesting=1).loss(pair.model, pair.guide, x[:8]) / 8
     pyro.set_rng_seed(3)
-    from pyro_lvm.train import evaluate_loss
+    from pyro_lvm.training.loop import evaluate_loss
     assert evaluate_loss(pair, x[:8], elbo) == pytest.approx(a, rel=1e-6)
 
 
@@ -241,7 +241,7 @@ def test_a_sampling_elbo_on_an_enumeration_marked_pair_says_what_to_pass():
 
 
 def test_activity_of_a_categorical_site_is_the_variance_of_its_class_probabilities():
-    from pyro_lvm.diagnostics import active_units, unit_activity
+    from pyro_lvm.evaluation.diagnostics import active_units, unit_activity
 
     set_seed(0)
     pair, x = GMMVAE(), real_data(40)
@@ -285,7 +285,7 @@ class ClusterBits(nn.Module):
 
 
 def test_mutual_information_uses_the_joint_guide():
-    from pyro_lvm.diagnostics import mutual_information
+    from pyro_lvm.evaluation.diagnostics import mutual_information
 
     set_seed(0)
     pair, x = ClusterBits(), 2 * torch.randn(8, 2)
@@ -371,7 +371,7 @@ def test_free_bits_gradient_on_bernoulli_latents_is_unbiased():
 
 def test_free_bits_logs_the_elbo_as_valid_loss_and_the_hinged_value_apart():
     from pyro_lvm.infer import FreeBitsELBO
-    from pyro_lvm.train import evaluate_loss
+    from pyro_lvm.training.loop import evaluate_loss
 
     set_seed(0)
     pair, x = StudentVAE(), real_data()
@@ -431,7 +431,7 @@ def test_a_cyclical_schedule_shows_in_the_history():
 
 
 def test_mutual_information_is_never_negative_on_a_weak_bernoulli_code():
-    from pyro_lvm.diagnostics import mutual_information
+    from pyro_lvm.evaluation.diagnostics import mutual_information
 
     set_seed(0)
     pair, x = SigmoidBeliefNet(), binary_data(200)
@@ -447,7 +447,7 @@ def test_mutual_information_is_never_negative_on_a_weak_bernoulli_code():
 
 
 def test_rao_blackwellised_mi_is_unbiased_for_bernoulli_latents():
-    from pyro_lvm.diagnostics import mutual_information
+    from pyro_lvm.evaluation.diagnostics import mutual_information
 
     set_seed(0)
     pair, x = TinySBN(), (torch.rand(8, 4, generator=torch.Generator().manual_seed(2)) < 0.5).float()
@@ -506,7 +506,7 @@ class BayesianBias(nn.Module):
 
 def test_global_latents_are_drawn_from_the_guide_and_shared_across_the_set():
     from pyro_lvm import evaluation_report, log_likelihood
-    from pyro_lvm.metrics import elbo_terms, set_log_likelihood
+    from pyro_lvm.evaluation.metrics import elbo_terms, set_log_likelihood
 
     pair, x = BayesianBias(), torch.randn(6, generator=torch.Generator().manual_seed(0)) + 0.5
     joint, pointwise, kl = pair.exact(x)
@@ -527,7 +527,7 @@ def test_global_latents_are_drawn_from_the_guide_and_shared_across_the_set():
 
 
 def test_collapse_diagnostics_read_the_local_sites_only():
-    from pyro_lvm.diagnostics import collapse_report
+    from pyro_lvm.evaluation.diagnostics import collapse_report
 
     pair, x = BayesianBias(), torch.randn(40, generator=torch.Generator().manual_seed(0))
     report = collapse_report(pair, x, batch_size=20)
@@ -570,9 +570,9 @@ def test_every_autoguide_trains_resumes_and_evaluates(name, tmp_path):
     from pyro.infer import autoguide
 
     from pyro_lvm import elbo_terms, evaluation_report, log_likelihood
-    from pyro_lvm.arviz_io import to_inference_data
+    from pyro_lvm.evaluation.arviz_io import to_inference_data
     from pyro_lvm.infer import FreeBitsELBO
-    from pyro_lvm.metrics import set_log_likelihood
+    from pyro_lvm.evaluation.metrics import set_log_likelihood
 
     make = lambda: AutoguidePair(getattr(autoguide, name))  # noqa: E731
     data = coin_data()
@@ -620,7 +620,7 @@ def test_every_autoguide_trains_resumes_and_evaluates(name, tmp_path):
 def test_autonormal_set_likelihood_matches_quadrature():
     from pyro.infer.autoguide import AutoNormal
 
-    from pyro_lvm.metrics import set_log_likelihood
+    from pyro_lvm.evaluation.metrics import set_log_likelihood
 
     pair = AutoguidePair(AutoNormal)
     data = coin_data()

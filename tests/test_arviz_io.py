@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyro_lvm.arviz_io import to_inference_data
+from pyro_lvm.evaluation.arviz_io import to_inference_data
 from pyro_lvm.models.topic import LDA, ProdLDA
 
 

@@ -327,10 +327,10 @@ def test_train_your_own_pair_by_file_and_function(runs, tmp_path, capsys):
     import pyro
 
     from pyro_lvm.checkpoint import set_seed
-    from pyro_lvm.report import evaluation_report
+    from pyro_lvm.evaluation.report import evaluation_report
     from pyro_lvm.tasks import pair as pair_task
     from pyro_lvm.tasks.user_pair import load_user_pair
-    from pyro_lvm.train import load_trained
+    from pyro_lvm.training.loop import load_trained
 
     spec = json.loads((runs["pair"] / "config.json").read_text())["pair"]
     run = tmp_path / "short"

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from pyro_lvm import decoding
+from pyro_lvm.models.text import decoding
 from pyro_lvm.cli import main as cli_main
 from pyro_lvm.data.text import Vocabulary, encode_sentences
-from pyro_lvm.models.cnn_decoder import (PRESETS, DilatedCNNDecoder, dilations_for, receptive_field_of,
-                                         resolve_conditioning)
-from pyro_lvm.models.sentence_vae import LSTMLanguageModel, SentenceVAE, load_sentence_model, save_sentence_model
+from pyro_lvm.models.text.cnn_decoder import (PRESETS, DilatedCNNDecoder, dilations_for, receptive_field_of,
+                                              resolve_conditioning)
+from pyro_lvm.models.text.sentence_vae import LSTMLanguageModel, SentenceVAE, load_sentence_model, save_sentence_model
 from pyro_lvm.tasks import sentence_vae as task
 from pyro_lvm.validation import InvalidArgumentError
 

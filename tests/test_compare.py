@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyro_lvm.cli import main
-from pyro_lvm.compare import comparison, load_run, render
+from pyro_lvm.evaluation.compare_runs import comparison, load_run, render
 
 
 def write_run(folder: Path, config: dict, metrics: dict | None, histories: dict[str, list[dict]]) -> Path:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from pyro_lvm.cli import main as cli_main
-from pyro_lvm.infer.discrete import ESTIMATORS, DiscreteELBO, applicable_estimators
-from pyro_lvm.infer.estimators import compare_estimators
+from pyro_lvm.infer.discrete.estimators import ESTIMATORS, DiscreteELBO, applicable_estimators
+from pyro_lvm.infer.discrete.comparison import compare_estimators
 
 
 class Spikes(nn.Module):

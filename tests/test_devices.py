@@ -52,7 +52,7 @@ def test_fit_moves_pair_and_batches_to_the_device(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_evaluation_follows_the_pair_to_its_device(device):
     from pyro_lvm import evaluation_report
-    from pyro_lvm.diagnostics import active_units, mutual_information
+    from pyro_lvm.evaluation.diagnostics import active_units, mutual_information
 
     torch.manual_seed(0)
     pair, batch, _ = build_example("vae")

@@ -19,13 +19,13 @@ from torch import nn
 
 from pyro_lvm import fit
 from pyro_lvm.data import load_digits_data
-from pyro_lvm.infer.discrete import (ConcreteCategorical, DiscreteELBO, GraphELBO, GumbelSoftmaxCategorical,
-                                     TemperatureAnnealing)
-from pyro_lvm.infer.estimators import check_enumerable, compare_estimators, enumeration_size
+from pyro_lvm.infer.discrete.estimators import (ConcreteCategorical, DiscreteELBO, GraphELBO, GumbelSoftmaxCategorical,
+                                                TemperatureAnnealing)
+from pyro_lvm.infer.discrete.comparison import check_enumerable, compare_estimators, enumeration_size
 from pyro_lvm.models import VAE
-from pyro_lvm.models.discrete_vae import CategoricalVAE
-from pyro_lvm.models.mixture import CategoricalMixture
-from pyro_lvm.models.ssvae import SSVAE, SemiSupervisedBatches, split_labelled
+from pyro_lvm.models.categorical_vae import CategoricalVAE
+from pyro_lvm.models.categorical_mixture import CategoricalMixture
+from pyro_lvm.models.ss_vae import SSVAE, SemiSupervisedBatches, split_labelled
 
 
 def grads_of(loss, params):
@@ -112,7 +112,7 @@ def test_graph_elbo_gradient_matches_tracegraph():
     pair = CategoricalMixture(4)
     params = list(pair.parameters())
     handler = {"estimator": "score-function-baseline", "role": "guide"}
-    from pyro_lvm.infer.discrete import with_estimator
+    from pyro_lvm.infer.discrete.estimators import with_estimator
 
     guide = with_estimator(pair.guide, handler)
     pyro.set_rng_seed(0)
@@ -310,11 +310,11 @@ def _args(task, **kw):
     return parser.parse_args(argv)
 
 
-def test_task_gumbel_vae_runs(tmp_path):
+def test_task_categorical_vae_runs(tmp_path):
     # (examples/categorical_vae.py is tested in tests/test_examples.py)
-    from pyro_lvm.tasks import gumbel_vae
+    from pyro_lvm.tasks import categorical_vae
 
-    m = gumbel_vae.main(_args(gumbel_vae, epochs=1, latents=3, classes=3, hidden=16, samples=2, out=tmp_path))
+    m = categorical_vae.main(_args(categorical_vae, epochs=1, latents=3, classes=3, hidden=16, samples=2, out=tmp_path))
     assert math.isfinite(m["test_neg_elbo"]) and m["test_neg_elbo"] > 0
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "samples.png").is_file()
 

@@ -27,11 +27,11 @@ from torch import nn
 
 from pyro_lvm import fit
 from pyro_lvm.infer import KLAnnealing, KLScaledELBO
-from pyro_lvm.infer.discrete import (ESTIMATORS, DiscreteELBO, TemperatureAnnealing, applicable_estimators,
-                                     estimator_applicability)
-from pyro_lvm.infer.estimators import compare_estimators
-from pyro_lvm.infer.gradient_variance import GradientVariance
-from pyro_lvm.infer.relaxed import GumbelSoftmaxBernoulli
+from pyro_lvm.infer.discrete.estimators import (ESTIMATORS, DiscreteELBO, TemperatureAnnealing, applicable_estimators,
+                                                estimator_applicability)
+from pyro_lvm.infer.discrete.comparison import compare_estimators
+from pyro_lvm.infer.discrete.gradient_variance import GradientVariance
+from pyro_lvm.infer.discrete.relaxed import GumbelSoftmaxBernoulli
 
 UNBIASED = ["rloo", "arm", "disarm", "rebar", "relax"]
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pyro_lvm import Callback, fit
-from pyro_lvm.distributed import WorkerFailedError, sharded_elbo
+from pyro_lvm.training.distributed import WorkerFailedError, sharded_elbo
 
 
 class MapPair(nn.Module):
@@ -71,7 +71,7 @@ def test_shard_losses_sum_to_the_whole_batch_loss(full_size, world):
 def test_shard_losses_of_a_full_data_objective_sum_to_the_whole_batch_loss(world, sharded_inside):
     """full_data_elbo (DatasetScale) under sharding: the per-datapoint terms, scaled by each
     shard's N / n_shard, are shared out as a subsampled plate's are, whichever handler wraps the other."""
-    from pyro_lvm.scaling import full_data_elbo
+    from pyro_lvm.infer.scaling import full_data_elbo
 
     idx, x = _data()
     pair = MapPair(len(idx))
@@ -168,7 +168,7 @@ def test_a_failing_rank_stops_the_run_and_is_named():
 
 
 def test_the_first_recorded_failure_is_reported_and_a_cut_short_record_is_skipped(tmp_path):
-    from pyro_lvm.distributed import _first_failure
+    from pyro_lvm.training.distributed import _first_failure
 
     (tmp_path / "rank0.error").write_text("")                       # killed between open and write
     (tmp_path / "rank2.error").write_text("20.0\nTraceback: later")
@@ -233,7 +233,7 @@ import os, sys
 sys.path.insert(0, {tests!r})
 from test_distributed import MapPair, _data
 from pyro_lvm import fit
-from pyro_lvm.distributed import leave_group
+from pyro_lvm.training.distributed import leave_group
 idx, x = _data()
 fit(MapPair(len(idx)), (idx, x), epochs=1, strategy="ddp", progress=False)  # Adam: imports torch.distributed.nn
 leave_group()

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyro_lvm import fit
-from pyro_lvm import hmm_inference as inf
+from pyro_lvm.models.hmm import inference as inf
 from pyro_lvm.data import music
 from pyro_lvm.data.tagged_text import load_masc_tagged, pad_ids, word_features, word_shape
 from pyro_lvm.models.hmm import (HMM, AutoregressiveBernoulliEmission, BernoulliEmission, CategoricalEmission, FeatureCategoricalEmission,
@@ -159,7 +159,7 @@ def make_data(kind, n=4, steps=6, seed=0):
 def test_within_frame_emission_is_normalised_and_samples_its_own_law():
     """OrderedBernoulli: key d sees the keys below it; its probabilities over all 2^D frames sum
     to 1, and draws follow them."""
-    from pyro_lvm.models.hmm_emissions import OrderedBernoulli
+    from pyro_lvm.models.hmm.emissions import OrderedBernoulli
 
     torch.manual_seed(0)
     law = OrderedBernoulli(torch.randn(2, 4), 2.0 * torch.randn(4, 4))  # a batch of two

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pyro_lvm import fit
 from pyro_lvm.models.hmm import HMM, AutoregressiveBernoulliEmission, BernoulliEmission, lengths_to_mask
-from pyro_lvm.models.hmm_family import FactorialHMM, PartiallyFactorialHMM, SecondOrderHMM
+from pyro_lvm.models.hmm.family import FactorialHMM, PartiallyFactorialHMM, SecondOrderHMM
 
 D = 3  # keys per frame
 

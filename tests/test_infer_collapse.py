@@ -17,9 +17,9 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_e
 from torch import nn
 
 from pyro_lvm import fit
-from pyro_lvm.train import Callback
-from pyro_lvm.diagnostics import (CollapseDiagnostics, active_units, collapse_report, kl_per_dimension,
-                                  mutual_information, plot_collapse, unit_activity)
+from pyro_lvm.training.loop import Callback
+from pyro_lvm.evaluation.diagnostics import (CollapseDiagnostics, active_units, collapse_report, kl_per_dimension,
+                                             mutual_information, plot_collapse, unit_activity)
 from pyro_lvm.infer import (AggressiveTraining, Constant, Cyclical, FreeBitsELBO, KLAnnealing, KLScaledELBO,
                             Linear, Sigmoid, kl_scale, make_schedule, split_parameters)
 

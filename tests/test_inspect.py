@@ -10,10 +10,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from pyro_lvm import set_seed
-from pyro_lvm.inspect import InspectionError, inspect_model, inspect_pair, render
+from pyro_lvm.inspection import InspectionError, inspect_model, inspect_pair, render
 from pyro_lvm.models import PPCA, VAE, Autoencoder
-from pyro_lvm.models.seq2seq_quiz import AttentionSeq2Seq
-from pyro_lvm.psis import pareto_khat, psis_khat, psis_report, psis_summary
+from pyro_lvm.models.attention_seq2seq import AttentionSeq2Seq
+from pyro_lvm.evaluation.psis import pareto_khat, psis_khat, psis_report, psis_summary
 from pyro_lvm.tasks import INSPECTABLE
 from pyro_lvm.tasks.inspect_task import add_inspect_arguments, build_example, cli_inspect
 

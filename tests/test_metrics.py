@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from pyro_lvm import elbo_terms, fit, log_likelihood, set_seed
-from pyro_lvm.metrics import log_weight_terms
+from pyro_lvm.evaluation.metrics import log_weight_terms
 from pyro_lvm.models import PPCA, Autoencoder
 
 
@@ -114,7 +114,7 @@ class GlobalLatentPair:
 
 
 def test_global_latent_draws_are_shared_across_the_set():
-    from pyro_lvm.metrics import set_log_likelihood
+    from pyro_lvm.evaluation.metrics import set_log_likelihood
 
     # x_i = mu + noise with mu ~ N(0, 1) drawn from the guide (= the prior): jointly x ~ N(0, I + 11^T)
     x = torch.zeros(4)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import pyro_lvm
-from pyro_lvm import compare, tracking
+from pyro_lvm.evaluation import compare_runs as compare
+from pyro_lvm.training import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 

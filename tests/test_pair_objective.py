@@ -16,7 +16,7 @@ import pyro_lvm.models
 from pyro_lvm import Callback, fit
 from pyro_lvm.infer import DiscreteELBO
 from pyro_lvm.models.hmm import HMM, CategoricalEmission
-from pyro_lvm.models.mixture import CategoricalMixture
+from pyro_lvm.models.categorical_mixture import CategoricalMixture
 from pyro_lvm.models.topic import LDA, ProdLDA
 from pyro_lvm.models.vae import VAE
 
@@ -24,21 +24,22 @@ from pyro_lvm.models.vae import VAE
 def built_in_pairs():
     """Every class in pyro_lvm.models with a model and a guide method (found, not listed)."""
     found = {}
-    for info in pkgutil.iter_modules(pyro_lvm.models.__path__):
-        module = importlib.import_module(f"pyro_lvm.models.{info.name}")
+    for info in pkgutil.walk_packages(pyro_lvm.models.__path__, "pyro_lvm.models."):
+        module = importlib.import_module(info.name)
         for name, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ == module.__name__ and callable(getattr(cls, "model", None)) \
                     and callable(getattr(cls, "guide", None)) and not name.startswith("_"):
-                found[f"{info.name}.{name}"] = cls
+                found[f"{info.name.removeprefix('pyro_lvm.models.')}.{name}"] = cls
     return found
 
 
 def test_the_pairs_are_found():
     names = set(built_in_pairs())
-    for expected in ("vae.VAE", "vae.Autoencoder", "ppca.PPCA", "mixture.CategoricalMixture", "hmm.HMM",
-                     "hmm_family.FactorialHMM", "topic.ProdLDA", "topic.LDA", "discrete_vae.CategoricalVAE",
-                     "ssvae.SSVAE", "sentence_vae.SentenceVAE", "symbol_sequences.SymbolSequenceAutoencoder",
-                     "collapse_toy.SequenceVAE", "seq2seq_quiz.AttentionSeq2Seq"):
+    for expected in ("vae.VAE", "vae.Autoencoder", "ppca.PPCA", "categorical_mixture.CategoricalMixture", "hmm.hmm.HMM",
+                     "hmm.family.FactorialHMM", "topic.prodlda.ProdLDA", "topic.lda.LDA",
+                     "categorical_vae.CategoricalVAE", "ss_vae.SSVAE", "text.sentence_vae.SentenceVAE",
+                     "text.symbol_sequences.SymbolSequenceAutoencoder", "collapse_toy.SequenceVAE",
+                     "attention_seq2seq.AttentionSeq2Seq"):
         assert expected in names
 
 

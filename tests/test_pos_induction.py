@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_lvm import hmm_inference as inf
+from pyro_lvm.models.hmm import inference as inf
 from pyro_lvm.cli import main as cli_main
 from pyro_lvm.data.tagged_text import load_tagged_corpus, read_conllu, read_slash_tagged, read_tagged
 from pyro_lvm.data.word_vectors import WordVectors, embedding_key, load_or_train_word_vectors, prepare_text
 from pyro_lvm.models.hmm import HMM, BernoulliEmission, CategoricalEmission, lengths_to_mask
-from pyro_lvm.models.hmm_word_emissions import (EmbeddingGaussianEmission, NeuralCategoricalEmission,
+from pyro_lvm.models.hmm.word_emissions import (EmbeddingGaussianEmission, NeuralCategoricalEmission,
                                                 VolumePreservingFlow, char_ids)
 
 CONLLU = """# sent_id = 1
@@ -274,7 +274,7 @@ def test_adam_trains_chain_and_emission_at_their_own_rates_through_fit():
     """The task's Adam path is fit() over length-sorted batches (a BatchList) with one
     learning rate for the chain and one for the emission."""
     from pyro_lvm import fit
-    from pyro_lvm.batching import BatchList
+    from pyro_lvm.training.batching import BatchList
     from pyro_lvm.data import toy_corpus
     from pyro_lvm.tasks.pos_induction import chain_and_emission_adam, run_adam
 

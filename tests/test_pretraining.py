@@ -10,8 +10,8 @@ from torch import nn
 from pyro_lvm import fit
 from pyro_lvm.infer import KLScaledELBO
 from pyro_lvm.infer.pretraining import PretrainedHistory, decoder_parameters, pretrain_and_fit
-from pyro_lvm.runs import RunFolderError
-from pyro_lvm.train import evaluate_loss
+from pyro_lvm.training.runs import RunFolderError
+from pyro_lvm.training.loop import evaluate_loss
 from pyro_lvm.validation import InvalidArgumentError
 
 X = torch.randn(64, 6)
@@ -98,7 +98,7 @@ def test_initial_reset_restores_the_decoder_and_keeps_the_encoder(monkeypatch):
             after_reset.update({n: p.detach().clone() for n, p in pair.named_parameters()})
         return real_fit(pair, *args, elbo=elbo, **kwargs)
 
-    import pyro_lvm.train as loop  # the recipe imports fit from the loop when it runs
+    import pyro_lvm.training.loop as loop  # the recipe imports fit from the loop when it runs
 
     real_fit = loop.fit
     monkeypatch.setattr(loop, "fit", spy_fit)

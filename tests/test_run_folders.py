@@ -1,4 +1,4 @@
-"""Nothing lost: a run folder is never left inconsistent (pyro_lvm.runs, fit(checkpoint_dir=...)).
+"""Nothing lost: a run folder is never left inconsistent (pyro_lvm.training.runs, fit(checkpoint_dir=...)).
 
 A folder holding a run is written only with resume/overwrite; one process at a time holds it
 (a second is refused, "in use"); a killed writer's temporaries are removed at the next start;
@@ -19,7 +19,7 @@ import torch
 from pyro_lvm import Callback, TrainingDivergedError, fit, set_seed
 from pyro_lvm.cli import main as cli_main
 from pyro_lvm.models import VAE
-from pyro_lvm.runs import LOCK_NAME, RunFolderError, RunFolderInUseError, in_use
+from pyro_lvm.training.runs import LOCK_NAME, RunFolderError, RunFolderInUseError, in_use
 
 ROOT = Path(__file__).resolve().parents[1]
 X = (torch.rand(64, 16, generator=torch.Generator().manual_seed(0)) < 0.3).float()
@@ -118,7 +118,7 @@ def test_divergence_message_is_right_about_checkpoints(tmp_path):
 
 HOLD = """
 import sys, time
-from pyro_lvm.runs import locked
+from pyro_lvm.training.runs import locked
 with locked(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)

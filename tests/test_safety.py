@@ -78,7 +78,7 @@ def test_cli_evaluate_refuses_a_crafted_checkpoint_in_a_run(tmp_path, capsys):
 
 
 def test_a_crafted_sentence_model_is_refused(tmp_path):
-    from pyro_lvm.models.sentence_vae import load_sentence_model
+    from pyro_lvm.models.text.sentence_vae import load_sentence_model
 
     marker = tmp_path / "ran"
     with pytest.raises(CheckpointError, match="could run code"):

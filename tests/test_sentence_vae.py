@@ -16,14 +16,15 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from pyro_lvm import decoding, fit
+from pyro_lvm import fit
+from pyro_lvm.models.text import decoding
 from pyro_lvm.cli import main as cli_main
 from pyro_lvm.data.text import (BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, BucketBatchSampler, Vocabulary, bucket_loader,
                                 count_tokens, encode_sentences, lengths_of, load_corpus, load_embedded_corpus, read_ptb,
                                 read_sentences, simple_sentences, tokenize, tokenize_text, unk_rate)
-from pyro_lvm.metrics import elbo_terms, log_likelihood
-from pyro_lvm.models.sentence_vae import (LSTMLanguageModel, SentenceAutoencoder, SentenceVAE, WordCategorical,
-                                          check_tokens, load_sentence_model, save_sentence_model, word_dropout)
+from pyro_lvm.evaluation.metrics import elbo_terms, log_likelihood
+from pyro_lvm.models.text.sentence_vae import (LSTMLanguageModel, SentenceAutoencoder, SentenceVAE, WordCategorical,
+                                               check_tokens, load_sentence_model, save_sentence_model, word_dropout)
 from pyro_lvm.tasks import sentence_vae as task
 
 ROOT = Path(__file__).resolve().parents[1]

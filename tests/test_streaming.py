@@ -11,8 +11,8 @@ from torch import nn
 from pyro_lvm import fit
 from pyro_lvm.data.streaming import StreamingSentences, scan_sentences
 from pyro_lvm.data.text import BOS_ID, EOS_ID, PAD_ID, Vocabulary
-from pyro_lvm.models.sentence_vae import SentenceVAE
-from pyro_lvm.scaling import full_data_elbo
+from pyro_lvm.models.text.sentence_vae import SentenceVAE
+from pyro_lvm.infer.scaling import full_data_elbo
 
 WORDS = "the a cat dog sat ran on mat under tree quickly slowly".split()
 

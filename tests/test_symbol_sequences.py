@@ -12,15 +12,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyro_lvm import decoding, fit
+from pyro_lvm import fit
+from pyro_lvm.models.text import decoding
 from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.cli import main as cli_main
 from pyro_lvm.data.text import Vocabulary, encode_sentences
 from pyro_lvm.infer import KLScaledELBO
-from pyro_lvm.infer.discrete import ESTIMATORS, DiscreteELBO
-from pyro_lvm.infer.estimators import compare_estimators
-from pyro_lvm.models.symbol_sequences import (SymbolSequenceAutoencoder, mutual_information, symbol_tag_information,
-                                              symbol_word_associations)
+from pyro_lvm.infer.discrete.estimators import ESTIMATORS, DiscreteELBO
+from pyro_lvm.infer.discrete.comparison import compare_estimators
+from pyro_lvm.models.text.symbol_sequences import (SymbolSequenceAutoencoder, mutual_information, symbol_tag_information,
+                                                   symbol_word_associations)
 from pyro_lvm.tasks import symbol_sequences as task
 from pyro_lvm.validation import InvalidArgumentError
 

@@ -17,13 +17,13 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from pyro_lvm import fit, set_seed
-from pyro_lvm.scaling import full_data_elbo
+from pyro_lvm.infer.scaling import full_data_elbo
 from pyro_lvm.data.bow import (BowCorpus, build_vocabulary, check_counts, check_same_vocabulary, corpus_from_texts,
                                count_matrix, load_nvdm, read_texts, tokenize)
 from pyro_lvm.models.topic import (LDA, BagOfWords, ProdLDA, counts_to_tokens, laplace_dirichlet_prior,
                                    log_likelihood_enumerated_brute_force)
-from pyro_lvm.topic_metrics import (heldout_log_likelihood, npmi_coherence, perplexity, top_word_ids, top_words,
-                                    topic_diversity)
+from pyro_lvm.models.topic.metrics import (heldout_log_likelihood, npmi_coherence, perplexity, top_word_ids, top_words,
+                                           topic_diversity)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -289,14 +289,14 @@ def test_collapsed_lda_recovers_planted_topics_and_heldout_bounds():
 
 
 def test_heldout_importance_sampling_matches_generic_estimator():
-    from pyro_lvm.metrics import log_likelihood
+    from pyro_lvm.evaluation.metrics import log_likelihood
 
     counts, _ = planted_corpus(n_docs=30)
     set_seed(0)
     model = ProdLDA(40, 4, hidden=16)
     fit(model, counts, elbo=pyro.infer.TraceMeanField_ELBO(), epochs=20, batch_size=10, lr=1e-2, progress=False)
     ours = heldout_log_likelihood(model, counts, num_samples=2000)["log_lik"]
-    generic = log_likelihood(model.eval(), counts, num_samples=2000)   # pyro_lvm.metrics: any pair
+    generic = log_likelihood(model.eval(), counts, num_samples=2000)   # pyro_lvm.evaluation.metrics: any pair
     # two independent Monte Carlo estimates (heavy-tailed weights); a missing term would differ by tens of nats
     assert float((ours - generic).abs().max()) < 1.0
     assert float((ours - generic).abs().mean()) < 0.2

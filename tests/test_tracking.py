@@ -17,9 +17,9 @@ from torch import nn
 
 from pyro_lvm import Callback, fit
 from pyro_lvm.cli import main
-from pyro_lvm.diagnostics import CollapseDiagnostics
+from pyro_lvm.evaluation.diagnostics import CollapseDiagnostics
 from pyro_lvm.infer.annealing import KLAnnealing
-from pyro_lvm.tracking import MLflowLogger, TensorBoardLogger, flatten, mlflow_uri, split_record
+from pyro_lvm.training.tracking import MLflowLogger, TensorBoardLogger, flatten, mlflow_uri, split_record
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is part of the test set-up")
 pytest.importorskip("mlflow", reason="the mlflow extra is part of the test set-up")
@@ -219,7 +219,7 @@ class Boom(Callback):
 
 
 def test_a_failing_command_leaves_its_runs_marked_failed(tmp_path):
-    from pyro_lvm.tracking import Session
+    from pyro_lvm.training.tracking import Session
 
     ml = MLflowLogger(tmp_path / "ml", experiment="fail")
     x = torch.randn(30, 5)

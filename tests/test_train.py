@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pyro_lvm import Callback, TrainingDivergedError, fit, load_checkpoint, set_seed
 from pyro_lvm.checkpoint import atomic_json_save, atomic_torch_save
 from pyro_lvm.models import VAE
-from pyro_lvm.train import TimeLimit
+from pyro_lvm.training.loop import TimeLimit
 
 X = (torch.rand(96, 16, generator=torch.Generator().manual_seed(0)) < 0.3).float()
 
@@ -373,7 +373,7 @@ def length_sorted_batches():
 
 
 def test_batch_list_takes_batches_whole_in_a_seeded_order_per_epoch():
-    from pyro_lvm.batching import BatchList
+    from pyro_lvm.training.batching import BatchList
     from pyro_lvm.checkpoint import epoch_generator
 
     batches = length_sorted_batches()
@@ -398,8 +398,8 @@ def test_batch_list_takes_batches_whole_in_a_seeded_order_per_epoch():
 
 
 def test_batch_list_resume_is_exact_and_evaluation_counts_datapoints(tmp_path):
-    from pyro_lvm.batching import BatchList, loss_value, num_datapoints
-    from pyro_lvm.train import evaluate_loss
+    from pyro_lvm.training.batching import BatchList, loss_value, num_datapoints
+    from pyro_lvm.training.loop import evaluate_loss
 
     data = BatchList(length_sorted_batches())
     assert len(data) == 5 and num_datapoints(data) == 15
@@ -421,7 +421,7 @@ def test_batch_list_resume_is_exact_and_evaluation_counts_datapoints(tmp_path):
 
 
 def test_batch_list_refuses_what_is_not_a_batch():
-    from pyro_lvm.batching import BatchList
+    from pyro_lvm.training.batching import BatchList
 
     with pytest.raises(ValueError, match="at least one batch"):
         BatchList([])

@@ -6,7 +6,7 @@ import torch
 
 from pyro_lvm import elbo_terms, fit, set_seed
 from pyro_lvm.models import VAE, Autoencoder
-from pyro_lvm.train import evaluate_loss
+from pyro_lvm.training.loop import evaluate_loss
 
 
 @pytest.mark.parametrize("architecture, x_dim", [("mlp", 64), ("conv", 784)])

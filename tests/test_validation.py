@@ -14,15 +14,15 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
 from pyro_lvm import elbo_terms, evaluation_report, fit, log_likelihood
-from pyro_lvm.diagnostics import active_units, collapse_report, kl_per_dimension, kl_per_site, mutual_information
-from pyro_lvm.infer.estimators import compare_estimators
+from pyro_lvm.evaluation.diagnostics import active_units, collapse_report, kl_per_dimension, kl_per_site, mutual_information
+from pyro_lvm.infer.discrete.comparison import compare_estimators
 from pyro_lvm.models import VAE, Autoencoder
 from pyro_lvm.models.collapse_toy import SequenceVAE
-from pyro_lvm.models.discrete_vae import CategoricalVAE
-from pyro_lvm.models.mixture import CategoricalMixture
-from pyro_lvm.models.ssvae import SSVAE
+from pyro_lvm.models.categorical_vae import CategoricalVAE
+from pyro_lvm.models.categorical_mixture import CategoricalMixture
+from pyro_lvm.models.ss_vae import SSVAE
 from pyro_lvm.models.topic import LDA, ProdLDA
-from pyro_lvm.psis import psis_khat
+from pyro_lvm.evaluation.psis import psis_khat
 from pyro_lvm.validation import InvalidArgumentError, Integer, Number, Sizes, check
 
 X = (torch.rand(12, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()

@@ -546,7 +546,7 @@ def cap_elbo_terms(name):
 
 def cap_log_likelihood(name):
     from pyro_lvm import log_likelihood
-    from pyro_lvm.metrics import set_log_likelihood
+    from pyro_lvm.evaluation.metrics import set_log_likelihood
 
     case = CASES[name]
     pair, train, valid = make(name)
@@ -604,7 +604,7 @@ def cap_aggressive(name):
 
 
 def cap_collapse(name):
-    from pyro_lvm.diagnostics import collapse_report
+    from pyro_lvm.evaluation.diagnostics import collapse_report
 
     pair, _, valid = make(name)
     report = collapse_report(pair, valid, batch_size=BATCH)
@@ -619,7 +619,7 @@ def cap_estimator(name, estimator):
 
 
 def cap_compare_estimators(name):
-    from pyro_lvm.infer.estimators import compare_estimators
+    from pyro_lvm.infer.discrete.comparison import compare_estimators
 
     pair, _, valid = make(name)
     cmp = compare_estimators(pair, valid, repeats=2, temperatures=[1.0], warmup=1)
@@ -628,7 +628,7 @@ def cap_compare_estimators(name):
 
 def cap_inspect(name):
     from pyro_lvm import cli
-    from pyro_lvm.inspect import inspect_pair
+    from pyro_lvm.inspection import inspect_pair
 
     pair, _, valid = make(name)
     report = inspect_pair(pair, valid)
@@ -639,8 +639,8 @@ def cap_inspect(name):
 
 
 def cap_arviz(name):
-    from pyro_lvm.arviz_io import to_inference_data
-    from pyro_lvm.inspect import inspect_pair
+    from pyro_lvm.evaluation.arviz_io import to_inference_data
+    from pyro_lvm.inspection import inspect_pair
 
     pair, _, valid = make(name)
     sites = [r.name for r in inspect_pair(pair, valid) if r.kind == "sample" and r.latent and r.in_model]
@@ -649,7 +649,7 @@ def cap_arviz(name):
 
 
 def _estimator_names() -> list[str]:
-    from pyro_lvm.infer.discrete import ESTIMATORS
+    from pyro_lvm.infer.discrete.estimators import ESTIMATORS
 
     return list(ESTIMATORS)  # the one registry of estimator names: new ones join the matrix by themselves
 

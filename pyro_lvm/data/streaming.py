@@ -16,7 +16,7 @@ time: the buffer is sorted by length so batches carry little padding (bucketing)
 order of its batches is shuffled with a generator seeded by ``(seed, epoch)``. ``fit`` calls
 :meth:`StreamingSentences.set_epoch` each epoch, so a resumed run sees the same batches.
 
-With :func:`pyro_lvm.scaling.full_data_elbo` each batch's loss is an unbiased estimate of
+With :func:`pyro_lvm.infer.scaling.full_data_elbo` each batch's loss is an unbiased estimate of
 the whole corpus's negative ELBO, which keeps global latents weighted right.
 """
 

@@ -3,7 +3,7 @@
 A corpus is a list of sentences, each a list of string tokens. :func:`encode_sentences`
 turns it into one ``LongTensor (N, T)`` whose rows are ``<bos> w_1 ... w_n <eos> <pad> ...``;
 ``<pad>`` is id 0, so ``tokens != PAD`` is the mask of real positions. That tensor is the
-batch the sentence models take (:mod:`pyro_lvm.models.sentence_vae`), and
+batch the sentence models take (:mod:`pyro_lvm.models.text.sentence_vae`), and
 :func:`bucket_loader` serves it in batches of similar lengths, trimmed of all-padding columns.
 
 Readers:

@@ -5,9 +5,9 @@ logging the gradient's variance during training."""
 
 from .aggressive import AggressiveTraining, split_parameters
 from .annealing import KLAnnealing
-from .discrete import ESTIMATORS, DiscreteELBO, TemperatureAnnealing, applicable_estimators, estimator_applicability
-from .estimators import compare_estimators
-from .gradient_variance import GradientVariance
+from .discrete.estimators import ESTIMATORS, DiscreteELBO, TemperatureAnnealing, applicable_estimators, estimator_applicability
+from .discrete.comparison import compare_estimators
+from .discrete.gradient_variance import GradientVariance
 from .handlers import KLScaledELBO, KLScaleMessenger, kl_scale
 from .objectives import FreeBitsELBO
 from .schedules import Constant, Cyclical, Linear, Schedule, Sigmoid, make_schedule

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..base import batch_args, batch_size as _batch_size, batch_to
 from ..traces import (detached, discover_parameters, is_auxiliary, is_latent_site, is_random, local_and_global,
                       preserved_rng, replay_model)
-from ..callbacks import Callback, TrainState
+from ..training.callbacks import Callback, TrainState
 from ..validation import Number, as_tensors as _as_tensors, check, positive_int
 
 
@@ -123,7 +123,7 @@ class AggressiveTraining(Callback):
 
     # ------------------------------------------------------------------ helpers
     def _setup(self, state: TrainState, batch: Any) -> None:
-        from ..diagnostics import no_local_sites
+        from ..evaluation.diagnostics import no_local_sites
 
         args, kwargs = batch_args(batch)
         with torch.no_grad(), preserved_rng():
@@ -220,7 +220,7 @@ class AggressiveTraining(Callback):
             self._inner_steps.append(self.inner_loop(state, batch))
 
     def _mutual_information(self, state: TrainState) -> tuple[float, str]:
-        from ..diagnostics import mutual_information
+        from ..evaluation.diagnostics import mutual_information
 
         data = self.valid_data if self.valid_data is not None else getattr(state, "valid_data", None)
         if data is not None:

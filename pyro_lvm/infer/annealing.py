@@ -1,4 +1,4 @@
-"""``KLAnnealing``: a :class:`~pyro_lvm.train.Callback` that drives the KL weight of ``fit()``.
+"""``KLAnnealing``: a :class:`~pyro_lvm.training.loop.Callback` that drives the KL weight of ``fit()``.
 
 At the start of training it wraps the training objective in :class:`KLScaledELBO` (the
 validation loss that ``fit`` logs stays the unscaled ELBO), sets ``beta = schedule(step)``
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..callbacks import Callback, TrainState
+from ..training.callbacks import Callback, TrainState
 from .handlers import KLScaledELBO, check_beta
 from .schedules import make_schedule
 

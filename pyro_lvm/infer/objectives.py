@@ -1,6 +1,6 @@
 """Free bits (Kingma et al. 2016), per dimension as in Li et al. (2019), for any pair.
 
-For every latent site ``z``, each of its dimensions' KL (see :func:`kl_units`: the coordinates
+For every latent site ``z``, each of its dimensions' KL (see :func:`pyro_lvm.traces.kl_units`: the coordinates
 of a ``Normal(loc, scale).to_event(1)`` over ``(batch, d)``, the variables of a
 ``OneHotCategorical(...).to_event(1)``; a scalar site or a ``MultivariateNormal`` is one
 dimension), averaged over the batch, enters the loss as ``max(lambda, KL_d)``::
@@ -45,8 +45,8 @@ from pyro.infer import Trace_ELBO
 from pyro.poutine.util import prune_subsample_sites
 
 from ..base import batch_size as _batch_size
-from ..traces import (data_plate_frame, enumeration_mark, is_auxiliary, is_latent_site, is_point_mass,
-                      pair_plate_nesting, replay_model, unwrap_independent)
+from ..traces import (data_plate_frame, enumeration_mark, is_auxiliary, is_latent_site, is_point_mass, kl_units,
+                      pair_plate_nesting, replay_model, site_kl)
 from .handlers import _selector
 from ..validation import positive_int
 
@@ -95,39 +95,6 @@ def _mask_like(mask: Any, shape: torch.Size, ref: torch.Tensor) -> torch.Tensor:
     m = mask.to(ref.dtype)
     m = m.reshape(m.shape + (1,) * (len(shape) - m.dim())) if m.dim() < len(shape) else m
     return m.expand(shape)
-
-
-def kl_units(q: Any, p: Any) -> torch.Size:
-    """The shape of a site's KL *units* (its dimensions for free bits and diagnostics): the batch
-    dims that ``Independent`` folded into the event, when guide and prior are both such
-    products of the same shape (``Normal(...).to_event(1)``: one unit per coordinate;
-    ``OneHotCategorical(...).to_event(1)``: one per categorical variable). A site whose KL does
-    not split so (a scalar site, a ``MultivariateNormal``) is one unit: ``()``."""
-    (qb, qn), (pb, pn) = unwrap_independent(q), unwrap_independent(p)
-    if qn == 0 or qn != pn or qb.event_shape != pb.event_shape:
-        return torch.Size()
-    return q.event_shape[:qn]
-
-
-def site_kl(name: str, q: Any, p: Any, value: torch.Tensor, per_dimension: bool, analytic: bool = True
-            ) -> tuple[torch.Tensor, bool]:
-    """KL of one latent site: ``(batch_shape + kl_units(q, p), analytic?)`` when
-    ``per_dimension``, else ``(batch_shape, analytic?)`` (summed over the event). Analytic
-    where PyTorch knows the KL (unless ``analytic=False``), else ``log q - log p`` at ``value``."""
-    if per_dimension and kl_units(q, p):
-        q, p = unwrap_independent(q)[0], unwrap_independent(p)[0]   # batch_shape: the site's + its units
-    if analytic:
-        try:
-            return _broadcast(torch.distributions.kl_divergence(q, p), q.batch_shape), True
-        except NotImplementedError:
-            pass
-    return _broadcast(q.log_prob(value) - p.log_prob(value), q.batch_shape), False
-
-
-def _broadcast(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``t`` expanded to ``shape``, keeping any extra dims on the left (enumerated values, a
-    prior that depends on an enumerated variable)."""
-    return t.expand(torch.broadcast_shapes(t.shape, shape))
 
 
 def _log_q(site: dict) -> torch.Tensor:

@@ -37,11 +37,12 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
-from .. import runs, validation
+from .. import validation
+from ..training import runs
 from ..base import batch_args
 from ..checkpoint import atomic_torch_save, load_checkpoint
-from ..batching import iterate_batches
-from ..callbacks import Callback, History
+from ..training.batching import iterate_batches
+from ..training.callbacks import Callback, History
 from .aggressive import split_parameters
 from .handlers import KLScaledELBO, is_latent_site
 from .objectives import FreeBitsELBO
@@ -51,7 +52,7 @@ RESETS = ("initial", "fresh")
 
 @dataclass
 class PretrainedHistory(History):
-    """:class:`~pyro_lvm.train.History` of the training phase, with the pretraining's and the
+    """:class:`~pyro_lvm.training.loop.History` of the training phase, with the pretraining's and the
     names of the parameters that were reset."""
 
     pretraining: History = field(default_factory=History)
@@ -135,7 +136,7 @@ def _fresh_resetters(pair: Any, chosen: list[tuple[str, torch.Tensor]]) -> list[
 
 
 def _files(folder: Path) -> list[Path]:
-    from ..train import CHECKPOINT_FILES  # infer sits below the training loop: imported when used
+    from ..training.loop import CHECKPOINT_FILES  # infer sits below the training loop: imported when used
 
     return [folder / name for name in CHECKPOINT_FILES if (folder / name).exists()]
 
@@ -165,7 +166,7 @@ def pretrain_and_fit(pair: Any, train_data: Any, valid_data: Any = None, *, pret
         pyro_lvm.validation.InvalidArgumentError: a bad argument.
         ValueError: ``reset`` on a pair with no decoder parameters (see :func:`decoder_parameters`).
     """
-    from ..train import fit  # the recipe is two fit() calls; infer sits below the loop, so imported here
+    from ..training.loop import fit  # the recipe is two fit() calls; infer sits below the loop, so imported here
 
     validation.pair(pair)
     validation.Integer(1)("pretrain_epochs", pretrain_epochs)

@@ -1,14 +1,14 @@
 """Model/guide pairs, one module per family."""
 
 from .collapse_toy import SequenceVAE, toy_splits
-from .discrete_vae import CategoricalVAE
+from .categorical_vae import CategoricalVAE
 from .hmm import HMM
-from .hmm_emissions import BernoulliEmission, CategoricalEmission
-from .mixture import CategoricalMixture
+from .hmm.emissions import BernoulliEmission, CategoricalEmission
+from .categorical_mixture import CategoricalMixture
 from .ppca import PPCA
-from .sentence_vae import SentenceVAE
-from .ssvae import SSVAE, SemiSupervisedBatches, split_labelled
-from .symbol_sequences import SymbolSequenceAutoencoder
+from .text.sentence_vae import SentenceVAE
+from .ss_vae import SSVAE, SemiSupervisedBatches, split_labelled
+from .text.symbol_sequences import SymbolSequenceAutoencoder
 from .topic import LDA, ProdLDA
 from .vae import VAE, Autoencoder
 

@@ -33,9 +33,9 @@ from torch import nn
 
 from ..checkpoint import set_seed
 from ..data import load_binarized_mnist, load_digits_data
-from ..distributed import free_port
+from ..training.distributed import free_port
 from ..models import VAE
-from ..train import Callback, fit
+from ..training.loop import Callback, fit
 from . import Budget, Reproduction, data_path
 from .vae_overhead import hand_negative_elbo
 
@@ -162,7 +162,7 @@ def sentence_rows(args: argparse.Namespace) -> list[dict]:
     from torch.utils.data import DataLoader
 
     from ..data.text import Vocabulary, bucket_loader, encode_sentences, load_corpus
-    from ..models.sentence_vae import SentenceVAE
+    from ..models.text.sentence_vae import SentenceVAE
 
     corpus = load_corpus("embedded")
     sentences = corpus.train[:args.sentences]

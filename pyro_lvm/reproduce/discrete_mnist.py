@@ -27,11 +27,11 @@ import torch
 from torch.nn import functional as F
 
 from ..data import load_binarized_mnist, load_digits_data
-from ..infer.discrete import TemperatureAnnealing
-from ..infer.relaxed import conditional_gumbel, gumbel_noise
-from ..models.discrete_vae import CategoricalVAE
+from ..infer.discrete.estimators import TemperatureAnnealing
+from ..infer.discrete.relaxed import conditional_gumbel, gumbel_noise
+from ..models.categorical_vae import CategoricalVAE
 from ..models.networks import mlp
-from ..train import Callback, fit
+from ..training.loop import Callback, fit
 from ..checkpoint import set_seed
 from . import Budget, Reproduction, data_path
 

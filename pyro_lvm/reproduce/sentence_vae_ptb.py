@@ -4,7 +4,7 @@ Trains, on ``ptb.train.txt``, an LSTM language model and the sentence VAE with e
 selects every model by its validation loss (best epoch restored, optional early stopping);
 reports on ``ptb.test.txt``: NLL per sentence (importance sampling with ``--samples``
 proposals, He et al. use 500), perplexity per token (words + <eos>) from that NLL, KL,
-mutual information and active units (``pyro_lvm.diagnostics``), reconstruction accuracy,
+mutual information and active units (``pyro_lvm.evaluation.diagnostics``), reconstruction accuracy,
 and wall time per epoch. ``--batches-per-epoch`` makes an "epoch" a fixed number of batches
 (the bucketed passes over the data continue across epochs), so that validation, best-epoch
 selection and the aggressive phase's MI check come more often than once per pass.
@@ -36,7 +36,7 @@ import torch
 from ..checkpoint import set_seed
 from ..data.text import BucketBatchSampler, bucket_loader
 from ..tasks import sentence_vae as task
-from ..train import Callback, TimeLimit
+from ..training.loop import Callback, TimeLimit
 from . import Budget, Reproduction, data_path
 
 ROWS = {  # name: (model kind, remedy, use word dropout)

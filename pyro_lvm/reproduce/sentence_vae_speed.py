@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import set_seed
 from ..data.text import Vocabulary, bucket_loader, count_tokens, encode_sentences, load_corpus
-from ..models.sentence_vae import SentenceVAE, word_dropout
-from ..train import fit
+from ..models.text.sentence_vae import SentenceVAE, word_dropout
+from ..training.loop import fit
 from . import Budget, Reproduction
 
 TARGET = 0.85  # tokens per second, fit / hand-written

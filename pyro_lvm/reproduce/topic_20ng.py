@@ -24,8 +24,8 @@ from ..checkpoint import set_seed
 from ..data.bow import BowCorpus
 from ..models.topic import ProdLDA
 from ..tasks import topic as topic_task
-from ..topic_metrics import heldout_log_likelihood, perplexity, topic_diversity, topic_report
-from ..train import fit
+from ..models.topic.metrics import heldout_log_likelihood, perplexity, topic_diversity, topic_report
+from ..training.loop import fit
 from . import Budget, Reproduction, data_path
 
 ANCHOR = "0.231-0.251 (mean ~0.244), Srivastava & Sutton's released code"

@@ -16,9 +16,9 @@ import torch
 
 from ..checkpoint import set_seed
 from ..data import load_binarized_mnist, load_digits_data
-from ..metrics import log_likelihood
+from ..evaluation.metrics import log_likelihood
 from ..models import VAE
-from ..train import TimeLimit, fit
+from ..training.loop import TimeLimit, fit
 from . import Budget, Reproduction, data_path
 
 ANCHORS = {"Rezende & Mohamed 2015 (1-layer VAE)": -89.9, "Burda et al. 2016 VAE k=1 (dynamic binarization)": -86.76}

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from ..checkpoint import set_seed
 from ..models import VAE
-from ..train import fit
+from ..training.loop import fit
 from . import Budget, Reproduction
 
 TARGET = 1.2  # fit / hand-written, time per step

@@ -50,7 +50,7 @@ REGISTRY: dict[str, Entry] = {
     "ppca": Entry(None, f"{_EXAMPLES}:ppca_example"),
     "attention_seq2seq": Entry(None, f"{_EXAMPLES}:attention_seq2seq_example"),
     "categorical_mixture": Entry(None, f"{_EXAMPLES}:categorical_mixture_example"),
-    "categorical_vae": Entry("pyro_lvm.tasks.gumbel_vae", f"{_EXAMPLES}:categorical_vae_example"),
+    "categorical_vae": Entry("pyro_lvm.tasks.categorical_vae", f"{_EXAMPLES}:categorical_vae_example"),
     "ss_vae": Entry("pyro_lvm.tasks.ss_vae", f"{_EXAMPLES}:ss_vae_example"),
     "sentence_vae": Entry("pyro_lvm.tasks.sentence_vae", f"{_EXAMPLES}:sentence_vae_example"),
     "sequence_vae": Entry(None, f"{_EXAMPLES}:sequence_vae_example"),
@@ -118,10 +118,10 @@ def begin(args, task: str, config: dict | None = None, **entries) -> dict:
 
 
 def run_folder(args, config: dict, out=None, main_process: bool = True):
-    """:func:`pyro_lvm.runs.start_run` on ``out`` (default ``args.out``) with the task's
+    """:func:`pyro_lvm.training.runs.start_run` on ``out`` (default ``args.out``) with the task's
     ``--resume`` (where its parser has one; else the run cannot be continued) and ``--overwrite``:
     a context manager yielding the claimed folder."""
-    from .. import runs
+    from ..training import runs
 
     return runs.start_run(args.out if out is None else out, config, resume=getattr(args, "resume", None),
                           overwrite=getattr(args, "overwrite", False), main_process=main_process)

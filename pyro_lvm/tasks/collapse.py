@@ -3,7 +3,7 @@
 Sequences from a random LSTM driven by a 1-d latent (:mod:`pyro_lvm.models.collapse_toy`);
 an LSTM VAE with a 1-d latent is trained with the plain ELBO and with each remedy of
 :mod:`pyro_lvm.infer`, and evaluated on the test split: ELBO, importance-sampled NLL, KL,
-mutual information ``I_q(x; z)`` and active units (:mod:`pyro_lvm.diagnostics`).
+mutual information ``I_q(x; z)`` and active units (:mod:`pyro_lvm.evaluation.diagnostics`).
 
 Outputs under ``--out``: ``metrics.json`` (one entry per method), ``<method>/history.json``
 and checkpoints, and ``collapse_curves.png`` (KL, MI, active units, KL weight per epoch).
@@ -18,12 +18,13 @@ from typing import Any
 
 import pyro
 
-from .. import runs, validation as V
+from .. import validation as V
+from ..training import runs
 from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
-from ..diagnostics import CollapseDiagnostics, collapse_summary, plot_collapse
+from ..evaluation.diagnostics import CollapseDiagnostics, collapse_summary, plot_collapse
 from ..infer import AggressiveTraining, FreeBitsELBO, KLAnnealing
 from ..models.collapse_toy import SequenceVAE, toy_splits
-from ..train import fit
+from ..training.loop import fit
 
 from . import begin, run_folder
 
@@ -129,7 +130,7 @@ def _train(args: argparse.Namespace, out: Path, data: dict) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- CLI verbs on a run folder
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Each trained method's metrics (:func:`~pyro_lvm.diagnostics.collapse_summary`) on ``--split``, data rebuilt from ``config.json``."""
+    """Each trained method's metrics (:func:`~pyro_lvm.evaluation.diagnostics.collapse_summary`) on ``--split``, data rebuilt from ``config.json``."""
     run = Path(args.run)
     config = runs.read_config(run)
     data = _data(config)

@@ -1,6 +1,6 @@
 """Task ``compare_estimators``: gradient variance, bias, time and memory of discrete-latent estimators.
 
-Runs :func:`pyro_lvm.infer.estimators.compare_estimators` on a built-in pair (the toy
+Runs :func:`pyro_lvm.infer.discrete.comparison.compare_estimators` on a built-in pair (the toy
 categorical mixture, where the exact gradient is available, or the categorical VAE on
 digits) or on your own pair: ``--pair my_file.py:make`` where ``make()`` returns
 ``(pair, batch)``. Writes ``table.md``, ``table.csv``, ``comparison.json``, ``metrics.json``
@@ -20,11 +20,12 @@ import pyro
 import torch
 
 from ..base import batch_to
-from .. import runs, validation as V
+from .. import validation as V
+from ..training import runs
 from ..checkpoint import atomic_json_save
-from ..infer.discrete import ESTIMATORS
-from ..infer.estimators import compare_estimators
-from ..train import resolve_device
+from ..infer.discrete.estimators import ESTIMATORS
+from ..infer.discrete.comparison import compare_estimators
+from ..training.loop import resolve_device
 from .user_pair import SPEC_HELP, load_user_pair
 
 from . import begin, canonical, run_folder
@@ -69,12 +70,12 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, str]:
         pair, batch = load_user_pair(args.pair)
         return pair, batch, args.pair
     if args.model == "categorical_mixture":
-        from ..models.mixture import CategoricalMixture
+        from ..models.categorical_mixture import CategoricalMixture
 
         return (CategoricalMixture(args.classes), CategoricalMixture.simulate(args.n, args.classes, seed=args.seed),
                 f"categorical mixture, K={args.classes}, {args.n} points")
     from ..data import load_digits_data
-    from ..models.discrete_vae import CategoricalVAE
+    from ..models.categorical_vae import CategoricalVAE
 
     data = load_digits_data(binarize=True, seed=args.seed)
     pair = CategoricalVAE(data.x_dim, args.latents, args.classes, hidden=(64,), max_enum_size=args.max_enum_size)

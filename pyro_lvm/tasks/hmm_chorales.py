@@ -31,12 +31,13 @@ from typing import Any
 import torch
 
 from ..base import batch_to, pair_device
-from .. import plots, runs, validation as V
+from .. import plots, validation as V
+from ..training import runs
 from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state
 from ..data.music import MusicData, keep_used_keys, load_jsb_pickle, load_music21_chorales, pad_rolls
 from ..models.hmm import HMM, AutoregressiveBernoulliEmission, BernoulliEmission, HMMBase, NeuralBernoulliEmission
-from ..models.hmm_family import FactorialHMM, PartiallyFactorialHMM, SecondOrderHMM
-from ..train import fit, resolve_device
+from ..models.hmm.family import FactorialHMM, PartiallyFactorialHMM, SecondOrderHMM
+from ..training.loop import fit, resolve_device
 from . import begin, run_folder
 
 MODEL_FILE = "model.pt"  # the trained HMM's weights (EM trains without fit's checkpoints)
@@ -190,7 +191,7 @@ def summarise_transitions(hmm: HMM, data: MusicData, path: Path) -> Path:
     """
     import arviz as az
 
-    from ..arviz_io import to_inference_data
+    from ..evaluation.arviz_io import to_inference_data
 
     states = [f"s{k}" for k in range(hmm.num_states)]
     idata = to_inference_data(hmm, batch_to(pad_rolls(data.train[:4]), pair_device(hmm)), ["trans"], num_samples=200,

@@ -8,7 +8,7 @@
 The functions below build each model's example, named by the registry
 (:data:`pyro_lvm.tasks.REGISTRY`): each returns ``(pair, example_batch)`` or
 ``(pair, example_batch, options)``, where ``options`` are keyword arguments of
-:func:`pyro_lvm.inspect.inspect_pair` (e.g. ``{"enumerate_guide": "parallel"}`` for a pair
+:func:`pyro_lvm.inspection.inspect_pair` (e.g. ``{"enumerate_guide": "parallel"}`` for a pair
 whose objective enumerates its guide). Add a model by writing its function and a registry
 entry (keep the example tiny: the table needs one trace, not realistic data). Builders import
 lazily, so one broken optional model does not stop the others from being inspected.
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..base import batch_args
-from ..inspect import inspect_pair, render
+from ..inspection import inspect_pair, render
 from . import INSPECTABLE, load_example
 from .user_pair import SPEC_HELP, load_user_pair
 
@@ -45,19 +45,19 @@ def ppca_example() -> Example:
 
 
 def attention_seq2seq_example() -> Example:
-    from ..models.seq2seq_quiz import AttentionSeq2Seq
+    from ..models.attention_seq2seq import AttentionSeq2Seq
     g = torch.Generator().manual_seed(0)
     return AttentionSeq2Seq(12, 12, 16), (torch.randint(0, 12, (2, 5), generator=g),
                                           torch.randint(0, 12, (2, 4), generator=g))
 
 
 def categorical_mixture_example() -> Example:
-    from ..models.mixture import CategoricalMixture
+    from ..models.categorical_mixture import CategoricalMixture
     return CategoricalMixture(n_classes=3, x_dim=2), torch.randn(4, 2)
 
 
 def categorical_vae_example() -> Example:
-    from ..models.discrete_vae import CategoricalVAE
+    from ..models.categorical_vae import CategoricalVAE
     return CategoricalVAE(x_dim=64, n_latents=2, n_classes=3, hidden=(16,), estimator="score-function"), torch.rand(4, 64)
 
 
@@ -68,7 +68,7 @@ def hmm_example() -> Example:
 
 
 def ss_vae_example() -> Example:
-    from ..models.ssvae import SSVAE
+    from ..models.ss_vae import SSVAE
     x = torch.rand(6, 16)
     labels = torch.tensor([0, 2])
     # Its default objective (y_estimator="enumerate") sums y_u out: inspect it that way.
@@ -77,7 +77,7 @@ def ss_vae_example() -> Example:
 
 def sentence_vae_example() -> Example:
     from ..data.text import BOS_ID, EOS_ID, PAD_ID
-    from ..models.sentence_vae import SentenceVAE
+    from ..models.text.sentence_vae import SentenceVAE
     tokens = torch.tensor([[BOS_ID, 5, 6, 7, EOS_ID], [BOS_ID, 8, 9, EOS_ID, PAD_ID]])  # two sentences
     return SentenceVAE(vocab_size=10, embed_dim=8, hidden_dim=8, z_dim=2, max_len=6), tokens
 

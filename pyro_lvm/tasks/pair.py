@@ -27,11 +27,12 @@ from typing import Any
 
 import torch
 
-from .. import runs, validation as V
+from .. import validation as V
+from ..training import runs
 from ..checkpoint import atomic_json_save, set_seed
-from ..infer.discrete import ESTIMATORS, DiscreteELBO
-from ..report import evaluation_report
-from ..train import fit, load_trained
+from ..infer.discrete.estimators import ESTIMATORS, DiscreteELBO
+from ..evaluation.report import evaluation_report
+from ..training.loop import fit, load_trained
 from .user_pair import SPEC_HELP, load_user_pair
 from . import begin, run_folder
 

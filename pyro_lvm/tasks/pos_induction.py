@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import runs, validation as V
+from .. import validation as V
+from ..training import runs
 from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, load_module_state, set_seed
 from ..data.tagged_text import TaggedCorpus, corpus_from_sentences, read_tagged, toy_sentences, word_features, word_shape
 from ..models.hmm import HMM, CategoricalEmission, FeatureCategoricalEmission
-from ..tagging_metrics import contingency, tagging_scores, viterbi_tags
-from ..train import BatchList, Callback, TrainState, fit, resolve_device
+from ..models.hmm.tagging_metrics import contingency, tagging_scores, viterbi_tags
+from ..training.loop import BatchList, Callback, TrainState, fit, resolve_device
 from . import begin, run_folder
 from .hmm_chorales import MODEL_FILE
 
@@ -156,7 +157,7 @@ def build_hmm(args: argparse.Namespace, corpus: TaggedCorpus, vectors: torch.Ten
     if args.emission == "features":
         emission = FeatureCategoricalEmission(k, word_features(corpus.vocab)[0], l2=args.l2)
     elif args.emission == "embedding":
-        from ..models.hmm_word_emissions import EmbeddingGaussianEmission
+        from ..models.hmm.word_emissions import EmbeddingGaussianEmission
 
         freq = torch.bincount(torch.tensor([w for s in corpus.words for w in s]), minlength=v).float()
         spelling = spelling_classes(corpus.vocab) if args.spelling else None
@@ -164,7 +165,7 @@ def build_hmm(args: argparse.Namespace, corpus: TaggedCorpus, vectors: torch.Ten
         emission = EmbeddingGaussianEmission(k, vectors, freq, scale=args.scale, flow_layers=args.flow_layers,
                                              spelling=spelling, init_means=means, variance_scale=args.variance_scale)
     elif args.emission == "neural":
-        from ..models.hmm_word_emissions import NeuralCategoricalEmission
+        from ..models.hmm.word_emissions import NeuralCategoricalEmission
 
         emission = NeuralCategoricalEmission(k, corpus.vocab, vectors=vectors if args.neural_vectors else None,
                                              m_steps=args.m_steps, m_lr=args.lr)
@@ -232,7 +233,7 @@ def chain_and_emission_adam(hmm: HMM, chain_lr: float, emission_lr: float):
 
 def run_adam(hmm: HMM, pairs: list, epochs: int, args: argparse.Namespace, report, seed: int) -> list[float]:
     """Adam on the fast path by :func:`pyro_lvm.fit`: one step per length-sorted batch (a
-    :class:`~pyro_lvm.batching.BatchList`, in a seeded random order each epoch), the chain at
+    :class:`~pyro_lvm.training.batching.BatchList`, in a seeded random order each epoch), the chain at
     ``--chain-lr``, the emission at ``--lr``; returns the summed log-likelihood of each epoch's
     batches as they were trained on."""
     n = sum(x.shape[0] for x, _ in pairs)

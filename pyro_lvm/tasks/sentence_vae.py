@@ -11,7 +11,7 @@ Outputs under ``--out``: ``config.json``, ``vocab.json``, ``metrics.json``, ``sa
 ``interpolation.txt``, ``report.txt`` (what the showcase prints) and one folder per model
 (``vae/``, ``ae/``, ``lm/``) with ``fit``'s checkpoints (``last.pt``, ``best.pt``,
 ``history.json``) and ``model.pt`` (config, best weights and vocabulary in one file, see
-:func:`pyro_lvm.models.sentence_vae.load_sentence_model`).
+:func:`pyro_lvm.models.text.sentence_vae.load_sentence_model`).
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ from typing import Any, Sequence
 import pyro
 import torch
 
-from .. import runs
+from ..training import runs
 from ..checkpoint import atomic_json_save, set_seed
 from ..data.text import (TextCorpus, Vocabulary, bucket_loader, count_tokens, encode_sentences,
                          load_corpus, tokenize_text, unk_rate)
-from ..metrics import elbo_terms, log_likelihood
-from ..models.cnn_decoder import DECODERS, receptive_field_option
-from ..models.sentence_vae import (LSTMLanguageModel, SentenceAutoencoder, SentenceVAE, load_sentence_model,
-                                   save_sentence_model)
-from ..train import Callback, evaluate_loss, fit
-from .. import decoding, infer
-from ..diagnostics import active_units, mutual_information
+from ..evaluation.metrics import elbo_terms, log_likelihood
+from ..models.text.cnn_decoder import DECODERS, receptive_field_option
+from ..models.text.sentence_vae import (LSTMLanguageModel, SentenceAutoencoder, SentenceVAE, load_sentence_model,
+                                        save_sentence_model)
+from ..training.loop import Callback, evaluate_loss, fit
+from .. import infer
+from ..models.text import decoding
+from ..evaluation.diagnostics import active_units, mutual_information
 from ..infer.pretraining import pretrain_and_fit
 from . import begin, run_folder
 
@@ -401,7 +402,7 @@ def evaluate_model(model, tokens: torch.Tensor, samples: int, batch_size: int = 
 
 
 def _diagnostics(model, tokens: torch.Tensor, batch_size: int = 500) -> dict[str, Any]:
-    """He et al.'s mutual information ``I_q(x; z)`` and active units (:mod:`pyro_lvm.diagnostics`).
+    """He et al.'s mutual information ``I_q(x; z)`` and active units (:mod:`pyro_lvm.evaluation.diagnostics`).
 
     MI is estimated per batch and is at most ``log(batch size)``, so it gets its own wide
     batches (500 sentences: at most 6.2 nats) rather than the NLL's narrow ones.

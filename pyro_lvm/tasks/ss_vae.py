@@ -1,7 +1,7 @@
 """Task ``ss_vae``: semi-supervised VAE M2 (Kingma et al. 2014) with few labels.
 
 Keeps ``--labels`` labels of the training images (balanced over classes), trains
-:class:`~pyro_lvm.models.ssvae.SSVAE` with the unlabelled class handled by ``--y-estimator``
+:class:`~pyro_lvm.models.ss_vae.SSVAE` with the unlabelled class handled by ``--y-estimator``
 (enumerated, sampled or relaxed) and the auxiliary classification loss weighted by
 ``--aux-weight``; reports the classifier's validation accuracy per epoch and its test
 accuracy. Pyro's SS-VAE tutorial (MNIST, 3000 labels) measured 0.198 with sampled y,
@@ -21,12 +21,13 @@ from typing import Any
 import pyro
 import torch
 
-from .. import plots, runs, validation as V
+from .. import plots, validation as V
+from ..training import runs
 from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state
 from ..data import load_images
-from ..infer.discrete import ESTIMATORS, RELAXED, TemperatureAnnealing
-from ..models.ssvae import SSVAE, SemiSupervisedBatches, split_labelled
-from ..train import Callback, fit
+from ..infer.discrete.estimators import ESTIMATORS, RELAXED, TemperatureAnnealing
+from ..models.ss_vae import SSVAE, SemiSupervisedBatches, split_labelled
+from ..training.loop import Callback, fit
 from . import begin, run_folder
 
 NOT_APPLICABLE = {"interpolate": "its class y is discrete; sample draws images for each class instead"}

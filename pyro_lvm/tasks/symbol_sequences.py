@@ -1,7 +1,7 @@
 """Task ``symbol_sequences``: a sentence autoencoder whose code is L discrete symbols from an alphabet of K.
 
-Trains :class:`~pyro_lvm.models.symbol_sequences.SymbolSequenceAutoencoder` with the discrete
-estimator ``--estimator`` (any name of :data:`pyro_lvm.infer.discrete.ESTIMATORS`), evaluates
+Trains :class:`~pyro_lvm.models.text.symbol_sequences.SymbolSequenceAutoencoder` with the discrete
+estimator ``--estimator`` (any name of :data:`pyro_lvm.infer.discrete.estimators.ESTIMATORS`), evaluates
 it on the test sentences (the discrete model's -ELBO, the exact log-likelihood when the
 ``K**L`` codes can be summed, else importance sampling; reconstruction accuracy; exact
 greedy reconstructions) and reports what the codes carry: the words most associated with
@@ -33,17 +33,19 @@ from typing import Any
 import pyro
 import torch
 
-from .. import decoding, runs, validation as V
+from .. import validation as V
+from ..models.text import decoding
+from ..training import runs
 from ..checkpoint import atomic_json_save, atomic_torch_save, load_checkpoint, set_seed
 from ..data.images import split_indices
 from ..data.tagged_text import read_masc_sentences
 from ..data.text import TextCorpus, Vocabulary, bucket_loader, encode_sentences, load_corpus
-from ..infer.discrete import ESTIMATORS, RELAXED, DiscreteELBO, TemperatureAnnealing
+from ..infer.discrete.estimators import ESTIMATORS, RELAXED, DiscreteELBO, TemperatureAnnealing
 from ..infer.handlers import KLScaledELBO
-from ..infer.estimators import check_enumerable, compare_estimators
-from ..models.symbol_sequences import SymbolSequenceAutoencoder, symbol_tag_information, symbol_word_associations
-from ..symbol_metrics import evaluate_model, exact_reconstructions
-from ..train import fit
+from ..infer.discrete.comparison import check_enumerable, compare_estimators
+from ..models.text.symbol_sequences import SymbolSequenceAutoencoder, symbol_tag_information, symbol_word_associations
+from ..models.text.symbol_metrics import evaluate_model, exact_reconstructions
+from ..training.loop import fit
 from . import begin, run_folder
 
 MODEL_FORMAT = "pyro_lvm.symbol_sequences/1"

@@ -22,12 +22,13 @@ from typing import Any
 import pyro
 import torch
 
-from .. import runs, validation as V
+from .. import validation as V
+from ..training import runs
 from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state
 from ..data.bow import BowCorpus, english_stop_words, load_lee_background, load_nvdm, read_texts, split_texts
 from ..models.topic import LDA, ProdLDA
-from ..topic_metrics import format_topics, heldout_log_likelihood, perplexity, topic_report
-from ..train import History, fit
+from ..models.topic.metrics import format_topics, heldout_log_likelihood, perplexity, topic_report
+from ..training.loop import History, fit
 
 from . import begin, run_folder
 
@@ -154,7 +155,7 @@ def _train(args: argparse.Namespace, name: str, out: Path, train: BowCorpus, tes
 
 def posterior_draws(pair: Any, test: BowCorpus, draws: int, docs: int = 3, seed: int = 0) -> Any:
     """``InferenceData`` of theta for the first ``docs`` test documents (named dims and coords)."""
-    from ..arviz_io import to_inference_data
+    from ..evaluation.arviz_io import to_inference_data
 
     k = pair.num_topics
     return to_inference_data(pair, test.counts[:docs], ["theta"], num_samples=draws,

@@ -16,14 +16,15 @@ from typing import Any
 import pyro
 import torch
 
-from .. import runs, validation as V
+from .. import validation as V
+from ..training import runs
 from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state, set_seed
 from ..data import ImageData, load_images
-from ..distributed import is_main_process
-from ..metrics import elbo_terms
-from ..report import evaluation_report
+from ..training.distributed import is_main_process
+from ..evaluation.metrics import elbo_terms
+from ..evaluation.report import evaluation_report
 from ..models import VAE, Autoencoder
-from ..train import evaluate_loss, fit
+from ..training.loop import evaluate_loss, fit
 from . import begin, run_folder
 
 
