@@ -27,7 +27,8 @@ FULL_RESULTS = {"vae-mnist": "vae_mnist_quality.json", "collapse-synthetic": "co
                 "gumbel-mnist": "discrete_mnist_gumbel_long.json", "hmm-speed": "hmm_speed.json",
                 "jsb-used-keys": "hmm_quality_jsb_family_used_keys.json",
                 "jsb-all-keys": "hmm_quality_jsb_family_full.json",
-                "pos-masc": "hmm_quality_pos_emissions_embedding.json"}
+                "pos-masc": "hmm_quality_pos_emissions_embedding.json",
+                "estimator-variance": "estimator_variance.json"}
 
 # Options that shrink a quick run to seconds (appended after the budget's, so they win).
 TINY = {
@@ -46,6 +47,8 @@ TINY = {
     "jsb-used-keys": ["--family-variants", "hmm"],
     "jsb-all-keys": ["--family-variants", "nnhmm"],
     "pos-masc": ["--pos-sentences", "60"],
+    "estimator-variance": ["--n", "20", "--repeats", "10", "--m2-classes", "3", "--m2-batch", "8", "--m2-steps", "1",
+                           "--m2-rounds", "1"],
 }
 
 
@@ -97,6 +100,7 @@ def test_full_budget_is_the_committed_benchmark_command(name):
                                                       for speed in r["tokens_per_second"].values())),
                "ddp-throughput": lambda r: sum((x["total_s"] or x["train_s"]) * (x["rounds"] + 1) for x in r["rows"]),
                "gumbel-mnist": lambda r: sum(x["train_cpu_s"] for x in r["results"]),
+               "estimator-variance": lambda r: r["cpu_seconds"],
                "jsb-used-keys": lambda r: sum(x["cpu_seconds"] for x in r["runs"].values()),
                "jsb-all-keys": lambda r: sum(x["cpu_seconds"] for x in r["runs"].values()),
                # that run recorded wall time only (one torch thread: its CPU time is at most that)
@@ -252,3 +256,36 @@ def test_quick_on_your_data(shared_data, tmp_path):
                     extra=[*TINY["vae-mnist"], "--max-epochs", "1", "--eval-size", "50"])
     assert row["data"] == "your copy of binarized_mnist"
     assert row["result"]["data"].startswith("binarized-mnist") and row["result"]["num_evaluated"] == 50
+
+
+def test_estimator_variance_counts_only_the_unbiased_intervals():
+    """The headline's interval check reads the registry: estimators unbiased for the ELBO (or
+    exact) count, an interval away from 0 counts as not covered, and the biased relaxations and
+    VIMCO (unbiased for its own S-sample bound) are left out."""
+    from pyro_lvm.reproduce.estimator_variance import _headline, unbiased_covered
+
+    rows = [{"estimator": "enumerate", "bias_ci": [0.0, 0.0]}, {"estimator": "rloo", "bias_ci": [0.5, 2.0]},
+            {"estimator": "disarm", "bias_ci": [0.0, 3.0]}, {"estimator": "gumbel", "bias_ci": [0.0, 1.0]},
+            {"estimator": "vimco", "bias_ci": [4.0, 5.0]}]
+    assert unbiased_covered({"rows": rows}) == {"enumerate": True, "rloo": False, "disarm": True}
+    result = {"mixture": {"K=10": {"unbiased_within_interval": unbiased_covered({"rows": rows})}},
+              "m2_speed": {"K=10": {"speedup_gumbel_vs_enumerate": 4.31},
+                           "K=100": {"speedup_gumbel_vs_enumerate": 38.9}}}
+    assert _headline(result) == ("M2 step, Gumbel-softmax vs enumeration: 4.3x at K = 10, 38.9x at K = 100; "
+                                 "mixture: 2 of 3 unbiased (estimator, K) bias intervals contain 0")
+
+
+def test_estimator_variance_quick_measures_both_parts(tmp_path):
+    """The quick path runs the mixture against the exact gradient and the M2 timing offline."""
+    row = reproduce("estimator-variance", "quick", extra=TINY["estimator-variance"])
+    result = row["result"]
+    assert list(result["mixture"]) == ["K=10"] and list(result["m2_speed"]) == ["K=3"]
+    mixture = result["mixture"]["K=10"]
+    assert set(mixture["unbiased_within_interval"]) == {"enumerate", "score-function", "score-function-baseline"}
+    assert mixture["comparison"]["exact_available"] and mixture["plots"] == []  # reproduce draws no figures
+    assert mixture["unbiased_within_interval"]["enumerate"]  # the exact gradient itself: bias exactly 0
+    speed = result["m2_speed"]["K=3"]
+    assert speed["speedup_gumbel_vs_enumerate"] > 0 and set(speed["ms_per_step"]) == {
+        "enumerate", "gumbel", "handwritten-enumerate"}
+    assert row["anchor"].startswith("Jang et al. 2017 (ICLR), Sec. 4.3")
+    assert "could not be retrieved" in row["anchor"]

@@ -50,6 +50,7 @@ ENTRIES: dict[str, str] = {
     "pos-masc": "pyro_lvm.reproduce.pos_masc",
     "sentence-vae-speed": "pyro_lvm.reproduce.sentence_vae_speed",
     "ddp-throughput": "pyro_lvm.reproduce.ddp_throughput",
+    "estimator-variance": "pyro_lvm.reproduce.estimator_variance",
 }
 CLOCKS = ("cpu", "wall")
 
@@ -163,6 +164,24 @@ def data_path(args: argparse.Namespace, what: str) -> Path:
         raise ValueError(f"--data is missing: pass the path of {what} "
                          "(docs/data.md says where to get each data set)")
     return Path(args.data)
+
+
+def interleaved_cpu_ms(steps: Mapping[str, Callable[[], None]], rounds: int, repeats: int,
+                       warmup: int) -> dict[str, list[float]]:
+    """Process CPU milliseconds per call of every function of ``steps``: ``warmup`` calls each
+    first, then ``rounds`` rounds in which each runs ``repeats`` times in turn (interleaved, so
+    that machine noise hits them alike). Returns name -> one mean per round."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            t = time.process_time()
+            for _ in range(repeats):
+                step()
+            times[name].append((time.process_time() - t) / repeats * 1000)
+    return times
 
 
 def load(name: str) -> Reproduction:

@@ -33,7 +33,7 @@ from ..models.categorical_vae import CategoricalVAE
 from ..models.networks import mlp
 from ..training.loop import Callback, fit
 from ..checkpoint import set_seed
-from . import Budget, Reproduction, data_path
+from . import Budget, Reproduction, data_path, interleaved_cpu_ms
 
 # Jang et al. (2017), Table 1, VAE -ELBO on binarized MNIST (nats); our names for the columns.
 JANG_TABLE1 = {"score-function": 110.6, "straight-through": 107.8, "gumbel": 101.5}
@@ -134,16 +134,7 @@ def time_steps(estimators, data, args) -> dict:
         runners[f"handwritten {est}"] = runner(
             lambda est=est, enc=enc, dec=dec: handwritten_loss(est, enc, dec, x, 1.0, args.latents, args.classes),
             list(enc.parameters()) + list(dec.parameters()))
-    for step in runners.values():
-        for _ in range(5):
-            step()
-    times = {name: [] for name in runners}
-    for _ in range(args.timing_rounds):
-        for name, step in runners.items():
-            t = time.process_time()
-            for _ in range(10):
-                step()
-            times[name].append((time.process_time() - t) / 10 * 1000)
+    times = interleaved_cpu_ms(runners, args.timing_rounds, repeats=10, warmup=5)
     out = {}
     for est in estimators:
         ours, hw = times[est], times[f"handwritten {est}"]
