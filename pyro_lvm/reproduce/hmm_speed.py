@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
