@@ -209,7 +209,8 @@ VERBS: dict[str, Verb] = {
                     "rewrite a run folder's format-1 checkpoints in the current safe format"),
     "compare-estimators": Verb("pyro_lvm.cli:_compare_estimators_arguments",
                                "pyro_lvm.tasks.compare_estimators:cli_compare_estimators"),
-    "compare": Verb("pyro_lvm.evaluation.compare_runs:add_arguments", "pyro_lvm.evaluation.compare_runs:run", described=True),
+    "compare": Verb("pyro_lvm.evaluation.compare_runs:add_arguments", "pyro_lvm.evaluation.compare_runs:run",
+                    described=True),
     "reproduce": Verb("pyro_lvm.reproduce:add_arguments", "pyro_lvm.reproduce:run", described=True),
 }
 
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Latent-variable models in Pyro.")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
     for name, verb in VERBS.items():
-        module = sys.modules.get(verb.run.split(":")[0]) or importlib.import_module(verb.run.split(":")[0])
+        module = importlib.import_module(verb.run.split(":")[0])
         help_line = verb.help or re.sub(r"^``[^`]*``:\s*", "", summary(module))
         extra = {"description": module.__doc__, "formatter_class": _DescribedDefaults} if verb.described else {}
         verb.function("arguments")(verbs.add_parser(name, help=help_line, **extra))
