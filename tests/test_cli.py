@@ -361,6 +361,19 @@ def test_train_your_own_pair_by_file_and_function(runs, tmp_path, capsys):
     assert "--resume" in _refusal(capsys)
 
 
+def test_your_own_pair_follows_the_seed(runs, tmp_path, capsys):
+    """FUNCTION builds the pair after --seed is applied: the same seed gives the same run
+    (initial weights included), another seed another one."""
+    spec = json.loads((runs["pair"] / "config.json").read_text())["pair"]
+    finals = []
+    for seed, name in ((3, "a"), (3, "b"), (4, "c")):
+        with _quiet():
+            assert cli_main(["train", spec, "--epochs", "1", "--samples", "2", "--seed", str(seed),
+                             "--out", str(tmp_path / name)]) == 0
+        finals.append(_result(capsys.readouterr().out)["final"]["train_loss"])
+    assert finals[0] == finals[1] and finals[0] != finals[2]
+
+
 @pytest.mark.parametrize("argv, words", [
     (["train", "missing.py:make"], "--pair file not found: missing.py"),
     (["train", "pair", "--pair", "no_function"], "--pair must look like FILE.py:FUNCTION"),

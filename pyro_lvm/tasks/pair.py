@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
 from .. import validation as V
@@ -101,11 +102,14 @@ def _objective(estimator: str | None, temperature: float) -> Any:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    # Everything is checked and built before the first write (runs.start_run).
-    pair, data = _load(args.pair)
-    train, valid = split(data, args.valid_fraction, args.seed)
+    # Everything is checked and built before the first write (runs.start_run); the seed comes
+    # first and Pyro's parameters start afresh, so that FUNCTION's initial weights (and any data
+    # it draws) follow --seed, as in a new process.
     config = begin(args, "pair", {"pair": _resolved(args.pair), "seed": args.seed, "valid_fraction": args.valid_fraction,
                                   "estimator": args.estimator, "temperature": args.temperature})
+    pyro.clear_param_store()
+    pair, data = _load(args.pair)
+    train, valid = split(data, args.valid_fraction, args.seed)
     with run_folder(args, config) as out:
         t0 = time.perf_counter()
         history = fit(pair, train, valid, elbo=_objective(args.estimator, args.temperature), epochs=args.epochs,
