@@ -167,7 +167,7 @@ REPRODUCTION = Reproduction(
     budgets={"quick": Budget(["--prodlda-seeds", "0", "--prodlda-epochs", "20", "--sklearn-iter", "2",
                               "--samples", "5"], 1.3),
              "standard": Budget(["--prodlda-seeds", "0", "1", "--prodlda-epochs", "100", "--sklearn-iter", "5"], 6.7),
-             "full": Budget([], 12.0)},
+             "full": Budget([], 21.4)},
     data=("20ng.zip", "--data"),
     embedded=["--dataset", "lee", "--topics", "10"],
     get_data="the NVDM bag-of-words 20 Newsgroups (train.feat, test.feat, vocab.new), e.g. as 20ng.zip",
