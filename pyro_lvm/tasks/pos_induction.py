@@ -255,16 +255,20 @@ def train(args: argparse.Namespace, corpus: TaggedCorpus, vectors, batches: list
         raise ValueError(f"need --restarts >= 1 and --restart-iterations >= 1, got {args.restarts}, "
                          f"{args.restart_iterations}")
 
+    def score(hmm, phase: str, iteration: int) -> dict:
+        """Appends the tagging scores of ``hmm`` now to ``progress``, with the seconds they took."""
+        t0 = time.perf_counter()
+        progress.append({"phase": phase, "iteration": iteration,
+                         **tagging_scores(*viterbi_tags(hmm, batches), args.states, len(corpus.tagset))})
+        progress[-1]["scoring_seconds"] = round(time.perf_counter() - t0, 1)
+        return progress[-1]
+
     def make_report(hmm, phase):
         def report(i, ll):
             if i % 10 == 0 or phase != "em":
                 log(f"{phase} iteration {i}: log-lik/token {ll / tokens:.4f}", flush=True)
             if args.eval_every and (i + 1) % args.eval_every == 0:
-                t0 = time.perf_counter()
-                progress.append({"phase": phase, "iteration": i + 1,
-                                 **tagging_scores(*decode(hmm, batches), args.states, len(corpus.tagset))})
-                progress[-1]["scoring_seconds"] = round(time.perf_counter() - t0, 1)
-                log(progress[-1], flush=True)
+                log(score(hmm, phase, i + 1), flush=True)
         return report
 
     def fit_for(hmm, iterations, seed):
@@ -294,15 +298,10 @@ def train(args: argparse.Namespace, corpus: TaggedCorpus, vectors, batches: list
     if args.emission == "embedding" and args.flow_layers and args.flow_epochs:
         # He et al. 2018: start the projection from the trained Gaussian HMM, then train both.
         # The scores before the projection moves are kept: they are the Gaussian HMM's.
-        t0 = time.perf_counter()
-        progress.append({"phase": "before-flow", "iteration": len(history),
-                         **tagging_scores(*decode(hmm, batches), args.states, len(corpus.tagset))})
-        progress[-1]["scoring_seconds"] = round(time.perf_counter() - t0, 1)
+        score(hmm, "before-flow", len(history))
         history = history + run_adam(hmm, pairs, args.flow_epochs, args, make_report(hmm, "flow"), args.seed)
     return hmm, [ll / tokens for ll in history], restarts
 
-
-decode = viterbi_tags  # the name this module's callers use
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -326,7 +325,7 @@ def _train(args: argparse.Namespace, out: Path, corpus: TaggedCorpus, vectors, v
     progress: list[dict] = []
     hmm, history, restarts = train(args, corpus, vectors, batches, progress)
     train_seconds = time.perf_counter() - t0 - sum(p["scoring_seconds"] for p in progress)
-    pred, gold = decode(hmm, batches)
+    pred, gold = viterbi_tags(hmm, batches)
     scores = tagging_scores(pred, gold, args.states, len(corpus.tagset))
     with torch.no_grad():
         final = sum(float(hmm.log_likelihood(x, m).sum()) for x, m, _ in batches) / corpus.num_tokens
@@ -360,7 +359,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Viterbi tagging scores against the gold tags (the corpus has no separate splits: all of it)."""
     hmm, corpus = load_run(args.run)
     batches = corpus.batches(10_000)
-    pred, gold = decode(hmm, batches)
+    pred, gold = viterbi_tags(hmm, batches)
     with torch.no_grad():
         ll = sum(float(hmm.log_likelihood(x, m).sum()) for x, m, _ in batches) / corpus.num_tokens
     return {"split": "all", "log_lik_per_token": ll, **tagging_scores(pred, gold, hmm.num_states, len(corpus.tagset))}
