@@ -26,8 +26,9 @@ from pyro_lvm.models.topic.metrics import format_topics, heldout_log_likelihood,
 
 def main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
-    # 1. Data: word counts (D, V), train and test documents over one vocabulary.
-    train, test = load_nvdm(args.data) if args.data else load_lee_background(seed=args.seed)
+    # 1. Data: word counts (D, V), train and test documents over one vocabulary, without
+    # English stop words (they would fill every topic's top words).
+    train, test = load_nvdm(args.data, stop_words="english") if args.data else load_lee_background(seed=args.seed)
     print(f"{len(train)} train / {len(test)} test documents, {len(train.vocab)} words")
 
     # 2. The pair, and 3. its objective: q(theta | words) is a logistic normal, so the KL to the

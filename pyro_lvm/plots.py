@@ -39,13 +39,16 @@ def save_figure(fig: Any, path: str | Path) -> Path:
 def epoch_curves(ax: Any, histories: Mapping[str, Any], key: str, label: str = "{run}", **style: Any) -> bool:
     """Draw ``key`` against the epoch (counted from 1) for each run on ``ax``; return whether
     any run logged it. ``histories`` maps a run's label to a :class:`pyro_lvm.History` or a
-    list of epoch dicts; ``label`` is formatted with ``run`` and ``key``."""
+    list of epoch dicts; ``label`` is formatted with ``run`` and ``key``. A run's colour is
+    its position in ``histories`` (unless ``style`` sets one), so it is the same in every panel
+    even where other runs did not log ``key``."""
     drawn = False
-    for run, history in histories.items():
+    for n, (run, history) in enumerate(histories.items()):
         epochs = history.epochs if hasattr(history, "epochs") else history
         points = [(e.get("epoch", i) + 1, e[key]) for i, e in enumerate(epochs) if e.get(key) is not None]
         if points:
-            ax.plot(*zip(*points), label=label.format(run=run, key=key.replace("_", " ")), **style)
+            ax.plot(*zip(*points), label=label.format(run=run, key=key.replace("_", " ")),
+                    **{"color": f"C{n % 10}", **style})
             drawn = True
     return drawn
 
@@ -104,9 +107,10 @@ def training_curves(histories: Mapping[str, Any], path: str | Path,
                     keys: Sequence[str] = ("train_loss", "valid_loss"), ylabel: str = "negative ELBO (nats)") -> Path:
     """Loss per epoch for several runs: ``histories`` maps a label to a :class:`pyro_lvm.History`."""
     fig, ax = pyplot().subplots(figsize=(6, 3.6))
-    for run, history in histories.items():
-        for key in keys:
-            epoch_curves(ax, {run: history}, key, label="{run} {key}", linestyle="-" if key.startswith("train") else "--")
+    for n, (run, history) in enumerate(histories.items()):
+        for key in keys:  # one colour per run, one line style per split
+            epoch_curves(ax, {run: history}, key, label="{run} {key}", color=f"C{n % 10}",
+                         linestyle="-" if key.startswith("train") else "--")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)

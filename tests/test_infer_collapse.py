@@ -6,6 +6,7 @@ He et al.'s calc_mi re-written by hand, gradients of the unwrapped ELBO.
 
 import copy
 import math
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -567,6 +568,19 @@ def test_collapse_diagnostics_callback_and_plot(tmp_path):
     assert path.stat().st_size > 1000
     report = collapse_report(pair, x)
     assert report["units"] == 2 and 0 <= report["active_units"] <= 2
+
+
+def test_plot_collapse_keeps_each_run_in_one_colour(tmp_path, monkeypatch):
+    """A run that did not log a key must not shift the others' colours in that panel."""
+    from pyro_lvm import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    runs = {"plain": [{"kl": 1.0, "mi": 0.5}, {"kl": 0.5, "mi": 0.2}],   # never annealed: no kl_weight
+            "anneal": [{"kl": 2.0, "mi": 0.9, "kl_weight": 0.5}, {"kl": 1.5, "mi": 0.8, "kl_weight": 1.0}]}
+    plot_collapse(runs, tmp_path / "c.png", keys=("kl", "kl_weight"))
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in figures[0].axes]
+    assert colours[0] == {"plain": "C0", "anneal": "C1"} and colours[1] == {"anneal": "C1"}
 
 
 def test_diagnostics_bad_input():

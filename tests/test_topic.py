@@ -102,6 +102,13 @@ def test_nvdm_reader_ids_start_at_one(tmp_path):
     assert train.vocab == ["apple", "banana", "cherry"]
     assert train.counts.tolist() == [[2, 0, 1], [0, 4, 0]] and train.labels.tolist() == [1, 2]
     assert test.counts.tolist() == [[0, 0, 2]]
+    # stop words leave both splits' vocabulary; a document left empty is dropped and counted
+    train, test = load_nvdm(path, stop_words=["apple"])
+    assert train.vocab == test.vocab == ["banana", "cherry"]
+    assert train.counts.tolist() == [[0, 1], [4, 0]] and test.counts.tolist() == [[0, 2]]
+    with pytest.raises(ValueError, match="every one of the 1 documents is empty"):
+        load_nvdm(path, stop_words=["cherry"])                        # nothing left of the test split
+    assert load_nvdm(path, stop_words="english")[0].vocab == ["apple", "banana", "cherry"]
     bad = tmp_path / "bad"
     (bad / "x").mkdir(parents=True)
     (bad / "x" / "vocab.new").write_text("a 1\n")

@@ -62,6 +62,11 @@ def english_stop_words() -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS)
 
 
+def resolve_stop_words(stop_words: Iterable[str] | None | str) -> Iterable[str] | None:
+    """``"english"`` -> scikit-learn's list; any other value (an iterable of words, ``None``) as is."""
+    return english_stop_words() if stop_words == "english" else stop_words
+
+
 def tokenize(text: str, min_len: int = 3, stop_words: Iterable[str] | None = ()) -> list[str]:
     """Lower-cased alphabetic tokens of ``text`` with at least ``min_len`` letters.
 
@@ -270,7 +275,7 @@ def corpus_from_texts(texts: Sequence[str], min_df: int = 2, max_df: float = 0.5
     """
     if not texts:
         raise ValueError("no documents given")
-    stop = english_stop_words() if stop_words == "english" else stop_words
+    stop = resolve_stop_words(stop_words)
     docs = [tokenize(t, min_len=min_len, stop_words=stop) for t in texts]
     vocab = list(vocab) if vocab is not None else build_vocabulary(docs, min_df, max_df, max_vocab)
     if not vocab:
@@ -377,11 +382,14 @@ def _parse_feat(text: str, vocab_size: int, what: str) -> tuple[torch.Tensor, to
     return torch.from_numpy(counts), torch.from_numpy(labels)
 
 
-def load_nvdm(path: str | os.PathLike, drop_empty: bool = True) -> tuple[BowCorpus, BowCorpus]:
+def load_nvdm(path: str | os.PathLike, drop_empty: bool = True,
+              stop_words: Iterable[str] | None | str = None) -> tuple[BowCorpus, BowCorpus]:
     """``(train, test)`` from an NVDM bag-of-words folder or zip (e.g. ``20ng.zip``).
 
     Word ids in ``*.feat`` start at 1 and index the lines of ``vocab.new``; the first field
-    of each line is the label. Documents without words are dropped (count in ``dropped``).
+    of each line is the label. ``stop_words`` (``"english"``, an iterable of words, or ``None``
+    to keep the file's vocabulary as it is) are removed from both splits' vocabulary; documents
+    left without words are dropped (count in ``dropped``).
     """
     path = Path(path)
     with reading(path, "an NVDM bag-of-words zip or folder (train.feat, test.feat, vocab.new)"):
@@ -392,4 +400,8 @@ def load_nvdm(path: str | os.PathLike, drop_empty: bool = True) -> tuple[BowCorp
             counts, labels = _parse_feat(files[f"{split}.feat"].decode("utf-8"), len(vocab), f"{path}:{split}.feat")
             corpus = BowCorpus(counts, list(vocab), labels, 0, f"{path.stem}/{split}")
             out.append(drop_empty_documents(corpus, refuse=not drop_empty))
+    stop = frozenset(resolve_stop_words(stop_words) or ())
+    if stop:
+        kept = [w for w in vocab if w not in stop]
+        out = [corpus.restrict(kept, drop_empty=drop_empty) for corpus in out]
     return out[0], out[1]

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ..checkpoint import epoch_generator
+from .bow import resolve_stop_words
 from .text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, Vocabulary
 from ..validation import Integer, positive_int
 
@@ -159,12 +160,6 @@ def _documents(paths: list[Path], stop: Iterable[str] | None, min_len: int) -> I
                     yield tokenize(line, min_len=min_len, stop_words=stop)
 
 
-def _stop_words(stop_words: Iterable[str] | None | str) -> Iterable[str] | None:
-    from .bow import english_stop_words
-
-    return english_stop_words() if stop_words == "english" else stop_words
-
-
 def scan_documents(paths: str | os.PathLike | Sequence[str | os.PathLike], min_df: int = 2, max_df: float = 0.5,
                    max_vocab: int | None = None, stop_words: Iterable[str] | None | str = "english",
                    min_len: int = 3) -> tuple[list[str], int]:
@@ -178,7 +173,7 @@ def scan_documents(paths: str | os.PathLike | Sequence[str | os.PathLike], min_d
     files = _paths(paths)
     df: collections.Counter[str] = collections.Counter()
     n = 0
-    for doc in _documents(files, _stop_words(stop_words), min_len):
+    for doc in _documents(files, resolve_stop_words(stop_words), min_len):
         df.update(set(doc))
         n += 1
     if n == 0:
@@ -202,7 +197,7 @@ class StreamingBagOfWords(_BufferedStream):
             raise ValueError("the vocabulary is empty")
         self.vocab = list(vocab)
         self.index = {w: i for i, w in enumerate(self.vocab)}
-        self.stop, self.min_len = _stop_words(stop_words), min_len
+        self.stop, self.min_len = resolve_stop_words(stop_words), min_len
         self.dropped = 0
 
     def _batches(self, rows: list[list[int]], g: torch.Generator) -> Iterator[torch.Tensor]:

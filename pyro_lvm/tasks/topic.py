@@ -25,7 +25,7 @@ import torch
 from .. import validation as V
 from ..training import runs
 from ..checkpoint import atomic_json_save, load_best_or_last, load_module_state
-from ..data.bow import BowCorpus, english_stop_words, load_lee_background, load_nvdm, read_texts, split_texts
+from ..data.bow import BowCorpus, load_lee_background, load_nvdm, read_texts, split_texts
 from ..models.topic import LDA, ProdLDA
 from ..models.topic.metrics import format_topics, heldout_log_likelihood, perplexity, topic_report
 from ..training.loop import History, fit
@@ -79,12 +79,7 @@ def load_corpus(args: argparse.Namespace) -> tuple[BowCorpus, BowCorpus]:
     if args.data_path is None:
         raise ValueError(f"--dataset {args.dataset} needs a path: pass --data-path")
     if args.dataset == "20ng":
-        train, test = load_nvdm(args.data_path)
-        if not args.keep_stop_words:
-            stop = english_stop_words()
-            words = [w for w in train.vocab if w not in stop]
-            train, test = train.restrict(words), test.restrict(words)
-        return train, test
+        return load_nvdm(args.data_path, stop_words=None if args.keep_stop_words else "english")
     return split_texts(read_texts(args.data_path), Path(args.data_path).stem, args.min_df, args.max_df,
                        args.max_vocab, seed=args.seed)
 
