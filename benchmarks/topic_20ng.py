@@ -16,8 +16,11 @@ ProdLDA and scikit-learn's LDA run once per seed of ``--prodlda-seeds`` (default
 published ProdLDA NPMI is a range over runs); their rows give the first seed's full report,
 each seed's NPMI and the mean and standard deviation over seeds (the code of those two rows
 is pyro_lvm.reproduce.topic_20ng, shared with `pyro-lvm reproduce prodlda-20ng`).
-Also: one ProdLDA training step through ``fit()`` against a hand-written PyTorch step (ratio).
-Writes benchmarks/results/topic_20ng.json.
+Also: one ProdLDA training step through ``fit()`` against a hand-written PyTorch step and a
+stock Pyro SVI step (interleaved rounds, process CPU time, medians). Writes
+benchmarks/results/topic_20ng.json; ``--speed-only`` runs only that timing (about a minute):
+
+    python benchmarks/topic_20ng.py --data DATA/20ng.zip --speed-only   # -> results/topic_20ng_speed.json
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import json
 import math
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,23 +42,28 @@ torch.set_num_threads(1)
 from pyro_lvm import fit, set_seed  # noqa: E402
 from pyro_lvm.models.topic import LDA, ProdLDA  # noqa: E402
 from pyro_lvm.infer.scaling import full_data_elbo  # noqa: E402
+from pyro_lvm.reproduce import interleaved_cpu_ms  # noqa: E402
 from pyro_lvm.reproduce.topic_20ng import (add_arguments, evaluate, load_data, prodlda_row, sklearn_row,  # noqa: E402
                                            train_pyro)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def hand_written_prodlda_step_ratio(train, k, steps=40, batch=200):
-    """Seconds per step: fit()'s Pyro ProdLDA vs the same network and loss in plain PyTorch."""
+def hand_written_prodlda_step_ratio(train, k, steps=40, batch=200, rounds=7):
+    """Process CPU ms per step of ProdLDA trained three ways on the same batch: fit() (its
+    TraceMeanField_ELBO, fused Adam), the same network and loss hand-written in PyTorch (fused
+    Adam), and stock Pyro SVI (pyro.module, Pyro's per-parameter Adam). Each round runs
+    ``steps`` steps of each in turn (interleaved, so machine noise hits all alike); the medians
+    over ``rounds`` rounds and their ratios are reported."""
     v = len(train.vocab)
     x = train.counts[:batch]
     set_seed(0)
     model = ProdLDA(v, k)
     elbo = pyro.infer.TraceMeanField_ELBO()
-    fit(model, x, elbo=elbo, epochs=3, batch_size=batch, progress=False)          # warm-up
-    t0 = time.perf_counter()
-    fit(model, x, elbo=elbo, epochs=steps, batch_size=batch, progress=False, validate="never")
-    pyro_step = (time.perf_counter() - t0) / steps
+    fit(model, x, elbo=elbo, epochs=3, batch_size=batch, progress=False)          # warm-up, validated once
+
+    def fit_steps():
+        fit(model, x, elbo=elbo, epochs=steps, batch_size=batch, progress=False, validate="never")
 
     set_seed(0)
     net = ProdLDA(v, k)
@@ -73,14 +82,37 @@ def hand_written_prodlda_step_ratio(train, k, steps=40, batch=200):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    for _ in range(3):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch_step = (time.perf_counter() - t0) / steps
-    return {"fit_step_ms": round(1000 * pyro_step, 2), "hand_written_torch_step_ms": round(1000 * torch_step, 2),
-            "ratio": round(pyro_step / torch_step, 2), "batch": batch, "steps": steps}
+
+    def hand_steps():
+        for _ in range(steps):
+            step()
+
+    set_seed(0)
+    stock = ProdLDA(v, k)
+    stock.train()
+
+    def svi_model(counts):
+        pyro.module("prodlda", stock)
+        stock.model(counts)
+
+    def svi_guide(counts):
+        pyro.module("prodlda", stock)
+        stock.guide(counts)
+    svi = pyro.infer.SVI(svi_model, svi_guide, pyro.optim.Adam({"lr": 1e-3}), pyro.infer.TraceMeanField_ELBO())
+
+    def svi_steps():
+        with pyro.validation_enabled(False):
+            for _ in range(steps):
+                svi.step(x)
+
+    times = interleaved_cpu_ms({"fit": fit_steps, "hand": hand_steps, "svi": svi_steps}, rounds, repeats=1, warmup=1)
+    ms = {name: statistics.median(t) / steps for name, t in times.items()}
+    return {"fit_step_ms": round(ms["fit"], 2), "hand_written_torch_step_ms": round(ms["hand"], 2),
+            "pyro_svi_step_ms": round(ms["svi"], 2), "ratio": round(ms["fit"] / ms["hand"], 2),
+            "pyro_svi_ratio": round(ms["svi"] / ms["hand"], 2),
+            "ratio_per_round": [round(f / h, 2) for f, h in zip(times["fit"], times["hand"])],
+            "batch": batch, "steps_per_round": steps, "rounds": rounds,
+            "timing": "process CPU time, one thread, interleaved rounds, medians"}
 
 
 def enum_vs_collapsed_same_parameters(model_collapsed, counts, k, v, num_docs, particles=200, seed=0):
@@ -116,13 +148,25 @@ def main():
     p.add_argument("--enum-epochs", type=int, default=40)
     p.add_argument("--lda-alpha", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0, help="seed of the LDA runs and the subsample")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "topic_20ng.json"))
+    p.add_argument("--speed-only", action="store_true",
+                   help="only the ProdLDA step timing (fit vs hand-written vs Pyro SVI), a minute of CPU; "
+                        "written to benchmarks/results/topic_20ng_speed.json unless --out")
+    p.add_argument("--out", default=None, help="default: benchmarks/results/topic_20ng.json (topic_20ng_speed.json "
+                                               "with --speed-only)")
     args = p.parse_args()
+    if args.out is None:
+        args.out = str(ROOT / "benchmarks" / "results" / ("topic_20ng_speed.json" if args.speed_only else "topic_20ng.json"))
     wall0 = time.perf_counter()
 
     train, test = load_data(args)
     k, v = args.topics, len(train.vocab)
     print(train.summary(), test.summary(), flush=True)
+    if args.speed_only:
+        speed = hand_written_prodlda_step_ratio(train, k)
+        print(speed, flush=True)
+        return write(args, {"benchmark": "topic_20ng (speed only)", "command": "python " + " ".join(sys.argv),
+                            "data": {"train": train.summary()}, "topics": k,
+                            "prodlda_step_vs_hand_written_pytorch": speed, "machine": machine()}, wall0)
     rows = [prodlda_row(args, train, test)]
 
     # Collapsed LDA, full training set
@@ -171,10 +215,18 @@ def main():
         "anchors": {"prodlda_npmi_published_k50": "0.231-0.251 (mean ~0.244), Srivastava & Sutton's released code"},
         "prodlda_npmi_all_docs_over_seeds": {"mean": rows[0]["npmi_all_docs_mean"], "std": rows[0]["npmi_all_docs_std"],
                                              "seeds": args.prodlda_seeds},
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "pyro": pyro.__version__,
-                    "threads": torch.get_num_threads()},
-        "total_wall_seconds": round(time.perf_counter() - wall0, 1),
+        "machine": machine(),
     }
+    write(args, result, wall0)
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "torch": torch.__version__, "pyro": pyro.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def write(args, result: dict, wall0: float) -> None:
+    result["total_wall_seconds"] = round(time.perf_counter() - wall0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out} in {result['total_wall_seconds']} s")

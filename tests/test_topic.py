@@ -58,6 +58,9 @@ def test_empty_vocabulary_after_cutoffs_is_refused():
     (torch.tensor([[1.0, -1.0]]), "negative counts"),
     (torch.tensor([[1.0, 0.5]]), "whole-number"),
     (torch.tensor([[1.0, float("nan")]]), "NaN"),
+    (torch.tensor([[1.0, float("inf")]]), "NaN or inf"),
+    (torch.tensor([[float("-inf"), 1.0]]), "NaN or inf"),
+    (torch.tensor([[2.0, -0.5]]), "negative counts"),
     (torch.tensor([[1, 2]]), "floating-point"),
     (torch.ones(3), "shape"),
     (torch.ones(2, 3), "vocabulary mismatch"),
@@ -69,6 +72,12 @@ def test_bad_counts_are_named(counts, message):
         for model in (ProdLDA(2, 2, hidden=4), LDA(2, 2, hidden=4)):
             with pytest.raises(ValueError, match=message):
                 model.model(counts)
+
+
+@pytest.mark.parametrize("counts", [torch.tensor([[0.0, 3.0], [-0.0, 1e6]]), torch.zeros(0, 2),
+                                    torch.tensor([[1.0, 2.0]], dtype=torch.float64)])
+def test_valid_counts_pass_the_check_unchanged(counts):
+    assert check_counts(counts, vocab_size=2) is counts
 
 
 def test_vocabulary_mismatch_between_splits():

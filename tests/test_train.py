@@ -300,7 +300,8 @@ def test_an_optimiser_must_hold_every_parameter_and_nothing_else():
 
 # ----------------------------------------------------------------------------- the step hooks
 
-def test_step_hooks_see_the_loss_and_the_gradient_norm_before_the_update():
+@pytest.mark.parametrize("clip_norm", [None, 1e9])  # None: the norm alone; a bound: clip_grad_norm_
+def test_step_hooks_see_the_loss_and_the_gradient_norm_before_the_update(clip_norm):
     pair = two_part_pair()
     seen = []
 
@@ -315,7 +316,7 @@ def test_step_hooks_see_the_loss_and_the_gradient_norm_before_the_update():
         def on_step_end(self, state, batch, loss):
             seen[-1].update(end_loss=loss, after=params_of(state.pair))
 
-    fit(pair, X, epochs=1, batch_size=32, progress=False, clip_norm=1e9, callbacks=[Watch()])
+    fit(pair, X, epochs=1, batch_size=32, progress=False, clip_norm=clip_norm, callbacks=[Watch()])
     assert len(seen) == 3
     for step in seen:
         assert step["loss"] == step["end_loss"]
@@ -324,6 +325,27 @@ def test_step_hooks_see_the_loss_and_the_gradient_norm_before_the_update():
         assert not any(torch.equal(p, q) for p, q in zip(step["before"], step["after"]))
     for previous, step in zip(seen, seen[1:]):  # nothing moves parameters between an update and the next hook
         assert all(torch.equal(p, q) for p, q in zip(previous["after"], step["before"]))
+
+
+class SqrtMean:
+    """A user's pair whose mean is sqrt(a) of a bare pyro.param a = 0: the loss is finite, its
+    gradient in a is infinite."""
+
+    def model(self, x):
+        a = pyro.param("a", torch.zeros(x.shape[1]))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(a.sqrt(), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        pass
+
+
+@pytest.mark.parametrize("clip_norm", [None, 1.0])
+def test_a_non_finite_gradient_of_a_finite_loss_stops_before_the_update(clip_norm):
+    pyro.clear_param_store()
+    with pytest.raises(TrainingDivergedError, match=r"gradient norm became (inf|nan) at step 1 \(epoch 1"):
+        fit(SqrtMean(), X[:, :3] + 1.0, epochs=1, batch_size=32, progress=False, clip_norm=clip_norm)
+    assert torch.equal(pyro.param("a").detach(), torch.zeros(3))
 
 
 def test_raising_before_the_optimiser_step_leaves_the_parameters():

@@ -511,8 +511,7 @@ class _Steps:
         if state.rank is not None:
             state.rank.sum_gradients(state.params)
         _call(self.callbacks, "on_after_backward", state, batch)
-        state.grad_norm = torch.nn.utils.clip_grad_norm_(state.params, self.clip_norm if self.clip_norm is not None
-                                                         else math.inf)
+        state.grad_norm = _gradient_norm(state.params, self.clip_norm)
         _call(self.callbacks, "on_before_optimizer_step", state, batch)
         state.optimizer.step()
         state.step += 1
@@ -545,6 +544,15 @@ class _Steps:
                 # strict=False: lazily created parameters live in the param store
                 state.pair.load_state_dict(self.pending["pair"], strict=False)
             restore_param_store(self.pending["param_store"])
+
+
+def _gradient_norm(params: Sequence[torch.Tensor], clip_norm: float | None) -> torch.Tensor:
+    """The global norm of the gradients of ``params`` before clipping, after clipping them to
+    ``clip_norm`` when given. Without a bound only the norm is computed: ``clip_grad_norm_``
+    with an infinite one would still multiply every gradient by 1, a pass over all of them."""
+    if clip_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
 def _look(pair: Any, batch: Any) -> list:

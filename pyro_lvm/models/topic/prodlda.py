@@ -53,9 +53,13 @@ class ProdLDA(nn.Module):
         self.register_buffer("prior_scale", sigma2.sqrt())
 
     # -- pieces
+    def word_logits(self, theta: torch.Tensor) -> torch.Tensor:
+        """Proportions ``(..., K)`` -> unnormalised log p(word | theta) ``(..., V)``, ``BN(W theta)``."""
+        return batch_norm(self.bn_beta, self.beta(self.drop_theta(theta)))
+
     def word_log_probs(self, theta: torch.Tensor) -> torch.Tensor:
         """Proportions ``(..., K)`` -> log p(word | theta) ``(..., V)``."""
-        return batch_norm(self.bn_beta, self.beta(self.drop_theta(theta))).log_softmax(-1)
+        return self.word_logits(theta).log_softmax(-1)
 
     def to_theta(self, latent: torch.Tensor) -> torch.Tensor:
         """Values of the local site -> proportions on the simplex."""
@@ -94,7 +98,8 @@ class ProdLDA(nn.Module):
             theta = self.to_theta(latent)
             if self.posterior == "logistic-normal":
                 pyro.deterministic("theta", theta, event_dim=1)
-            pyro.sample("words", BagOfWords(self.word_log_probs(theta), counts.sum(-1)), obs=counts)
+            # BagOfWords normalises its logits itself (normalising here too would do it twice)
+            pyro.sample("words", BagOfWords(self.word_logits(theta), counts.sum(-1)), obs=counts)
 
     def guide(self, counts: torch.Tensor) -> None:
         check_counts(counts, self.vocab_size)
