@@ -144,6 +144,77 @@ def test_word_emissions_both_paths_equal_brute_force(make):
         assert torch.allclose(fast.emission.log_likelihoods(torch.arange(6)[None]).exp().sum(1), torch.ones(3), atol=1e-5)
 
 
+def test_neural_emission_type_table_is_normalised_and_gathers_per_token():
+    torch.manual_seed(0)
+    vocab = [*VOCAB, "a", "Quickly-2"]
+    emission = NeuralCategoricalEmission(3, vocab, channels=5, hidden=8, kernel=3)
+    with torch.no_grad():  # move away from the near-zero init; the padding character keeps its zero vector
+        for p in emission.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+        emission.char_embedding.weight[0] = 0.0
+    # The packed character CNN (one matrix product over real character positions) is the
+    # padded Conv1d over each word, max over its characters.
+    conv = torch.relu(emission.conv(emission.char_embedding(emission.chars).transpose(1, 2)))
+    padded = conv.masked_fill((emission.chars == 0).unsqueeze(1), 0.0).amax(-1)
+    assert emission.char_features().shape == (8, 5)
+    assert torch.allclose(emission.char_features(), padded, atol=1e-5)
+    table = emission.log_likelihoods(torch.arange(8)[None])[0].T  # (K, V)
+    assert table.shape == (3, 8)
+    assert torch.allclose(table.logsumexp(-1), torch.zeros(3), atol=1e-5)  # a distribution over words per state
+    # The table computed once over word types, then gathered, is each token's own log-probability.
+    x = torch.tensor([[0, 7, 7, 2], [5, 1, 0, 3]])
+    per_token = emission.log_likelihoods(x)
+    assert per_token.shape == (2, 4, 3)
+    for n in range(2):
+        for t in range(4):
+            for k in range(3):
+                own = torch.log_softmax(emission.state_net(emission.states.weight[k]) @ emission.word_features().T
+                                        + emission.bias, -1)[x[n, t]]
+                assert torch.allclose(per_token[n, t, k], own, atol=1e-5)
+                assert torch.allclose(emission.dist(torch.tensor(k), None).log_prob(x[n, t]), own, atol=1e-5)
+    # Every parameter gets a gradient from the exact marginal likelihood (the padding row excepted).
+    hmm = HMM(emission)
+    (-hmm.log_likelihood(x).sum()).backward()
+    for name, p in emission.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+        grad = p.grad[1:] if name == "char_embedding.weight" else p.grad
+        assert float(grad.abs().sum()) > 0, name
+    assert float(emission.char_embedding.weight.grad[0].abs().sum()) == 0.0
+    # Without gradients the table is computed once and reused until a parameter changes (in
+    # place, as optimisers and EM's M-step change them).
+    with torch.no_grad():
+        first = emission.log_table()
+        assert emission.log_table() is first
+        emission.bias[0] += 1.0
+        second = emission.log_table()
+        assert second is not first and not torch.allclose(second, first)
+    emission.update((torch.rand(3, 8),), pseudocount=1e-3)  # Adam steps of the generalised M-step
+    with torch.no_grad():
+        assert not torch.allclose(emission.log_table(), second)
+        assert torch.allclose(emission.log_table(), torch.log_softmax(emission.logits, -1))
+    # The derived windows are not saved: a state dict of the padded version still loads.
+    assert "windows" not in emission.state_dict() and "chars" in emission.state_dict()
+    with pytest.raises(ValueError, match="kernel"):
+        NeuralCategoricalEmission(3, vocab, kernel=0)
+
+
+def test_neural_emission_trained_by_fit_lowers_the_loss():
+    from pyro_lvm.training.loop import BatchList, fit
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 6, (16, 6))
+    x[:, ::2] = torch.randint(0, 2, (16, 3))  # "the dog" words every other step: a structure to learn
+    mask = lengths_to_mask(torch.randint(2, 7, (16,)))
+    hmm = HMM(NeuralCategoricalEmission(3, VOCAB, channels=5, hidden=8))
+    with torch.no_grad():
+        before = float(hmm.log_likelihood(x, mask).sum())
+    fit(hmm, BatchList([(x[:8], mask[:8]), (x[8:], mask[8:])]), elbo=hmm.objective(num_datapoints=16),
+        optimizer=lambda params: torch.optim.Adam(params, lr=0.05), epochs=15, seed=0, progress=False)
+    with torch.no_grad():
+        after = float(hmm.log_likelihood(x, mask).sum())
+    assert after > before + 1.0
+
+
 def test_flow_is_invertible_and_volume_preserving():
     flow = VolumePreservingFlow(5, layers=3, hidden=7)
     with torch.no_grad():

@@ -11,7 +11,8 @@ Words in, tags only for evaluation. Emissions (``--emission``):
   HMM by Adam on the exact marginal likelihood (``--flow-epochs``);
 * ``neural``: Tran et al. 2016's softmax of state embeddings against word embeddings and
   character-CNN features, trained by generalised EM (Adam steps in the M-step) or by Adam on
-  the exact marginal likelihood (``--trainer adam``).
+  the exact marginal likelihood (``--trainer adam``, what docs/hmm.md's MASC row uses: from the
+  near-uniform start, generalised EM can stall with most tokens in a few states).
 
 EM runs until the relative change of the log-likelihood is below ``--tol`` (or
 ``--iterations``). ``--restarts R`` first trains ``R`` random initialisations for
