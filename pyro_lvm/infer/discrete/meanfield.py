@@ -20,8 +20,9 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
-from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
+
+from ...traces import is_subsample
 
 __all__ = ["MeanFieldELBO"]
 
@@ -39,8 +40,8 @@ class MeanFieldELBO(TraceMeanField_ELBO):
         guide_trace = poutine.trace(guide, graph_type="flat").get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace), graph_type="flat").get_trace(
             *args, **kwargs)
-        guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
-        model_trace.compute_log_prob(site_filter=lambda name, site: site["is_observed"])
+        # the plates' subsample sites stay in the traces (no pruned copies): the loss skips them
+        model_trace.compute_log_prob(site_filter=lambda name, site: site["is_observed"] and not is_subsample(site))
         return model_trace, guide_trace
 
     def _differentiable_loss_particle(self, model_trace: Any, guide_trace: Any) -> tuple[Any, Any]:
@@ -48,7 +49,7 @@ class MeanFieldELBO(TraceMeanField_ELBO):
             return super()._differentiable_loss_particle(model_trace, guide_trace)
         elbo_particle: Any = 0
         for name, model_site in model_trace.nodes.items():
-            if model_site["type"] != "sample":
+            if model_site["type"] != "sample" or is_subsample(model_site):
                 continue
             if model_site["is_observed"]:
                 elbo_particle = elbo_particle + model_site["log_prob_sum"]
@@ -65,7 +66,7 @@ class MeanFieldELBO(TraceMeanField_ELBO):
                 guide_trace.compute_score_parts()
                 elbo_particle = elbo_particle + model_site["log_prob_sum"] - guide_site["score_parts"].entropy_term.sum()
         for name, guide_site in guide_trace.nodes.items():  # auxiliary guide sites
-            if guide_site["type"] == "sample" and name not in model_trace.nodes:
+            if guide_site["type"] == "sample" and name not in model_trace.nodes and not is_subsample(guide_site):
                 guide_trace.compute_score_parts()
                 elbo_particle = elbo_particle - guide_site["score_parts"].entropy_term.sum()
         loss = -(elbo_particle.detach() if torch._C._get_tracing_state() else torch_item(elbo_particle))
