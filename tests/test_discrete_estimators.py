@@ -587,3 +587,57 @@ def test_global_latents_and_plates_sharing_a_dimension():
         assert row.bias_ci[0] < 0.05 * cmp.reference_grad_norm and row.max_abs_z < 4.5, name
     # a global latent: VIMCO's bound is over the whole batch, so it is no lower than the ELBO
     assert cmp.row("vimco").objective >= cmp.row("vimco").elbo
+
+
+class _MeanFieldPair(nn.Module):
+    """Bernoulli latents (closed-form KL), a global Normal-guided Laplace latent (no closed form: the
+    sampled fallback) and an auxiliary guide site: every branch of MeanFieldELBO's loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec = nn.Linear(6, 4), nn.Linear(4, 6)
+        self.prior = nn.Parameter(torch.zeros(4))
+        self.w_loc = nn.Parameter(torch.tensor(0.3))
+
+    def model(self, x):
+        pyro.module("mf", self)
+        w = pyro.sample("w", dist.Laplace(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Bernoulli(logits=self.prior).expand([x.shape[0], 4]).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z) + w, 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("mf", self)
+        pyro.sample("u", dist.Normal(self.w_loc, 1.0), infer={"is_auxiliary": True})
+        pyro.sample("w", dist.Normal(self.w_loc, 0.5))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Bernoulli(logits=self.enc(x)).to_event(1))
+
+
+@pytest.mark.parametrize("name", ["gumbel", "straight-through", "gumbel-rao"])
+def test_relaxed_estimators_skip_unused_log_densities_with_the_same_loss_and_gradients(name):
+    from pyro.infer import TraceMeanField_ELBO
+
+    x = torch.randn(5, 6)
+    results = []
+    for inner in ("ours", "pyro"):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        pair = _MeanFieldPair()
+        objective = DiscreteELBO(name, temperature=0.5, rao_samples=3)
+        if inner == "pyro":
+            objective.inner = TraceMeanField_ELBO()
+        pyro.enable_validation(False)
+        try:
+            torch.manual_seed(1)
+            objective.differentiable_loss(pair.model, pair.guide, x)  # the first call checks the sites
+            torch.manual_seed(2)
+            loss = objective.differentiable_loss(pair.model, pair.guide, x)
+        finally:
+            pyro.enable_validation(True)
+        grads = torch.autograd.grad(loss, list(pair.parameters()))
+        results.append((loss.detach(), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.equal(loss_a, loss_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+    assert all(g.abs().sum() > 0 for g in grads_a)  # every parameter takes part (the comparison is not vacuous)

@@ -158,4 +158,4 @@ class Antithetic(ParticleEstimator):
             else:
                 grad = -diff * (u - 0.5)
             surrogate = surrogate + (logits * grad.detach()).sum() / pairs
-        return as_loss(value, surrogate + traces.plain_score(traces.score_sites(set(structure.sites)))), stats
+        return as_loss(value, traces.with_plain_score(surrogate, structure.sites)), stats

@@ -11,7 +11,8 @@ Two kinds of machinery carry them out:
 
 * the enumerated, score-function and relaxed estimators rewrite the pair's discrete sites
   with a poutine handler (:class:`DiscreteSites`) and call Pyro's own ELBOs
-  (``TraceEnum_ELBO``, ``Trace_ELBO``, ``TraceGraph_ELBO``, ``TraceMeanField_ELBO``);
+  (``TraceEnum_ELBO``, ``Trace_ELBO``, ``TraceGraph_ELBO``, and ``TraceMeanField_ELBO`` as
+  :class:`~pyro_lvm.infer.discrete.meanfield.MeanFieldELBO`, which skips the log-densities it does not use);
 * RLOO, VIMCO, ARM/DisARM and REBAR/RELAX need several correlated evaluations of each
   datapoint: they run the pair once over a plate of particles
   (:mod:`pyro_lvm.infer.discrete.particles`; :mod:`~pyro_lvm.infer.discrete.multisample`,
@@ -34,7 +35,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
@@ -42,6 +43,7 @@ from ... import validation
 from ...training.callbacks import Callback
 from ...traces import enumeration_mark, is_subsample, pair_plate_nesting, unwrap_independent
 from .antithetic import Antithetic
+from .meanfield import MeanFieldELBO
 from ..handlers import handled
 from .multisample import RLOO, VIMCO
 from .particles import Structure, StructureChanged, latent_sites, side_trace, site_family
@@ -478,7 +480,7 @@ class DiscreteELBO:
             return GraphELBO(**kw)
         if self.estimator in ("gumbel", "straight-through", "gumbel-rao"):
             # analytic KL between guide and prior sites (exact for Bernoulli and categorical pairs)
-            return TraceMeanField_ELBO(**kw)
+            return MeanFieldELBO(**kw)
         return Trace_ELBO(**kw)
 
     def _handles(self, name: str, fn: Any) -> bool:

@@ -58,7 +58,7 @@ class RLOO(_MultiSample):
             cost = traces.front(costs[name])
             advantage = (cost - (cost.sum(0, keepdim=True) - cost) / (s - 1)).detach()
             surrogate = surrogate + (traces.front(traces.log_q(name)) * advantage).sum() / s
-        return as_loss(value, surrogate + traces.plain_score(traces.score_sites(set(structure.sites)))), stats
+        return as_loss(value, traces.with_plain_score(surrogate, structure.sites)), stats
 
 
 class VIMCO(_MultiSample):

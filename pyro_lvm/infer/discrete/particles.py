@@ -251,6 +251,11 @@ class ParticleTraces:
         return [name for name, site in latent_sites(self.guide_trace)
                 if name not in handled and not getattr(site["fn"], "has_rsample", False)]
 
+    def with_plain_score(self, surrogate: torch.Tensor, handled: list[str]) -> torch.Tensor:
+        """``surrogate`` plus the :meth:`plain_score` of the guide sites outside ``handled`` (when there are any)."""
+        others = self.score_sites(set(handled))
+        return surrogate + self.plain_score(others) if others else surrogate
+
     def plain_score(self, names: list[str], weights: torch.Tensor | None = None) -> torch.Tensor:
         """Surrogate ``sum_sites sum_p w_p log q(z_p) * cost_p`` (cost detached) for the sites ``names``;
         ``weights (P,)`` default to ``1 / P`` (every particle a draw of the guide)."""

@@ -200,11 +200,13 @@ class Rebar(ParticleEstimator):
         # update_module_params: after a resume the param store holds the trained values
         return pyro.module(f"{CV_PREFIX}{self.name}.{site}.net", self.networks[site], update_module_params=True)
 
-    def _surrogate(self, site: str, z: torch.Tensor, logits: torch.Tensor, event_dims: int) -> torch.Tensor:
-        """``r_psi([z, logits])`` per datapoint: shape of ``z`` without its ``event_dims`` trailing dims."""
+    def _surrogate(self, site: str, z: torch.Tensor, logits: torch.Tensor, event_dims: int,
+                   net: nn.Module | None = None) -> torch.Tensor:
+        """``r_psi([z, logits])`` per datapoint: shape of ``z`` without its ``event_dims`` trailing dims.
+        ``net``: the site's network when the caller already has it (this step's :meth:`_network`)."""
         batch = z.shape[:z.dim() - event_dims]
         event_size = int(torch.Size(z.shape[z.dim() - event_dims:]).numel())
-        net = self._network(site, event_size, z)
+        net = net if net is not None else self._network(site, event_size, z)
         inputs = torch.cat([z.reshape(*batch, event_size), logits.detach().reshape(*batch, event_size)], -1)
         try:
             out = net(inputs)
@@ -292,7 +294,8 @@ class Rebar(ParticleEstimator):
         cv_grad = eta * dr
         if self.relax:
             r_z = self._surrogate(name, z, a, event_dims)
-            r_cond = self._surrogate(name, z_cond, a, event_dims)
+            # the same network: pyro.module's registration (and update from the store) once per step
+            r_cond = self._surrogate(name, z_cond, a, event_dims, self.networks[name])
             control_cond = control_cond + r_cond.reshape(cond_cost.shape)
             (dr_net,) = torch.autograd.grad((r_z - r_cond).sum(), a, retain_graph=True, create_graph=True)
             cv_grad = cv_grad + dr_net
