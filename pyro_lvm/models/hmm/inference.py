@@ -16,7 +16,11 @@ The forward pass works in probability space with renormalisation at each step (R
 1989, "scaling"): one ``(N, K) @ (K, K)`` product per step instead of a ``logsumexp`` over
 ``(N, K, K)``. Emission terms are shifted by their per-step maximum before ``exp`` (so a step
 whose every state has a tiny likelihood cannot underflow to all zeros), and the running
-distribution is renormalised, so nothing grows or shrinks with ``T``.
+distribution is renormalised, so nothing grows or shrinks with ``T``. The recursions run on
+packed rows (:func:`pack_sequences`): the sequences sorted by length, so the steps after a
+sequence's end are neither stored nor computed, and per step the work is a handful of
+operations on contiguous views (on a CPU their dispatch, not the arithmetic, is what a step
+costs at small ``K``).
 
 Posterior marginals and expected transition counts are gradients of the log-likelihood
 (Eisner 2016, "Inside-outside and forward-backward algorithms are just backprop").
@@ -42,14 +46,18 @@ def check_hmm_inputs(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: 
     positive_int("the number of states (log_emit.shape[-1])", k)
     if t < 1:
         raise ValueError("sequences of length 0: log_emit has T = 0 steps")
-    if log_init.shape != (k,) or log_trans.shape != (k, k):
-        raise ValueError(f"log_init must be ({k},) and log_trans ({k}, {k}) for K={k} states; got "
-                         f"{tuple(log_init.shape)} and {tuple(log_trans.shape)}")
+    _check_chain_tables(log_init, log_trans, k)
     if mask is None:
         return torch.ones(n, t, dtype=torch.bool, device=log_emit.device)
     if mask.shape != (n, t):
         raise ValueError(f"mask has shape {tuple(mask.shape)} but the observations need ({n}, {t})")
     return mask.bool()
+
+
+def _check_chain_tables(log_init: torch.Tensor, log_trans: torch.Tensor, k: int) -> None:
+    if log_init.shape != (k,) or log_trans.shape != (k, k):
+        raise ValueError(f"log_init must be ({k},) and log_trans ({k}, {k}) for K={k} states; got "
+                         f"{tuple(log_init.shape)} and {tuple(log_trans.shape)}")
 
 
 def last_observed(mask: torch.Tensor) -> torch.Tensor:
@@ -204,9 +212,13 @@ def packed_log_likelihood(log_init: torch.Tensor, log_trans: torch.Tensor, emit:
     ignored). What :func:`forward_log_likelihood` computes, without the padded ``(N, T, K)``
     table: the fast path of :class:`~pyro_lvm.models.hmm.hmm.HMM` evaluates its emissions on
     these rows. Differentiable in all three tables (first derivatives only)."""
-    if emit.dim() != 2 or emit.shape != (len(pack.rows), log_init.shape[-1]):
-        raise ValueError(f"emit must have shape ({len(pack.rows)}, {log_init.shape[-1]}) (packed rows, states); "
+    if not isinstance(pack, SequencePacking):
+        raise TypeError(f"pack must be the SequencePacking of the batch's mask (pack_sequences(mask)), "
+                        f"got {type(pack).__name__}")
+    if emit.dim() != 2 or emit.shape[0] != len(pack.rows):
+        raise ValueError(f"emit must have shape ({len(pack.rows)}, K), one row per packed step (pack.rows), "
                          f"got {tuple(emit.shape)}")
+    _check_chain_tables(log_init, log_trans, emit.shape[1])
     return _ForwardAlgorithm.apply(log_init, log_trans, emit, pack)
 
 
