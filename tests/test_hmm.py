@@ -133,6 +133,109 @@ def test_padding_is_irrelevant():
                               inf.posterior_marginals(*alone)[0], atol=1e-5)
 
 
+# ----------------------------------------------------------------------------- the packed recursions
+
+@st.composite
+def masked_problems(draw):
+    """Any mask with at least one observed step per sequence, leading unobserved steps included,
+    down to one sequence of one step."""
+    n, steps, k = draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    rows = draw(st.lists(st.lists(st.booleans(), min_size=steps, max_size=steps).filter(any), min_size=n, max_size=n))
+    return (*random_tables(n, steps, k, draw(st.integers(0, 10_000))), torch.tensor(rows))
+
+
+@settings(max_examples=40, deadline=None)
+@given(masked_problems())
+def test_packed_recursions_equal_brute_force_on_any_mask(problem):
+    """Log-likelihood and every gradient (the initial state's included when step 0 is unobserved)
+    against autograd of the sum over all paths, with a non-uniform upstream gradient."""
+    *tables, mask = problem
+    weights = torch.linspace(0.5, 1.5, mask.shape[0])
+    out = []
+    for fn in (inf.forward_log_likelihood, inf.brute_force_log_likelihood):
+        leaves = [t.clone().requires_grad_() for t in tables]
+        log_lik = fn(*leaves, mask)
+        grads = torch.autograd.grad((weights * log_lik).sum(), leaves, allow_unused=True)  # T = 1: no transition
+        out.append((log_lik, *(torch.zeros_like(t) if g is None else g for t, g in zip(tables, grads))))
+    for mine, ref in zip(*out):
+        assert torch.allclose(mine, ref, rtol=1e-4, atol=1e-4)
+    # The same through the packed entry point, whose emission gradient is the padded one at its rows.
+    pack = inf.pack_sequences(mask)
+    n, steps, k = tables[2].shape
+    emit = tables[2].reshape(n * steps, k)[pack.rows].requires_grad_()
+    log_lik = inf.packed_log_likelihood(tables[0], tables[1], emit, pack)
+    (g_emit,) = torch.autograd.grad((weights * log_lik).sum(), emit)
+    assert torch.allclose(log_lik, out[1][0], rtol=1e-4, atol=1e-4)
+    assert torch.allclose(g_emit, out[1][3].reshape(n * steps, k)[pack.rows], atol=1e-4)
+
+
+def test_packing_rows_and_places():
+    """Rows run sequence by sequence up to each last observed step; each chain's places are a
+    permutation of the rows, step by step with the longest sequences first."""
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 0, 1, 1, 0], [0, 1, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    pack = inf.pack_sequences(mask)
+    expected_rows = [0, 1, 5, 6, 7, 8, 10, 11, 15, 16, 17, 18, 19]  # n * 5 + t, t <= last observed step
+    assert pack.rows.tolist() == expected_rows and pack.seq.tolist() == [r // 5 for r in expected_rows]
+    assert pack.sizes == [4, 4, 2, 2, 1]  # lengths 2, 4, 2, 5
+    assert sorted(pack.fwd.tolist()) == list(range(13))
+    assert pack.firsts.tolist() == [0, 2, 6, 8] and pack.lasts.tolist() == [1, 5, 7, 12]
+    assert pack.holes.squeeze(-1).tolist() == [not bool(mask.view(-1)[r]) for r in expected_rows]
+    assert inf.pack_sequences(torch.ones(2, 3, dtype=torch.bool)).holes is None
+
+
+def test_one_step_one_sequence_and_unobserved_sequences():
+    log_init, log_trans, log_emit = random_tables(1, 1, 3, seed=4)
+    assert torch.allclose(inf.forward_log_likelihood(log_init, log_trans, log_emit),
+                          torch.logsumexp(log_init + log_emit[0, 0], 0).view(1), atol=1e-6)
+    # A sequence with no observed step has log-likelihood 0 and no gradient; the others are unchanged.
+    tables = [t.clone().requires_grad_() for t in random_tables(3, 4, 2, seed=5)]
+    mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    log_lik = inf.forward_log_likelihood(*tables, mask)
+    assert float(log_lik[1].detach()) == 0.0
+    others = inf.brute_force_log_likelihood(tables[0], tables[1], tables[2][[0, 2]], mask[[0, 2]])
+    assert torch.allclose(log_lik[[0, 2]], others, atol=1e-5)
+    log_lik.sum().backward()
+    assert float(tables[2].grad[1].abs().sum()) == 0.0
+
+
+def test_filtered_distributions_and_posterior_draws_on_padded_batches():
+    """Filtering matches each sequence alone (uniform rows after its end); posterior draws are
+    states up to each end and -1 after it."""
+    log_init, log_trans, log_emit = random_tables(3, 6, 3, seed=6)
+    lengths = torch.tensor([6, 2, 4])
+    mask = lengths_to_mask(lengths)
+    _, filtered = inf.forward_log_likelihood(log_init, log_trans, log_emit, mask, return_filtered=True)
+    for n, length in enumerate(lengths.tolist()):
+        _, alone = inf.forward_log_likelihood(log_init, log_trans, log_emit[n:n + 1, :length], return_filtered=True)
+        assert torch.allclose(filtered[n, :length], alone[0], atol=1e-6)
+        assert torch.allclose(filtered[n, length:], torch.full_like(filtered[n, length:], 1 / 3))
+    draws = inf.sample_posterior(log_init, log_trans, log_emit, mask, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draws >= 0, mask) and int(draws.max()) < 3
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "categorical", "gaussian", "autoregressive"])
+def test_fast_path_never_reads_unobserved_steps(kind):
+    """Unobserved steps inside sequences and padding after them: the fast path equals the markov
+    path and brute force, and garbage (NaN, ids outside the vocabulary) there changes nothing."""
+    x = make_data(kind)
+    mask = torch.tensor([[1, 1, 0, 1, 1, 0], [0, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 1]], dtype=torch.bool)
+    fast, markov = make_hmm(kind), make_hmm(kind, inference="markov")
+    markov.load_state_dict(fast.state_dict())
+    garbage = x.masked_fill(~mask if x.dim() == 2 else ~mask.unsqueeze(-1), -1 if x.dim() == 2 else float("nan"))
+    losses, grads = [], []
+    for pair, data in ((fast, x), (fast, garbage), (markov, x)):
+        pair.zero_grad()
+        loss = pair.objective().differentiable_loss(pair.model, pair.guide, data, mask)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in pair.parameters()]))
+    ref = -inf.brute_force_log_likelihood(*fast._tables(x, mask)).sum()
+    for loss in losses:
+        assert torch.allclose(loss, ref, rtol=1e-5, atol=1e-4)
+    assert all(torch.allclose(g, grads[2], atol=1e-4) for g in grads[:2])
+    assert torch.allclose(fast.log_likelihood(garbage, mask).sum(), -ref, atol=1e-4)
+
+
 def make_hmm(kind, k=3, inference="fast", parameters="map", seed=0):
     torch.manual_seed(seed)
     emission = {"bernoulli": lambda: BernoulliEmission(k, 5), "categorical": lambda: CategoricalEmission(k, 6),
@@ -277,6 +380,13 @@ def test_bad_input_errors():
             fn(log_init, log_trans, log_emit, torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="log_trans"):
         inf.forward_log_likelihood(log_init, log_trans[:2], log_emit)
+    pack = inf.pack_sequences(torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"emit must have shape \(8, K\), one row per packed step"):
+        inf.packed_log_likelihood(log_init, log_trans, log_emit.reshape(8, 3)[:5], pack)
+    with pytest.raises(ValueError, match="log_trans"):
+        inf.packed_log_likelihood(log_init, log_trans[:2], log_emit.reshape(8, 3), pack)
+    with pytest.raises(TypeError, match="pack_sequences"):
+        inf.packed_log_likelihood(log_init, log_trans, log_emit.reshape(8, 3), torch.ones(2, 4))
     with pytest.raises(ValueError, match="length 0"):
         inf.viterbi(log_init, log_trans, log_emit[:, :0])
     markov = HMM(BernoulliEmission(2, 3), inference="markov")  # the readable path checks the same way

@@ -146,8 +146,7 @@ class HMMBase(nn.Module):
         x, mask = self.prepare(x, mask)
         factors = self.chain_factors(x.shape[0])
         if self.inference == "fast":
-            log_init, log_trans = self.joint_tables(factors)
-            log_lik = inf.forward_log_likelihood(log_init, log_trans, self.emission_table(x, mask), mask)
+            log_lik = self._fast_log_likelihood(*self.joint_tables(factors), x, mask)
             with self._sequences(x):
                 pyro.factor("log_lik", log_lik)
             return
@@ -197,21 +196,39 @@ class HMMBase(nn.Module):
     def emission_table(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``log p(x_t | joint state s)`` ``(N, T, S)``, evaluated on observed steps only (masked
         steps read 0; padding may hold anything unless the emission reads the previous step)."""
+        n, steps = mask.shape
+        if not bool(mask.all()):
+            return self.emission_rows(x, torch.arange(n * steps, device=x.device), mask.reshape(-1)).view(n, steps, -1)
+        table = self.emission.log_likelihoods(x, previous_steps(x) if self.emission.uses_previous else None)
+        return table if self.emission_states is None else table.index_select(-1, self.emission_states)
+
+    def emission_rows(self, x: torch.Tensor, rows: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(x_t | joint state s)`` ``(R, S)`` at the steps ``rows`` ``(R,)`` (flat indices
+        ``n * T + t``) of ``x``; with ``observed`` ``(R,)`` bool only those rows are evaluated and
+        the others read 0, so what is not observed is never read."""
+        if observed is not None:
+            seen = observed.nonzero().squeeze(1)  # index_select: far cheaper than x[mask] here
+            values = self.emission_rows(x, rows.index_select(0, seen))
+            return values.new_zeros(len(rows), values.shape[-1]).index_copy(0, seen, values)
+        n, steps = x.shape[:2]
         prev = previous_steps(x) if self.emission.uses_previous else None
+
+        def at(v):
+            return v.reshape(n * steps, *v.shape[2:]).index_select(0, rows)[None]
+
+        values = self.emission.log_likelihoods(at(x), None if prev is None else at(prev))[0]
+        return values if self.emission_states is None else values.index_select(-1, self.emission_states)
+
+    def _fast_log_likelihood(self, log_init: torch.Tensor, log_trans: torch.Tensor, x: torch.Tensor,
+                             mask: torch.Tensor) -> torch.Tensor:
+        """``log p(x_n)`` ``(N,)`` by the forward algorithm; on a padded batch the emissions are
+        evaluated on the packed steps (up to each sequence's end) only, never as an ``(N, T, S)``
+        table that would be mostly padding (:func:`~pyro_lvm.models.hmm.inference.pack_sequences`)."""
         if bool(mask.all()):
-            table = self.emission.log_likelihoods(x, prev)
-        else:
-            n, steps = mask.shape
-            rows = mask.reshape(-1).nonzero().squeeze(1)  # index_select: far cheaper than x[mask] here
-
-            def observed(v):
-                return v.reshape(n * steps, *v.shape[2:]).index_select(0, rows)[None]
-
-            values = self.emission.log_likelihoods(observed(x), None if prev is None else observed(prev))[0]
-            table = values.new_zeros(n * steps, values.shape[-1]).index_copy(0, rows, values).view(n, steps, -1)
-        if self.emission_states is not None:
-            table = table.index_select(-1, self.emission_states)
-        return table
+            return inf.forward_log_likelihood(log_init, log_trans, self.emission_table(x, mask), mask)
+        pack = inf.pack_sequences(mask)
+        observed = None if pack.holes is None else ~pack.holes.squeeze(-1)
+        return inf.packed_log_likelihood(log_init, log_trans, self.emission_rows(x, pack.rows, observed), pack)
 
     # ------------------------------------------------------------------ exact inference with point parameters
 
@@ -226,7 +243,8 @@ class HMMBase(nn.Module):
 
     def log_likelihood(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Exact ``log p(x_n)`` under the point parameters, ``(N,)``."""
-        return inf.forward_log_likelihood(*self._tables(x, mask))
+        x, mask = self.prepare(x, mask)
+        return self._fast_log_likelihood(*self.joint_tables(self.point_factors()), x, mask)
 
     @torch.no_grad()
     def viterbi(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

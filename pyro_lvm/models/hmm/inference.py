@@ -16,7 +16,11 @@ The forward pass works in probability space with renormalisation at each step (R
 1989, "scaling"): one ``(N, K) @ (K, K)`` product per step instead of a ``logsumexp`` over
 ``(N, K, K)``. Emission terms are shifted by their per-step maximum before ``exp`` (so a step
 whose every state has a tiny likelihood cannot underflow to all zeros), and the running
-distribution is renormalised, so nothing grows or shrinks with ``T``.
+distribution is renormalised, so nothing grows or shrinks with ``T``. The recursions run on
+packed rows (:func:`pack_sequences`): the sequences sorted by length, so the steps after a
+sequence's end are neither stored nor computed, and per step the work is a handful of
+operations on contiguous views (on a CPU their dispatch, not the arithmetic, is what a step
+costs at small ``K``).
 
 Posterior marginals and expected transition counts are gradients of the log-likelihood
 (Eisner 2016, "Inside-outside and forward-backward algorithms are just backprop").
@@ -25,7 +29,7 @@ Posterior marginals and expected transition counts are gradients of the log-like
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -42,14 +46,18 @@ def check_hmm_inputs(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: 
     positive_int("the number of states (log_emit.shape[-1])", k)
     if t < 1:
         raise ValueError("sequences of length 0: log_emit has T = 0 steps")
-    if log_init.shape != (k,) or log_trans.shape != (k, k):
-        raise ValueError(f"log_init must be ({k},) and log_trans ({k}, {k}) for K={k} states; got "
-                         f"{tuple(log_init.shape)} and {tuple(log_trans.shape)}")
+    _check_chain_tables(log_init, log_trans, k)
     if mask is None:
         return torch.ones(n, t, dtype=torch.bool, device=log_emit.device)
     if mask.shape != (n, t):
         raise ValueError(f"mask has shape {tuple(mask.shape)} but the observations need ({n}, {t})")
     return mask.bool()
+
+
+def _check_chain_tables(log_init: torch.Tensor, log_trans: torch.Tensor, k: int) -> None:
+    if log_init.shape != (k,) or log_trans.shape != (k, k):
+        raise ValueError(f"log_init must be ({k},) and log_trans ({k}, {k}) for K={k} states; got "
+                         f"{tuple(log_init.shape)} and {tuple(log_trans.shape)}")
 
 
 def last_observed(mask: torch.Tensor) -> torch.Tensor:
@@ -58,120 +66,160 @@ def last_observed(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, steps, -1).max(dim=1).values
 
 
-def _recursion(start: torch.Tensor, mats: torch.Tensor, emit: Sequence[torch.Tensor]):
-    """Scaled recursions ``v_s = normalise((v_{s-1} @ mats) * emit[s])`` from ``v_0 = start``.
+class SequencePacking(NamedTuple):
+    """The steps of ``N`` padded sequences up to each one's last observed step, as ``R`` rows
+    sequence by sequence (the row order of ``mask.nonzero()`` when only trailing steps are
+    unobserved), and where the recursions keep each row: padding after a sequence's end has no
+    row and costs nothing. Build it with :func:`pack_sequences`.
 
-    ``start`` and each ``emit[s]`` are ``(..., N, K)``, ``mats`` ``(..., K, K)`` (one matrix,
-    or a batch of them run side by side). Returns the normalised ``v (..., T, N, K)`` and the
-    normalisers ``(..., T, N, 1)``. Per step one matmul, an in-place product, a sum and an
-    in-place division: on a CPU each operation costs microseconds of dispatch, so everything
-    else is done on whole tensors outside the loop.
+    The recursions run step by step over the sequences sorted by length (longest first), so the
+    ``sizes[s]`` sequences still running at step ``s`` are one contiguous block of each chain:
+    chain 0 (forward) holds step ``t`` of the ``j``-th longest sequence at ``offsets[t] + j``;
+    chain 1 (backward, run from each sequence's own last step) holds it at ``offsets[length - 1
+    - t] + j``. Each chain has ``R + 1`` places; the last is a zero row.
     """
-    mm = torch.mm if mats.dim() == 2 else torch.bmm
-    v, values, norms = start, [], []
-    for s in range(len(emit)):
-        if s > 0:
-            v = mm(v, mats).mul_(emit[s])
-        norm = v.sum(dim=-1, keepdim=True)
-        v = v.div_(norm)
-        values.append(v)
-        norms.append(norm)
-    return torch.stack(values, dim=-3), torch.stack(norms, dim=-3)
+
+    sizes: list                 # sizes[s]: how many sequences have a step s (s < the longest length)
+    rows: torch.Tensor          # (R,) flat index n * T + t of each row into (N, T) tables
+    seq: torch.Tensor           # (R,) the sequence n of each row
+    fwd: torch.Tensor           # (R,) the place of each row in chain 0
+    nxt: torch.Tensor           # (R,) the place, in both chains flattened, of the next step in chain 1 (R: zero)
+    src: torch.Tensor           # (2 R + 2,) the row each place of both chains flattened holds (0 at the zero rows)
+    firsts: torch.Tensor        # (N_nonempty,) the rows at step 0
+    lasts: torch.Tensor         # (N_nonempty,) the rows at each sequence's last observed step
+    holes: torch.Tensor | None  # (R, 1) bool: an unobserved step before the end; None if there is none
+    num_sequences: int          # N
 
 
-def _reversed_rows(last: torch.Tensor, steps: int) -> torch.Tensor:
-    """Row indices into a time-first ``(T * N, K)`` table that read each sequence backwards from
-    its own last observed step: row ``s * N + n`` holds step ``max(last_n - s, 0)`` of sequence ``n``."""
-    s = torch.arange(steps, device=last.device).unsqueeze(-1)
-    return ((last - s).clamp(min=0) * len(last) + torch.arange(len(last), device=last.device)).reshape(-1)
+def _inverse(places: torch.Tensor) -> torch.Tensor:
+    """The permutation that undoes ``places`` ``(R,)`` (a permutation of ``0 .. R - 1``)."""
+    return torch.empty_like(places).index_copy_(0, places, torch.arange(len(places), device=places.device))
 
 
-def _shifted_emissions(log_emit: torch.Tensor, mask: torch.Tensor, copies: int = 1):
-    """``(shift (N, T, 1), emit (copies, T, N, K))``: ``emit[0] = exp(log_emit - shift)`` time
-    first, with ``shift`` the per-step maximum (so ``exp`` cannot underflow to all zeros), and
-    emission 1, shift 0 on masked steps whatever ``log_emit`` holds there. Further copies are
-    left for the caller to fill."""
-    n, steps, k = log_emit.shape
-    shift = log_emit.amax(dim=-1, keepdim=True)
-    centred = log_emit - shift
-    if not bool(mask.all()):
-        observed = mask.unsqueeze(-1)
-        shift = shift.masked_fill(~observed, 0.0)
-        centred = centred.masked_fill_(~observed, 0.0)
-    emit = log_emit.new_empty(copies, steps, n, k)
-    emit[0] = centred.exp_().transpose(0, 1)  # time first: contiguous rows for the loop
-    return shift, emit
+def pack_sequences(mask: torch.Tensor) -> SequencePacking:
+    """The :class:`SequencePacking` of ``mask`` ``(N, T)`` (bool, True where a step is observed)."""
+    n, steps = mask.shape
+    lengths = last_observed(mask) + 1                                  # (N,)
+    by_length, order = lengths.sort(descending=True, stable=True)
+    s = torch.arange(int(by_length[0]) if n else 0, device=mask.device)
+    sizes = (by_length > s.unsqueeze(-1)).sum(1)                       # (S,)
+    offsets = sizes.cumsum(0) - sizes
+    seq = torch.repeat_interleave(torch.arange(n, device=mask.device), lengths)
+    starts = lengths.cumsum(0) - lengths
+    step = torch.arange(len(seq), device=mask.device) - starts.index_select(0, seq)
+    rank = _inverse(order).index_select(0, seq)
+    back = lengths.index_select(0, seq) - 1 - step                     # this step's place in chain 1's order
+    fwd, bwd = offsets.index_select(0, step) + rank, offsets.index_select(0, back) + rank
+    r, zero = len(seq), seq.new_zeros(1)
+    nonempty = lengths > 0
+    lasts = (starts + lengths - 1)[nonempty]
+    # Rows run sequence by sequence, so the next step of row i is row i + 1.
+    nxt = torch.cat([bwd[1:], zero]).add_(r + 1).index_fill_(0, lasts, r)
+    holes = None
+    if int(mask.sum()) < r:  # unobserved steps inside a sequence
+        holes = ~mask.reshape(-1)[seq * steps + step].unsqueeze(-1)
+    return SequencePacking(sizes.tolist(), seq * steps + step, seq, fwd, nxt,
+                           torch.cat([_inverse(fwd), zero, _inverse(bwd), zero]), starts[nonempty], lasts, holes, n)
 
 
-def _active(last: torch.Tensor, steps: int) -> torch.Tensor:
-    """``(T, N, 1)`` bool: step ``t`` is at or before sequence ``n``'s last observed step."""
-    return (torch.arange(steps, device=last.device).unsqueeze(-1) <= last).unsqueeze(-1)
+def _scaled_recursions(log_init, log_trans, emit, pack: SequencePacking, chains: int):
+    """The scaled recursions of all sequences: ``(log p(x) (N,), table (C, R + 1, K))``.
 
-
-def _log_likelihood(shift: torch.Tensor, norms: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """``log p(x)`` ``(N,)`` from the shifts ``(N, T, 1)`` and the forward normalisers ``(T, N, 1)``
-    (those after each sequence's end dropped)."""
-    return shift.squeeze(-1).sum(dim=1) + torch.where(active, norms.log(), 0.0).sum(dim=(0, 2))
+    ``emit`` ``(R, K)``: ``log p(x_t | z_t)`` of each packed row. ``table[0]`` holds the
+    normalised forward rows ``alpha_t`` and, with ``C = 2`` chains, ``table[1]`` the normalised
+    backward rows ``u_t = e_t beta_t`` (``u_{t-1} = (u_t @ T.T) * e_{t-1}``, the forward's form),
+    in the places of :class:`SequencePacking`. Per step one batched matmul, an in-place product,
+    a sum and an in-place division on views of the table: on a CPU each operation costs
+    microseconds of dispatch, so everything else is done on whole tensors outside the loop.
+    """
+    r, k = emit.shape
+    if pack.holes is not None:  # an unobserved step: emission 1, shift 0
+        emit = emit.masked_fill(pack.holes, 0.0)
+    shift = emit.amax(dim=-1, keepdim=True)  # so that exp cannot underflow to all zeros
+    table = (emit - shift).exp_().index_select(0, pack.src[: chains * (r + 1)]).view(chains, r + 1, k)
+    table[:, r] = 0.0
+    trans = log_trans.exp()
+    mats = torch.stack([trans, trans.T])[:chains]
+    norms = table.new_empty(chains, r + 1, 1)
+    blocks = pack.sizes + [1]
+    prev, size = None, 0
+    for b, v, norm in zip(pack.sizes, table.split(blocks, 1), norms.split(blocks, 1)):
+        if prev is None:
+            v[0].mul_(log_init.exp())
+        else:
+            v.mul_(torch.bmm(prev if b == size else prev[:, :b], mats))
+        torch.sum(v, dim=-1, keepdim=True, out=norm)
+        prev, size = v.div_(norm), b
+    terms = norms[0].view(-1).index_select(0, pack.fwd).log_().add_(shift.view(-1))
+    return emit.new_zeros(pack.num_sequences).index_add_(0, pack.seq, terms), table
 
 
 @torch.no_grad()
-def _filter(log_init, log_trans, log_emit, mask, last) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log p(x) (N,), filtered p(z_t | x_{1:t}) (T, N, K))`` by the forward recursion alone."""
-    shift, emit = _shifted_emissions(log_emit, mask)
-    alphas, norms = _recursion(log_init.exp() * emit[0, 0], log_trans.exp(), emit[0].unbind(0))
-    return _log_likelihood(shift, norms, _active(last, log_emit.shape[1])), alphas
+def _filter(log_init, log_trans, log_emit, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(x) (N,), filtered p(z_t | x_{1:t}) (N, T, K))`` by the forward recursion alone;
+    uniform rows after each sequence's last observed step (where its chain has stopped)."""
+    n, steps, k = log_emit.shape
+    pack = pack_sequences(mask)
+    log_lik, table = _scaled_recursions(log_init, log_trans, log_emit.reshape(n * steps, k)[pack.rows], pack, 1)
+    filtered = log_emit.new_full((n * steps, k), 1.0 / k).index_copy_(0, pack.rows, table[0].index_select(0, pack.fwd))
+    return log_lik, filtered.view(n, steps, k)
 
 
 class _ForwardAlgorithm(torch.autograd.Function):
-    """``log p(x)`` per sequence with its exact gradient, the classical expected counts:
-    ``d log p / d log_emit[n, t, k] = p(z_t = k | x)`` and ``d log p / d log_trans[i, j] =
-    sum_t p(z_{t-1} = i, z_t = j | x)`` (Eisner 2016).
+    """``log p(x)`` per sequence from packed emission rows, with its exact gradient, the
+    classical expected counts: ``d log p / d emit[r, k] = p(z_t = k | x)`` and ``d log p / d
+    log_trans[i, j] = sum_t p(z_{t-1} = i, z_t = j | x)`` (Eisner 2016).
 
     When a gradient is needed the forward (alpha) and backward recursions run in the same loop,
-    stacked into one batched matmul per step. The backward one reads each sequence from its own
-    last observed step, so both start at their boundary together and no step needs a ``where``.
-    Its state is ``u_t = e_t beta_t``, so it has the forward's form ``u_{t-1} = (u_t @ T.T) *
-    e_{t-1}``. Both are scaled independently and the posteriors renormalise them:
-    ``beta_t = u_{t+1} @ T.T``, ``gamma_t = alpha_t beta_t / z_t`` and ``xi_t = alpha_{t-1} T
-    u_t / z_{t-1}`` with ``z_t = sum_k alpha_t beta_t``. Chains run to step ``T``; what follows a
-    sequence's last observed step is computed and dropped (``active``), which is cheaper than
-    freezing the chain step by step. Hand-written rather than autograd through the loop: see
-    ``benchmarks/hmm_speed.py`` for the measured difference.
+    stacked into one batched matmul per step (:func:`_scaled_recursions`); the backward one
+    reads each sequence from its own last observed step, so both start at their boundary
+    together. Both are scaled independently and the posteriors renormalise them: ``beta_t =
+    u_{t+1} @ T.T`` (1 at the last step), ``gamma_t = alpha_t beta_t / z_t`` and ``xi_t =
+    alpha_{t-1} T u_t / z_{t-1}`` with ``z_t = sum_k alpha_t beta_t``. Hand-written rather than
+    autograd through the loop: see ``benchmarks/hmm_speed.py`` for the measured difference.
     """
 
     @staticmethod
-    def forward(ctx, log_init, log_trans, log_emit, mask, last):
-        if not any(ctx.needs_input_grad[:3]):
-            return _filter(log_init, log_trans, log_emit, mask, last)[0]
-        n, steps, k = log_emit.shape
-        shift, emit = _shifted_emissions(log_emit, mask, copies=2)
-        trans = log_trans.exp()
-        back = _reversed_rows(last, steps)
-        torch.index_select(emit[0].view(-1, k), 0, back, out=emit[1].view(-1, k))
-        (alphas, u_back), norms = _recursion(torch.stack([log_init.exp() * emit[0, 0], emit[1, 0]]),
-                                             torch.stack([trans, trans.T]), emit.unbind(1))
-        active = _active(last, steps)
-        ctx.save_for_backward(trans, alphas, u_back, back, active, mask)
-        return _log_likelihood(shift, norms[0], active)
+    def forward(ctx, log_init, log_trans, emit, pack):
+        chains = 2 if any(ctx.needs_input_grad[:3]) else 1
+        log_lik, table = _scaled_recursions(log_init, log_trans, emit, pack, chains)
+        if chains > 1:
+            ctx.pack = pack
+            ctx.save_for_backward(log_trans, table)
+        return log_lik
 
     @staticmethod
     @once_differentiable  # the backward is not itself differentiable: a second derivative raises
     def backward(ctx, grad):
-        trans, alphas, u_back, back, active, mask = ctx.saved_tensors
-        steps, n, k = alphas.shape
-        # Reversed layout: beta = 1 at each sequence's last observed step (row 0), then
-        # beta_t = u_{t+1} @ trans.T; then both tables back to forward time.
-        beta_back = alphas.new_empty(steps, n, k)
-        beta_back[0] = 1.0
-        torch.mm(u_back[:-1].view(-1, k), trans.T, out=beta_back[1:].view(-1, k))
-        betas = beta_back.view(-1, k).index_select(0, back).view(steps, n, k)
-        us = u_back.view(-1, k).index_select(0, back).view(steps, n, k)
-        gamma = alphas * betas
-        weight = torch.where(active, grad.view(1, -1, 1) / gamma.sum(dim=-1, keepdim=True), 0.0)  # (T, N, 1)
-        gamma.mul_(weight * mask.T.unsqueeze(-1))  # posterior marginals times the upstream gradient
-        prev = (alphas[:-1] * weight[:-1]).view(-1, k)
-        nxt = us[1:].mul_(active[1:]).view(-1, k)
-        return gamma[0].sum(0), (prev.T @ nxt) * trans, gamma.transpose(0, 1), None, None
+        log_trans, table = ctx.saved_tensors
+        pack, flat = ctx.pack, table.view(-1, table.shape[-1])
+        trans = log_trans.exp()
+        alphas, u_next = flat.index_select(0, pack.fwd), flat.index_select(0, pack.nxt)  # (R, K) each
+        gamma = (u_next @ trans.T).index_fill_(0, pack.lasts, 1.0).mul_(alphas)  # alpha_t beta_t
+        weight = grad.index_select(0, pack.seq).unsqueeze(-1) / gamma.sum(dim=-1, keepdim=True)  # (R, 1)
+        gamma.mul_(weight)  # posterior marginals times the upstream gradient
+        grad_init = gamma.index_select(0, pack.firsts).sum(0)  # step 0 of every sequence, observed or not
+        if pack.holes is not None:
+            gamma.masked_fill_(pack.holes, 0.0)
+        grad_trans = (alphas.mul_(weight).T @ u_next).mul_(trans)  # u_next is 0 after each last step
+        return grad_init, grad_trans, gamma, None
+
+
+def packed_log_likelihood(log_init: torch.Tensor, log_trans: torch.Tensor, emit: torch.Tensor,
+                          pack: SequencePacking) -> torch.Tensor:
+    """``log p(x)`` ``(N,)`` from the emission terms of the packed rows only, ``emit`` ``(R, K)``
+    (row ``r`` holds ``log p(x_t | z_t)`` at ``pack.rows[r]``; its value at ``pack.holes`` is
+    ignored). What :func:`forward_log_likelihood` computes, without the padded ``(N, T, K)``
+    table: the fast path of :class:`~pyro_lvm.models.hmm.hmm.HMM` evaluates its emissions on
+    these rows. Differentiable in all three tables (first derivatives only)."""
+    if not isinstance(pack, SequencePacking):
+        raise TypeError(f"pack must be the SequencePacking of the batch's mask (pack_sequences(mask)), "
+                        f"got {type(pack).__name__}")
+    if emit.dim() != 2 or emit.shape[0] != len(pack.rows):
+        raise ValueError(f"emit must have shape ({len(pack.rows)}, K), one row per packed step (pack.rows), "
+                         f"got {tuple(emit.shape)}")
+    _check_chain_tables(log_init, log_trans, emit.shape[1])
+    return _ForwardAlgorithm.apply(log_init, log_trans, emit, pack)
 
 
 def forward_log_likelihood(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: torch.Tensor,
@@ -183,11 +231,14 @@ def forward_log_likelihood(log_init: torch.Tensor, log_trans: torch.Tensor, log_
     ``p(z_t | x_{1:t})`` as ``(N, T, K)`` (no gradient; used by forward-filter backward-sample).
     """
     mask = check_hmm_inputs(log_init, log_trans, log_emit, mask)
-    last = last_observed(mask)
     if return_filtered:
-        log_lik, alphas = _filter(log_init, log_trans, log_emit, mask, last)
-        return log_lik, alphas.transpose(0, 1)
-    return _ForwardAlgorithm.apply(log_init, log_trans, log_emit, mask, last)
+        return _filter(log_init, log_trans, log_emit, mask)
+    n, steps, k = log_emit.shape
+    pack = pack_sequences(mask)
+    emit = log_emit.reshape(n * steps, k)
+    if len(pack.rows) < n * steps:  # else the rows are all steps, in order
+        emit = emit.index_select(0, pack.rows)
+    return _ForwardAlgorithm.apply(log_init, log_trans, emit, pack)
 
 
 def expected_counts(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: torch.Tensor,
