@@ -16,6 +16,11 @@ Outputs under ``--out``: ``config.json``, ``vocab.json``, ``metrics.json``, ``co
 
     pyro-lvm train symbol-sequences --symbols 4 --alphabet 16 --epochs 3
     pyro-lvm train symbol-sequences --kl-weight 0 --anneal-rate 0     # an autoencoder: the code is free
+    pyro-lvm train symbol-sequences --prior language_model            # Miao & Blunsom: L source words, LM prior
+
+``--prior language_model`` trains the LM prior on the training sentences first (``--prior-epochs``,
+its losses in ``metrics.json`` under ``prior_pretraining``) and keeps it fixed (``--train-prior``:
+trained with the ELBO too); ``codes.txt`` then shows each code as words.
 
 With a uniform prior and the ELBO (``--kl-weight 1``) a deterministic code costs its full
 ``L log K`` nats, and on real text with an LSTM decoder the code collapses (q uniform, KL 0);
