@@ -405,3 +405,30 @@ def test_threads_are_set_once_by_the_command_not_by_the_task(runs, tmp_path, cap
     for name in TASKS:  # no task sets the process-wide count itself
         source = Path(load_task(name).__file__).read_text()
         assert "set_num_threads" not in source, name
+
+
+def test_symbol_sequences_with_the_compression_prior(runs, tmp_path, capsys):
+    """--prior language_model: Miao & Blunsom's latent words (docs/symbol_sequences.md), the run verbs, K > vocabulary."""
+    corpus = runs["symbol_sequences"].parent / "corpus.txt"  # written by _inputs
+    words = set(corpus.read_text().split())
+    out = tmp_path / "run"
+    tiny = ["--corpus", str(corpus), "--epochs", "1", "--symbols", "2", "--embed-dim", "8", "--hidden-dim", "8",
+            "--symbol-dim", "4", "--samples", "2", "--batch-size", "10", "--prior-epochs", "1"]
+    with _quiet():
+        assert cli_main(["train", "symbol-sequences", *tiny, "--prior", "language_model", "--estimator", "rloo",
+                         "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["prior"] == "language_model" and metrics["config"]["alphabet"] == metrics["vocab_size"]
+    assert metrics["prior_pretraining"]["fixed"] and len(metrics["prior_pretraining"]["train_loss_per_word"]) == 1
+    first = (out / "codes.txt").read_text().splitlines()[0].split("\t")[0].split()
+    assert len(first) == 2 and set(first) <= words  # the code read as words of the corpus
+    capsys.readouterr()
+    assert cli_main(["sample", str(out), "-n", "2"]) == 0
+    samples = json.loads(capsys.readouterr().out)["samples"]
+    assert len(samples) == 2 and all(len(s["code_words"].split()) == 2 for s in samples)
+    assert cli_main(["evaluate", str(out), "--samples", "2"]) == 0
+    assert "nll" in json.loads(capsys.readouterr().out)
+    assert cli_main(["train", "symbol-sequences", *tiny, "--prior", "language_model", "--alphabet", "500",
+                     "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-lvm: error:") and "alphabet K=500 is larger than the vocabulary" in err

@@ -16,6 +16,11 @@ Outputs under ``--out``: ``config.json``, ``vocab.json``, ``metrics.json``, ``co
 
     pyro-lvm train symbol-sequences --symbols 4 --alphabet 16 --epochs 3
     pyro-lvm train symbol-sequences --kl-weight 0 --anneal-rate 0     # an autoencoder: the code is free
+    pyro-lvm train symbol-sequences --prior language_model            # Miao & Blunsom: L source words, LM prior
+
+``--prior language_model`` trains the LM prior on the training sentences first (``--prior-epochs``,
+its losses in ``metrics.json`` under ``prior_pretraining``) and keeps it fixed (``--train-prior``:
+trained with the ELBO too); ``codes.txt`` then shows each code as words.
 
 With a uniform prior and the ELBO (``--kl-weight 1``) a deterministic code costs its full
 ``L log K`` nats, and on real text with an LSTM decoder the code collapses (q uniform, KL 0);
@@ -43,7 +48,8 @@ from ..data.text import TextCorpus, Vocabulary, bucket_loader, encode_sentences,
 from ..infer.discrete.estimators import ESTIMATORS, RELAXED, DiscreteELBO, TemperatureAnnealing
 from ..infer.handlers import KLScaledELBO
 from ..infer.discrete.comparison import check_enumerable, compare_estimators
-from ..models.text.symbol_sequences import SymbolSequenceAutoencoder, symbol_tag_information, symbol_word_associations
+from ..models.text.symbol_sequences import (PRIORS, SymbolSequenceAutoencoder, symbol_tag_information,
+                                            symbol_word_associations)
 from ..models.text.symbol_metrics import evaluate_model, exact_reconstructions
 from ..training.loop import fit
 from . import begin, run_folder
@@ -61,7 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-vocab", type=V.Integer(5).cli, default=10000, help="vocabulary size with the 4 special tokens")
     p.add_argument("--max-len", type=V.positive_int.cli, default=40, help="longer sentences are truncated")
     p.add_argument("--symbols", type=V.positive_int.cli, default=4, help="L, symbols per code")
-    p.add_argument("--alphabet", type=V.Integer(2).cli, default=16, help="K, distinct symbols")
+    p.add_argument("--alphabet", type=V.Integer(2).cli, default=None,
+                   help="K, distinct symbols (default 16); with --prior language_model the latent words are the "
+                        "vocabulary's first K token ids (default: the whole vocabulary; at most its size)")
+    p.add_argument("--prior", default="uniform", choices=PRIORS,
+                   help="uniform symbols, or language_model: Miao & Blunsom's compression prior (the code is L words "
+                        "pointed at in the sentence, scored by an LSTM language model)")
+    p.add_argument("--prior-epochs", type=V.non_negative_int.cli, default=2,
+                   help="--prior language_model: epochs of training the LM prior on the training sentences first")
+    p.add_argument("--train-prior", action="store_true",
+                   help="--prior language_model: keep training the LM prior with the ELBO (default: fixed after pretraining)")
     p.add_argument("--embed-dim", type=V.positive_int.cli, default=64)
     p.add_argument("--hidden-dim", type=V.positive_int.cli, default=128)
     p.add_argument("--symbol-dim", type=V.positive_int.cli, default=32)
@@ -124,7 +139,9 @@ def prepare_data(args: argparse.Namespace, vocab: Vocabulary | None = None):
 def build(args: argparse.Namespace, vocab_size: int) -> SymbolSequenceAutoencoder:
     return SymbolSequenceAutoencoder(vocab_size, n_symbols=args.symbols, alphabet=args.alphabet,
                                      embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
-                                     symbol_dim=args.symbol_dim, max_len=args.max_len)
+                                     symbol_dim=args.symbol_dim, max_len=args.max_len,
+                                     prior=getattr(args, "prior", "uniform"),
+                                     train_prior=getattr(args, "train_prior", False))
 
 
 def objective(args: argparse.Namespace) -> tuple[Any, list]:
@@ -160,6 +177,7 @@ def _train(args, out: Path, corpus: TextCorpus, tags, vocab: Vocabulary, data: d
     set_seed(args.seed)
     pyro.clear_param_store()
     model = build(args, len(vocab))
+    pretraining = _pretrain_prior(args, model, data)
     elbo, callbacks = objective(args)
     loader = bucket_loader(data["train"], args.batch_size, seed=args.seed)
     t0 = time.perf_counter()
@@ -179,16 +197,31 @@ def _train(args, out: Path, corpus: TextCorpus, tags, vocab: Vocabulary, data: d
         "test": test, "symbols_used": {str(pos): len(set(symbols[:, pos].tolist())) for pos in range(model.n_symbols)},
         "word_associations": symbol_word_associations(symbols, corpus.test, min_count=3),
     }
+    if pretraining is not None:
+        metrics["prior_pretraining"] = pretraining
     if tags is not None:
         info = symbol_tag_information(symbols, tags["test"])
         metrics["tag_information"] = info
         _plot_tag_information(info, out / "tag_information.png")
-    lines = [f"{e['code']}\t{e['sentence']}\n\t-> {e['reconstruction']}" for e in examples[:20]]
+    lines = [f"{e.get('code_words', e['code'])}\t{e['sentence']}\n\t-> {e['reconstruction']}" for e in examples[:20]]
     (out / "codes.txt").write_text("\n".join(lines) + "\n")
     if args.compare:
         metrics["estimators"] = _compare(args, model, data["test"][:args.compare_batch], out / "estimators")
     atomic_json_save(metrics, out / "metrics.json")
     return metrics
+
+
+def _pretrain_prior(args, model: SymbolSequenceAutoencoder, data: dict) -> dict[str, Any] | None:
+    """Miao & Blunsom's first step for ``--prior language_model``: the LM prior trained on the training
+    sentences (``--prior-epochs``); its loss per word on train (each epoch) and validation."""
+    if not model.compresses:
+        return None
+    t0 = time.perf_counter()
+    losses = model.pretrain_prior(data["train"], args.prior_epochs, args.batch_size, args.lr, args.seed)
+    with torch.no_grad():
+        valid = float(model.language_model.sentence_loss(data["valid"]))
+    return {"epochs": args.prior_epochs, "train_loss_per_word": losses, "valid_loss_per_word": valid,
+            "fixed": not model.train_prior, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def comparable_estimators(model: SymbolSequenceAutoencoder, batch: torch.Tensor) -> list[str]:
@@ -245,12 +278,16 @@ def load_model(path: str | Path) -> tuple[SymbolSequenceAutoencoder, Vocabulary]
 
 
 def sample(args: argparse.Namespace) -> dict[str, Any]:
-    """Greedy decodings of ``args.num`` uniformly random codes of the run's model."""
+    """Greedy decodings of ``args.num`` codes drawn from the run's prior (uniform, or its language model)."""
     model, vocab = load_model(Path(args.run) / "model.pt")
     codes = model.sample_prior_codes(args.num)
     text = decoding.to_text(vocab, decoding.greedy(model, codes))
     symbols = codes.reshape(args.num, model.n_symbols, model.alphabet).argmax(-1).tolist()
-    return {"samples": [{"code": c, "sentence": s} for c, s in zip(symbols, text)]}
+    rows = [{"code": c, "sentence": s} for c, s in zip(symbols, text)]
+    if model.compresses:  # the symbols are words
+        for row in rows:
+            row["code_words"] = " ".join(vocab.decode(row["code"], strip=False))
+    return {"samples": rows}
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from .antithetic import Antithetic
 from .meanfield import MeanFieldELBO
 from ..handlers import handled
 from .multisample import RLOO, VIMCO
-from .particles import Structure, StructureChanged, latent_sites, side_trace, site_family
+from .particles import Structure, StructureChanged, latent_sites, model_site_refusal, side_trace, site_family
 from .rebar import CV_PREFIX, Rebar
 from .relaxed import (ConcreteBernoulli, ConcreteCategorical, GumbelSoftmaxBernoulli, GumbelSoftmaxCategorical,
                       SoftBernoulli, SoftOneHotCategorical, check_rao_samples, check_temperature,
@@ -277,11 +277,13 @@ class DiscreteSites(Messenger):
         max_enum_size: refuse enumeration when the joint number of values exceeds this.
         baseline_beta: decay of the average baseline (``"score-function-baseline"``).
         rao_samples: relaxed samples per discrete one for ``"gumbel-rao"``.
+        guide_sites: ``role="model"``: the guide's discrete sites the estimator handles; the model's
+            distributions there are checked (:func:`~pyro_lvm.infer.discrete.particles.model_site_refusal`).
     """
 
     def __init__(self, estimator: str, temperature: float = 1.0, role: str = "guide",
                  sites: Iterable[str] | None = None, max_enum_size: float = 1e5, baseline_beta: float = 0.9,
-                 rao_samples: int = 10):
+                 rao_samples: int = 10, guide_sites: Iterable[str] = ()):
         super().__init__()
         self.estimator = check_estimator(estimator)
         if estimator in PARTICLE_ESTIMATORS:
@@ -295,6 +297,7 @@ class DiscreteSites(Messenger):
         self.max_enum_size = max_enum_size
         self.baseline_beta = baseline_beta
         self.rao_samples = check_rao_samples(rao_samples)
+        self.guide_sites = frozenset(guide_sites)
         self.enum_size = 1.0
 
     def _pyro_sample(self, msg: dict) -> None:
@@ -304,6 +307,10 @@ class DiscreteSites(Messenger):
         if self.sites is not None and not named:
             return
         fn = msg["fn"]
+        if self.role == "model" and msg["name"] in self.guide_sites:
+            refusal = model_site_refusal(self.estimator, msg["name"], fn)
+            if refusal:
+                raise ValueError(refusal)
         if not is_discrete(fn):
             if named and self.role == "guide":
                 raise ValueError(
@@ -435,7 +442,7 @@ class DiscreteELBO:
         self.control_variate = control_variate
         self.inner = self._make_inner()
         self._structure: Structure | None = None
-        self._checked, self._rewrite = False, True
+        self._checked, self._rewrite, self._handled = False, True, ()
         self.last_stats: dict[str, float] = {}
 
     @property
@@ -529,7 +536,8 @@ class DiscreteELBO:
         common = {"estimator": self.estimator, "temperature": self.temperature, "sites": self.sites,
                   "max_enum_size": self.max_enum_size, "baseline_beta": self.baseline_beta,
                   "rao_samples": self.rao_samples}
-        return with_estimator(model, {**common, "role": "model"}), with_estimator(guide, {**common, "role": "guide"})
+        return (with_estimator(model, {**common, "role": "model", "guide_sites": self._handled}),
+                with_estimator(guide, {**common, "role": "guide"}))
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Differentiable negative objective (or its estimator's surrogate), summed over the batch."""
@@ -545,7 +553,7 @@ class DiscreteELBO:
                                          f"{self.estimator!r} needs the same discrete sites in every run") from None
         if not self._checked:
             trace = _guide_trace(guide, args, kwargs)
-            self._check_sites(model, guide, args, kwargs, trace)
+            self._handled = tuple(self._check_sites(model, guide, args, kwargs, trace)[0])
             # The plain score function rewrites nothing, unless the guide marks sites for enumeration.
             self._rewrite = (self.estimator != "score-function"
                              or any(enumeration_mark(site) for site in trace.nodes.values()))

@@ -43,7 +43,7 @@ from torch import nn
 
 from ...traces import unwrap_independent
 from .particles import (ParticleEstimator, ParticleSampler, ParticleTraces, Structure, StructureChanged, as_loss, delivers,
-                        event_view, logit_event_dims, regroup, share, ungroup)
+                        event_view, logit_event_dims, model_site_refusal, regroup, share, ungroup)
 from .relaxed import (SoftBernoulli, SoftOneHotCategorical, check_temperature, conditional_gumbel,
                       conditional_logistic, gumbel_noise, logistic_noise)
 
@@ -60,12 +60,15 @@ def soft_version(fn: Any, family: str) -> Any:
 class _SoftModelSites(Messenger):
     """Model side: the handled discrete sites' priors take relaxed values."""
 
-    def __init__(self, families: dict[str, str]):
+    def __init__(self, families: dict[str, str], estimator: str):
         super().__init__()
-        self.families = families
+        self.families, self.estimator = families, estimator
 
     def _pyro_sample(self, msg: dict) -> None:
         if not msg["is_observed"] and msg["name"] in self.families:
+            refusal = model_site_refusal(self.estimator, msg["name"], msg["fn"])
+            if refusal:
+                raise ValueError(refusal)
             msg["fn"] = soft_version(msg["fn"], self.families[msg["name"]])
 
 
@@ -272,7 +275,8 @@ class Rebar(ParticleEstimator):
         sampler = RebarSampler(structure, self.num_particles, temperature)
         traces = ParticleTraces(model, guide, args, kwargs, num_particles=3 * self.num_particles,
                                 max_plate_nesting=structure.max_plate_nesting, sampler=sampler,
-                                model_handler=_SoftModelSites({n: structure.families[n] for n in structure.sites}))
+                                model_handler=_SoftModelSites({n: structure.families[n] for n in structure.sites},
+                                                               "relax" if self.relax else "rebar"))
         if sampler.seen != len(structure.sites):
             raise StructureChanged("a handled site did not appear")
         return sampler, traces, log_temps

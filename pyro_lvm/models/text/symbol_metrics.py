@@ -38,16 +38,16 @@ def evaluate_model(model: SymbolSequenceAutoencoder, tokens: torch.Tensor, sampl
         out["nll_method"] = f"importance sampling, {samples} codes from q"
     out.update(nll=float(nll.mean()), ppl=math.exp(float(nll.sum()) / n_tokens),
                reconstruction_accuracy=decoding.reconstruction_accuracy(model, loader))
-    with torch.no_grad():
-        q = torch.distributions.Categorical(logits=torch.cat([model.code_logits(b) for b in loader]))
-        out["kl"] = float((math.log(model.alphabet) - q.entropy()).sum(-1).mean())
+    # exact for the uniform prior; for the language-model prior an estimate from 10 codes per sentence
+    out["kl"] = float(torch.cat([model.code_kl(b, num_samples=10) for b in loader]).mean())
     return out
 
 
 def exact_reconstructions(model: SymbolSequenceAutoencoder, vocab: Vocabulary, tokens: torch.Tensor
                           ) -> tuple[float, list[dict[str, Any]]]:
     """Share of sentences that greedy decoding of their own most probable code gives back word
-    for word, and the examples ``{sentence, code, reconstruction}``."""
+    for word, and the examples ``{sentence, code, reconstruction}`` (and ``code_words``, the code
+    read as words, with the compression prior)."""
     model.eval()
     codes = model.symbols(tokens)
     decoded = decoding.greedy(model, torch.nn.functional.one_hot(codes, model.alphabet).float().flatten(-2))
@@ -56,4 +56,6 @@ def exact_reconstructions(model: SymbolSequenceAutoencoder, vocab: Vocabulary, t
         words = [t for t in row[1:] if t not in (0, 3)]
         same += out == words
         rows.append({"sentence": " ".join(vocab.decode(words)), "code": code, "reconstruction": " ".join(vocab.decode(out))})
+        if model.compresses:
+            rows[-1]["code_words"] = " ".join(vocab.decode(code, strip=False))
     return same / max(len(rows), 1), rows

@@ -20,6 +20,20 @@ objective's business: train it with :class:`~pyro_lvm.infer.DiscreteELBO` by est
 ``"straight-through"`` relax the one-hot value; ``"enumerate"`` sums over all ``K**L`` codes,
 for small codes). Evaluation uses the discrete model itself.
 
+**Miao & Blunsom's compression prior** (``prior="language_model"``): the symbols are words, symbol
+``k`` is token id ``k`` (an alphabet of ``K`` is the vocabulary's 4 special tokens and its ``K - 4``
+most frequent words, ``K <= vocab_size``); the prior is an LSTM language model over the code's
+words (:mod:`pyro_lvm.models.text.compression_prior`, pretrained on the sentences by
+:meth:`SymbolSequenceAutoencoder.pretrain_prior` and then kept fixed, or trained with the ELBO
+when ``train_prior=True``); and the guide is a pointer: the same ``L`` queries' attention over
+the sentence's word positions (``<eos>`` and padding masked), ``q(z_l = k | x) = sum_t a_lt [x_t = k]``,
+so every latent word is a word of the source; words outside the alphabet (``<unk>``) are pointed
+at only in a sentence that has no other word.
+Positions are chosen independently given the sentence (no monotone order is imposed; the LM
+prior is what rewards codes in sentence order). The decoder reads the latent words through the
+pair's own word embedding (projected to ``symbol_dim``). The KL to this prior has no closed
+form: every estimator, and :meth:`negative_elbo`, uses ``log q(z) - log p(z)`` at the sampled code.
+
 For the decoders of :mod:`pyro_lvm.models.text.decoding` a code is a flat one-hot vector ``(N, L*K)``
 (``z_dim = L * K``): :meth:`encode` gives the most probable code of a sentence,
 :meth:`sample_prior_codes` uniform random ones, and greedy/sampling/beam decoding,
@@ -44,9 +58,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import validation
-from ...data.text import PAD_ID
+from ...data.text import EOS_ID, PAD_ID, UNK_ID
 from ...infer.discrete.estimators import DiscreteELBO, check_num_classes
+from .compression_prior import MASKED, MIN_ALPHABET, LanguageModelPrior, WordLanguageModel, pretrain_language_model, to_symbols
 from .sentence_vae import SentenceVAE, WordCategorical, check_tokens
+
+PRIORS = ("uniform", "language_model")
+
+
+def check_alphabet(prior: str, alphabet: int | None, vocab_size: int) -> int:
+    """K for ``prior``: 16 by default with the uniform prior (>= 2), the whole vocabulary with the
+    language-model prior (``MIN_ALPHABET <= K <= vocab_size``, the symbols being token ids)."""
+    validation.Choice(PRIORS)("prior", prior)
+    if prior == "uniform":
+        alphabet = 16 if alphabet is None else alphabet
+        try:
+            return check_num_classes(alphabet, "alphabet (K, the number of symbols)")
+        except ValueError as e:
+            raise validation.InvalidArgumentError(f"{e}; a one-symbol alphabet carries no information") from None
+    if alphabet is None:
+        return vocab_size
+    validation.Integer(MIN_ALPHABET)("alphabet (K, the latent words: token ids < K, the 4 special tokens and "
+                                     "K - 4 words) with prior='language_model'", alphabet)
+    if alphabet > vocab_size:
+        raise validation.InvalidArgumentError(
+            f"alphabet K={alphabet} is larger than the vocabulary ({vocab_size} tokens): with prior='language_model' "
+            f"the latent symbols are the vocabulary's words (token ids < K); pass alphabet <= {vocab_size}, "
+            "or None for the whole vocabulary")
+    return alphabet
 
 
 class SymbolSequenceAutoencoder(nn.Module):
@@ -55,15 +94,22 @@ class SymbolSequenceAutoencoder(nn.Module):
     Args:
         vocab_size: token ids, the 4 special tokens included.
         n_symbols: L, the length of the code (>= 1).
-        alphabet: K, the number of distinct symbols (>= 2; one symbol would carry no information).
+        alphabet: K, the number of distinct symbols (>= 2; one symbol would carry no information;
+            default 16). With ``prior="language_model"``: the latent words are the token ids ``< K``
+            (default: the whole vocabulary; ``5 <= K <= vocab_size``).
         embed_dim, hidden_dim: word embedding and GRU/LSTM sizes.
         symbol_dim: size of each symbol's embedding in the decoder.
         max_len: longest sentence the decoders generate (words).
         max_codes: :meth:`log_marginal` refuses codes with more than this many values.
+        prior: ``"uniform"`` (each symbol 1/K) or ``"language_model"`` (Miao & Blunsom's compression
+            prior: latent words from a pointer over the sentence, scored by an LSTM language model).
+        train_prior: with ``"language_model"``, train the LM with the ELBO too (default: it is kept
+            fixed, as Miao & Blunsom's; train it first with :meth:`pretrain_prior`).
     """
 
-    def __init__(self, vocab_size: int, n_symbols: int = 4, alphabet: int = 16, embed_dim: int = 64,
-                 hidden_dim: int = 128, symbol_dim: int = 32, max_len: int = 40, max_codes: int = 4096):
+    def __init__(self, vocab_size: int, n_symbols: int = 4, alphabet: int | None = None, embed_dim: int = 64,
+                 hidden_dim: int = 128, symbol_dim: int = 32, max_len: int = 40, max_codes: int = 4096,
+                 prior: str = "uniform", train_prior: bool = False):
         super().__init__()
         sizes = dict(vocab_size=vocab_size, n_symbols=n_symbols, embed_dim=embed_dim, hidden_dim=hidden_dim,
                      symbol_dim=symbol_dim, max_len=max_len, max_codes=max_codes)
@@ -71,33 +117,49 @@ class SymbolSequenceAutoencoder(nn.Module):
             validation.positive_int(name, v)
         if vocab_size < 5:
             raise validation.InvalidArgumentError(f"vocab_size must be > 4 (4 special tokens plus words), got {vocab_size}")
-        try:
-            check_num_classes(alphabet, "alphabet (K, the number of symbols)")
-        except ValueError as e:
-            raise validation.InvalidArgumentError(f"{e}; a one-symbol alphabet carries no information") from None
+        alphabet = check_alphabet(prior, alphabet, vocab_size)
         self.vocab_size, self.n_symbols, self.alphabet = vocab_size, n_symbols, alphabet
         self.embed_dim, self.hidden_dim, self.symbol_dim = embed_dim, hidden_dim, symbol_dim
         self.max_len, self.max_codes = max_len, max_codes
+        self.prior_name, self.train_prior = prior, bool(train_prior)
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
         # guide
         self.encoder_rnn = nn.GRU(embed_dim, hidden_dim, batch_first=True)
         self.queries = nn.Parameter(torch.randn(n_symbols, hidden_dim) / math.sqrt(hidden_dim))
-        self.to_logits = nn.Linear(hidden_dim, alphabet)
+        # (the uniform prior's layers are made in the order they always were: same seed, same weights)
+        self.to_logits = None if self.compresses else nn.Linear(hidden_dim, alphabet)
         self.baseline_net = _SentenceBaseline(vocab_size)
+        self._build_code_layers()
         # model
-        self.symbol_embedding = nn.Parameter(torch.randn(alphabet, symbol_dim) * 0.1)
         self.position_embedding = nn.Parameter(torch.randn(n_symbols, symbol_dim) * 0.1)
         self.code_to_context = nn.Linear(n_symbols * symbol_dim, embed_dim)
         self.code_to_state = nn.Linear(n_symbols * symbol_dim, 2 * hidden_dim)
         self.decoder_rnn = nn.LSTM(2 * embed_dim, hidden_dim, batch_first=True)
         self.output = nn.Linear(hidden_dim, vocab_size)
-        self.register_buffer("prior_logits", torch.zeros(n_symbols, alphabet))
+
+    def _build_code_layers(self) -> None:
+        """What else differs between the priors: the decoder's symbol table and the prior."""
+        K, d = self.alphabet, self.symbol_dim
+        if not self.compresses:
+            self.symbol_embedding = nn.Parameter(torch.randn(K, d) * 0.1)
+            self.register_buffer("prior_logits", torch.zeros(self.n_symbols, K))
+            return
+        # the latent words are read through the pair's word embedding (symbol k = token id k)
+        self.symbol_projection = nn.Linear(self.embed_dim, d, bias=False)
+        self.language_model = WordLanguageModel(K, self.embed_dim, self.hidden_dim)
+        self.language_model.requires_grad_(self.train_prior)
 
     def config(self) -> dict:
         """Constructor arguments."""
         return {"vocab_size": self.vocab_size, "n_symbols": self.n_symbols, "alphabet": self.alphabet,
                 "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim, "symbol_dim": self.symbol_dim,
-                "max_len": self.max_len, "max_codes": self.max_codes}
+                "max_len": self.max_len, "max_codes": self.max_codes, "prior": self.prior_name,
+                "train_prior": self.train_prior}
+
+    @property
+    def compresses(self) -> bool:
+        """True with Miao & Blunsom's compression prior (latent words pointed at in the sentence)."""
+        return self.prior_name == "language_model"
 
     @property
     def z_dim(self) -> int:
@@ -111,16 +173,29 @@ class SymbolSequenceAutoencoder(nn.Module):
     split = staticmethod(SentenceVAE.split)  # (B, T) -> decoder inputs, targets (B, T-1), mask of real targets
 
     def _attend(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(weights (B, L, T-1), encoder states (B, T-1, H))``: each query's attention over the words and ``<eos>``."""
+        """``(weights (B, L, T-1), encoder states (B, T-1, H))``: each query's attention over the words
+        and ``<eos>`` (over the words only for the compression prior's pointer)."""
         words = tokens[:, 1:]
         states, _ = self.encoder_rnn(self.embedding(words))
         scores = torch.einsum("lh,bth->blt", self.queries, states) / math.sqrt(self.hidden_dim)
-        return scores.masked_fill((words == PAD_ID).unsqueeze(1), -math.inf).softmax(-1), states
+        hidden = words == PAD_ID
+        if self.compresses:
+            # the pointer: words only, and words outside the alphabet (<unk>) only where there is no other
+            hidden = hidden | (words == EOS_ID)
+            rare = hidden | (to_symbols(words, self.alphabet) == UNK_ID)
+            hidden = torch.where(rare.all(-1, keepdim=True), hidden, rare)
+        return scores.masked_fill(hidden.unsqueeze(1), -math.inf).softmax(-1), states
 
     def code_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Unnormalised ``log q(z_l = k | x)``: ``(B, T) -> (B, L, K)``."""
         weights, states = self._attend(tokens)
-        return self.to_logits(torch.einsum("blt,bth->blh", weights, states))
+        if not self.compresses:
+            return self.to_logits(torch.einsum("blt,bth->blh", weights, states))
+        # the pointer: a word's probability is the attention on its positions; words absent from the
+        # sentence get MASKED (finite, so that relaxed values with no mass there score 0, not NaN)
+        ids = to_symbols(tokens[:, 1:], self.alphabet).unsqueeze(1).expand_as(weights)
+        probs = weights.new_zeros(*weights.shape[:2], self.alphabet).scatter_add(-1, ids, weights)
+        return torch.where(probs > 0, probs.clamp_min(1e-30).log(), torch.full_like(probs, MASKED))
 
     @torch.no_grad()
     def attention(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -130,7 +205,13 @@ class SymbolSequenceAutoencoder(nn.Module):
     def _summary(self, z: torch.Tensor) -> torch.Tensor:
         """Code ``(..., L*K)`` (one-hot or relaxed) -> ``(..., L*d)`` embedded and flattened."""
         codes = z.reshape(*z.shape[:-1], self.n_symbols, self.alphabet)
-        return (codes @ self.symbol_embedding + self.position_embedding).flatten(-2)
+        return (codes @ self.symbol_table() + self.position_embedding).flatten(-2)
+
+    def symbol_table(self) -> torch.Tensor:
+        """``(K, symbol_dim)``: each symbol's vector in the decoder (the projected word vector for latent words)."""
+        if self.compresses:
+            return self.symbol_projection(self.embedding.weight[:self.alphabet])
+        return self.symbol_embedding
 
     def init_state(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Initial decoder ``(h, c)`` from flat codes ``z (N, L*K)``, each ``(1, N, hidden)``."""
@@ -159,6 +240,9 @@ class SymbolSequenceAutoencoder(nn.Module):
         return WordCategorical(logits).mask(mask).to_event(1)
 
     def prior(self, batch: int) -> dist.TorchDistribution:
+        """``p(z)``: batch shape ``(batch,)``, event ``(L, K)`` one-hot."""
+        if self.compresses:
+            return LanguageModelPrior(self.language_model, self.n_symbols, (batch,))
         return dist.OneHotCategorical(logits=self.prior_logits).expand([batch, self.n_symbols]).to_event(1)
 
     # ------------------------------------------------------------------ the pair
@@ -186,14 +270,23 @@ class SymbolSequenceAutoencoder(nn.Module):
     @torch.no_grad()
     def negative_elbo(self, tokens: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
         """``-ELBO`` per sentence ``(B,)``: ``num_samples`` one-hot codes for ``E_q[-log p(x|z)]``
-        plus the exact ``KL(q(z|x) || p(z)) = sum_l (log K - H(q_l))``. The same bound whatever
-        estimator trained the pair."""
+        plus :meth:`code_kl`. The same bound whatever estimator trained the pair."""
         check_tokens(tokens, self.vocab_size, full=True)
         validation.positive_int("num_samples", num_samples)
         q = dist.OneHotCategorical(logits=self.code_logits(tokens))
-        kl = (math.log(self.alphabet) - q.entropy()).sum(-1)
         z = q.sample((num_samples,))
-        return kl - self.likelihood(tokens, z).log_prob(tokens[:, 1:]).mean(0)
+        return self.code_kl(tokens, num_samples) - self.likelihood(tokens, z).log_prob(tokens[:, 1:]).mean(0)
+
+    @torch.no_grad()
+    def code_kl(self, tokens: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """``KL(q(z|x) || p(z))`` per sentence ``(B,)``: exact for the uniform prior,
+        ``sum_l (log K - H(q_l))``; for the language-model prior the mean of ``log q(z) - log p(z)``
+        over ``num_samples`` codes from q (it has no closed form)."""
+        q = dist.OneHotCategorical(logits=self.code_logits(tokens))
+        if not self.compresses:
+            return (math.log(self.alphabet) - q.entropy()).sum(-1)
+        z = q.sample((num_samples,))
+        return (q.log_prob(z).sum(-1) - self.prior(tokens.shape[0]).log_prob(z)).mean(0)
 
     def all_codes(self) -> torch.Tensor:
         """Every code, ``(K**L, L, K)`` one-hot, in lexicographic order; refused above ``max_codes``."""
@@ -202,7 +295,7 @@ class SymbolSequenceAutoencoder(nn.Module):
             raise ValueError(f"{self.n_symbols} symbols of {self.alphabet} make {n} codes, more than max_codes="
                              f"{self.max_codes}; exact sums are for small codes (raise max_codes if you must)")
         idx = torch.tensor(list(itertools.product(range(self.alphabet), repeat=self.n_symbols)),
-                           device=self.prior_logits.device)
+                           device=self.queries.device)
         return F.one_hot(idx, self.alphabet).float()
 
     @torch.no_grad()
@@ -211,7 +304,7 @@ class SymbolSequenceAutoencoder(nn.Module):
         check_tokens(tokens, self.vocab_size, full=True)
         codes = self.all_codes().unsqueeze(1)  # (C, 1, L, K): broadcast over the batch
         log_lik = self.likelihood(tokens, codes).log_prob(tokens[:, 1:])  # (C, B)
-        return torch.logsumexp(log_lik, 0) - self.n_symbols * math.log(self.alphabet)
+        return torch.logsumexp(log_lik + self.prior(1).log_prob(codes), 0)
 
     @torch.no_grad()
     def symbols(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -231,9 +324,19 @@ class SymbolSequenceAutoencoder(nn.Module):
         out, state = self.decoder_rnn(emb, state)
         return self.output(out[:, 0]), state
 
+    def pretrain_prior(self, tokens: torch.Tensor, epochs: int = 2, batch_size: int = 64, lr: float = 2e-3,
+                       seed: int = 0) -> list[float]:
+        """Train the language-model prior on sentences ``tokens (N, T)`` (Miao & Blunsom's first step;
+        the ELBO's training then leaves it fixed unless ``train_prior``): the loss per epoch, nats per word."""
+        if not self.compresses:
+            raise validation.InvalidArgumentError("pretrain_prior trains the language-model prior; this pair has "
+                                                  "prior='uniform' (build it with prior='language_model')")
+        check_tokens(tokens, self.vocab_size, full=True)
+        return pretrain_language_model(self.language_model, tokens, epochs, batch_size, lr, seed)
+
     @torch.no_grad()
     def sample_prior_codes(self, n: int) -> torch.Tensor:
-        """``n`` uniformly random codes, flat one-hot ``(n, L*K)``."""
+        """``n`` codes drawn from the prior, flat one-hot ``(n, L*K)``."""
         validation.positive_int("n", n)
         return self.prior(n).sample().flatten(-2)
 
