@@ -137,7 +137,7 @@ def test_format1_checkpoints_load_as_the_current_format():
     assert params == {"loc": "real", "s": "positive", "w": {"name": "interval", "args": [-5.0, 5.0]}}
 
 
-def test_a_format1_checkpoint_resumes_exactly(tmp_path):
+def test_a_format1_checkpoint_resumes_where_it_stopped(tmp_path):
     # The fixture is epochs 0-1 of this run, written by the old code; epoch 2 continues it.
     (tmp_path / "run").mkdir()
     shutil.copy(FORMAT1 / "vae_last.pt", tmp_path / "run" / "last.pt")
@@ -149,10 +149,13 @@ def test_a_format1_checkpoint_resumes_exactly(tmp_path):
     full = VAE(16, 3, (12,))
     h_full = fit(full, X, X[:20], epochs=3, batch_size=32, seed=3, progress=False)
     # Epochs 0-1 come from the fixture: their valid_loss was computed by the old code (through
-    # differentiable_loss, now ELBO.loss), which differs in the last float bits; the rest is exact.
-    assert [e["train_loss"] for e in h.epochs] == [e["train_loss"] for e in h_full.epochs]
-    assert h.epochs[-1] == h_full.epochs[-1]
-    assert all(torch.equal(p, q) for p, q in zip(full.parameters(), resumed.parameters()))
+    # differentiable_loss, now ELBO.loss), which differs in the last float bits.
+    assert [e["train_loss"] for e in h.epochs] == pytest.approx([e["train_loss"] for e in h_full.epochs], rel=1e-6)
+    assert h.epochs[-1] == pytest.approx(h_full.epochs[-1], rel=1e-6)
+    # The fixture's weights were computed on another machine, whose matmul kernels may round the
+    # last bits differently (seen: 3e-8 on an AMD EPYC); bit-identical resume on one machine is
+    # test_any_pair.py's test. Across machines the weights agree to float32 rounding.
+    assert all(torch.allclose(p, q, rtol=1e-5, atol=1e-7) for p, q in zip(full.parameters(), resumed.parameters()))
 
 
 class ParamPair:
