@@ -261,7 +261,7 @@ REPRODUCTION = Reproduction(
     script="benchmarks/hmm_speed.py", parser=parser, run=run, ours=_headline,
     budgets={"quick": Budget(["--states", "16", "--rounds", "3", "--markov-rounds", "1"], 0.3),
              "standard": Budget(["--rounds", "3", "--markov-rounds", "1"], 0.5),
-             "full": Budget([], 2.2)},
+             "full": Budget([], 1.6)},
     data=(JSB_FILE, "--data"), embedded=["--dataset", "music21"],
     get_data="the JSB chorales pickle of Boulanger-Lewandowski et al. 2012 (jsb_chorales.pickle)",
     notes="process CPU time, one torch thread and one BLAS thread, interleaved rounds, medians of per-round ratios; "
