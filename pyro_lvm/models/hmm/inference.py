@@ -154,13 +154,20 @@ def _scaled_recursions(log_init, log_trans, emit, pack: SequencePacking, chains:
     return emit.new_zeros(pack.num_sequences).index_add_(0, pack.seq, terms), table
 
 
+def _packed_rows(log_emit: torch.Tensor, pack: SequencePacking) -> torch.Tensor:
+    """The rows ``(R, K)`` of a padded table ``log_emit`` ``(N, T, K)`` that ``pack`` keeps."""
+    n, steps, k = log_emit.shape
+    flat = log_emit.reshape(n * steps, k)
+    return flat if len(pack.rows) == n * steps else flat.index_select(0, pack.rows)  # all steps, in order
+
+
 @torch.no_grad()
 def _filter(log_init, log_trans, log_emit, mask) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log p(x) (N,), filtered p(z_t | x_{1:t}) (N, T, K))`` by the forward recursion alone;
     uniform rows after each sequence's last observed step (where its chain has stopped)."""
     n, steps, k = log_emit.shape
     pack = pack_sequences(mask)
-    log_lik, table = _scaled_recursions(log_init, log_trans, log_emit.reshape(n * steps, k)[pack.rows], pack, 1)
+    log_lik, table = _scaled_recursions(log_init, log_trans, _packed_rows(log_emit, pack), pack, 1)
     filtered = log_emit.new_full((n * steps, k), 1.0 / k).index_copy_(0, pack.rows, table[0].index_select(0, pack.fwd))
     return log_lik, filtered.view(n, steps, k)
 
@@ -233,12 +240,8 @@ def forward_log_likelihood(log_init: torch.Tensor, log_trans: torch.Tensor, log_
     mask = check_hmm_inputs(log_init, log_trans, log_emit, mask)
     if return_filtered:
         return _filter(log_init, log_trans, log_emit, mask)
-    n, steps, k = log_emit.shape
     pack = pack_sequences(mask)
-    emit = log_emit.reshape(n * steps, k)
-    if len(pack.rows) < n * steps:  # else the rows are all steps, in order
-        emit = emit.index_select(0, pack.rows)
-    return _ForwardAlgorithm.apply(log_init, log_trans, emit, pack)
+    return _ForwardAlgorithm.apply(log_init, log_trans, _packed_rows(log_emit, pack), pack)
 
 
 def expected_counts(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: torch.Tensor,
