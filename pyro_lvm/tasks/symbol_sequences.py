@@ -50,7 +50,7 @@ from ..infer.handlers import KLScaledELBO
 from ..infer.discrete.comparison import check_enumerable, compare_estimators
 from ..models.text.symbol_sequences import (PRIORS, SymbolSequenceAutoencoder, symbol_tag_information,
                                             symbol_word_associations)
-from ..models.text.symbol_metrics import evaluate_model, exact_reconstructions
+from ..models.text.symbol_metrics import code_as_words, evaluate_model, exact_reconstructions
 from ..training.loop import fit
 from . import begin, run_folder
 
@@ -286,7 +286,7 @@ def sample(args: argparse.Namespace) -> dict[str, Any]:
     rows = [{"code": c, "sentence": s} for c, s in zip(symbols, text)]
     if model.compresses:  # the symbols are words
         for row in rows:
-            row["code_words"] = " ".join(vocab.decode(row["code"], strip=False))
+            row["code_words"] = code_as_words(vocab, row["code"])
     return {"samples": rows}
 
 

@@ -53,8 +53,9 @@ import torch
 from ... import validation
 from ...base import batch_args, check_pair
 from ...traces import discover_parameters, pair_plate_nesting, restore, snapshot
-from .estimators import (CV_PREFIX, ESTIMATORS, TEMPERATURE, DiscreteELBO, guide_latents, check_estimator,
-                         check_temperature, estimator_applicability, support_size)
+from .estimators import (CV_PREFIX, DiscreteELBO, guide_latents, check_temperature, estimator_applicability,
+                         support_size)
+from .registry import ESTIMATORS, TEMPERATURE, check_estimator
 from .particles import side_trace
 
 

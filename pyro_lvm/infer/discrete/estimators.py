@@ -2,7 +2,7 @@
 
 A pair is written once, in plain discrete Pyro (``Bernoulli``, ``OneHotCategorical`` or
 ``Categorical`` sample sites). :class:`DiscreteELBO` turns it into the objective of one of
-the estimators in :data:`ESTIMATORS`, the one registry of names that the objective, the
+the estimators in :data:`~pyro_lvm.infer.discrete.registry.ESTIMATORS`, the one registry of names that the objective, the
 comparison harness (:func:`~pyro_lvm.infer.discrete.comparison.compare_estimators`) and the
 ``pyro-lvm`` command use. :func:`estimator_applicability` says which of them apply to a
 pair's guide sites, and why not for the rest.
@@ -28,7 +28,6 @@ so losses stay finite at ``tau = 0.1`` where torch's relaxed distributions retur
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import pyro
@@ -48,6 +47,7 @@ from ..handlers import handled
 from .multisample import RLOO, VIMCO
 from .particles import Structure, StructureChanged, latent_sites, model_site_refusal, side_trace, site_family
 from .rebar import CV_PREFIX, Rebar
+from .registry import ESTIMATORS, PARTICLE_ESTIMATORS, RELAXABLE, RELAXED, Estimator, check_estimator
 from .relaxed import (ConcreteBernoulli, ConcreteCategorical, GumbelSoftmaxBernoulli, GumbelSoftmaxCategorical,
                       SoftBernoulli, SoftOneHotCategorical, check_rao_samples, check_temperature,
                       gumbel_softmax_log)
@@ -58,84 +58,10 @@ __all__ = ["ESTIMATORS", "Estimator", "DiscreteELBO", "DiscreteSites", "Temperat
            "ConcreteBernoulli", "ConcreteCategorical", "GumbelSoftmaxBernoulli", "GumbelSoftmaxCategorical",
            "SoftBernoulli", "SoftOneHotCategorical", "gumbel_softmax_log", "CV_PREFIX"]
 
-# ----------------------------------------------------------------------------- the registry
-
-ANY_DISCRETE = frozenset({"bernoulli", "one-hot", "categorical", "discrete"})
-BINARY_OR_CATEGORICAL = frozenset({"bernoulli", "one-hot", "categorical"})
-RELAXABLE = frozenset({"bernoulli", "one-hot"})
-
-
-@dataclass(frozen=True)
-class Estimator:
-    """What one estimator name stands for.
-
-    Attributes:
-        summary: one line.
-        reference: the paper.
-        families: the :func:`~pyro_lvm.infer.discrete.particles.site_family` kinds of guide site it applies to.
-        unbiased_for: ``"ELBO"``, ``"S-sample bound"``, ``"exact"`` or ``""`` (biased).
-        temperature: it uses a relaxation temperature (measured per temperature in comparisons).
-        particles: what ``num_particles`` counts for it.
-        default_particles: its default ``num_particles``.
-    """
-
-    summary: str
-    reference: str
-    families: frozenset
-    unbiased_for: str
-    temperature: bool = False
-    particles: str = "samples per datapoint"
-    default_particles: int = 1
-
-
-ESTIMATORS: dict[str, Estimator] = {
-    "enumerate": Estimator("exact sum over the guide's discrete values (TraceEnum_ELBO)",
-                           "Pyro's parallel enumeration", ANY_DISCRETE, "exact"),
-    "score-function": Estimator("sampled discrete values, score-function (REINFORCE) gradient (Trace_ELBO)",
-                                "Williams 1992", ANY_DISCRETE, "ELBO"),
-    "score-function-baseline": Estimator(
-        "score function with Rao-Blackwellisation and baselines (TraceGraph_ELBO)",
-        "Mnih & Gregor 2014", ANY_DISCRETE, "ELBO"),
-    "rloo": Estimator("REINFORCE with the leave-one-out baseline over S samples",
-                      "Kool, van Hoof & Welling 2019", ANY_DISCRETE, "ELBO", default_particles=2),
-    "vimco": Estimator("the S-sample (IWAE) bound with leave-one-out control variates",
-                       "Mnih & Rezende 2016", ANY_DISCRETE, "S-sample bound", default_particles=2),
-    "arm": Estimator("Augment-REINFORCE-Merge: antithetic pairs of uniforms (stick-breaking for categoricals)",
-                     "Yin & Zhou 2019", BINARY_OR_CATEGORICAL, "ELBO", particles="antithetic pairs"),
-    "disarm": Estimator("ARM with the augmenting uniform integrated out (stick-breaking for categoricals)",
-                        "Dong, Mnih & Tucker 2020; 2021", BINARY_OR_CATEGORICAL, "ELBO",
-                        particles="antithetic pairs"),
-    "gumbel": Estimator("Gumbel-softmax sample in the likelihood, exact discrete KL",
-                        "Jang, Gu & Poole 2017", RELAXABLE, "", temperature=True),
-    "gumbel-concrete": Estimator("relaxed (Concrete) densities in model and guide",
-                                 "Maddison, Mnih & Teh 2017", RELAXABLE, "", temperature=True),
-    "straight-through": Estimator("exact discrete forward, relaxed sample's gradient backward, exact KL",
-                                  "Bengio et al. 2013; Jang et al. 2017", RELAXABLE, "", temperature=True),
-    "gumbel-rao": Estimator("straight-through with the gradient averaged over relaxed samples given the "
-                            "discrete one", "Paulus, Maddison & Krause 2021", RELAXABLE, "", temperature=True),
-    "rebar": Estimator("score function with the relaxation as control variate; scale and temperature learned",
-                       "Tucker et al. 2017", RELAXABLE, "ELBO", temperature=True,
-                       particles="independent estimates (3 evaluations each)"),
-    "relax": Estimator("REBAR plus a learned surrogate network in the control variate",
-                       "Grathwohl et al. 2018", RELAXABLE, "ELBO", temperature=True,
-                       particles="independent estimates (3 evaluations each)"),
-}
-# estimators carried out by rewriting sites for a Pyro ELBO (the others run a particle plate)
-RELAXED = ("gumbel", "gumbel-concrete", "straight-through", "gumbel-rao")
-PARTICLE_ESTIMATORS = ("rloo", "vimco", "arm", "disarm", "rebar", "relax")
-TEMPERATURE = tuple(name for name, e in ESTIMATORS.items() if e.temperature)
-
 INDEX_ADVICE = (
     "a relaxed value is a point on the simplex, which a model that indexes with an integer cannot take. "
     "Write the site as OneHotCategorical: pyro.sample(name, dist.OneHotCategorical(logits=...)) and use the "
     "one-hot vector arithmetically (value @ table instead of table[value])")
-
-
-def check_estimator(name: str) -> str:
-    """Return ``name`` if it is a known estimator, else raise ``ValueError`` listing them."""
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
-    return name
 
 
 def check_num_classes(k: int, what: str = "number of classes K") -> int:

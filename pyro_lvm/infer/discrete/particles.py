@@ -31,6 +31,7 @@ from pyro.distributions.util import scale_and_mask
 
 from ... import validation
 from ...traces import is_random, is_subsample, unwrap_independent
+from .registry import ESTIMATORS, MODEL_RELAXED
 
 PARTICLES = "estimator_particles"
 
@@ -56,24 +57,20 @@ def site_family(fn: Any) -> str | None:
     return "discrete"
 
 
-# estimators that rewrite the model's distribution at a latent site from its logits (a Concrete
-# density, or the prior at relaxed values): they need a Bernoulli or OneHotCategorical there
-MODEL_RELAXED = ("gumbel-concrete", "rebar", "relax")
-
-
 def model_site_refusal(estimator: str, name: str, fn: Any) -> str:
     """Why ``estimator`` cannot use the *model's* distribution ``fn`` at latent site ``name``; ``""`` if it can.
 
     The guide's site may be relaxable while the model's prior there is not (e.g. a language
-    model over a code of words): the estimators of ``MODEL_RELAXED`` need the prior's logits.
+    model over a code of words): the estimators that rewrite the model's site
+    (:data:`~pyro_lvm.infer.discrete.registry.MODEL_RELAXED`) need the prior's logits.
     """
     if estimator not in MODEL_RELAXED or site_family(fn) in ("bernoulli", "one-hot"):
         return ""
     dist_name = type(unwrap_independent(fn)[0]).__name__
+    others = ", ".join(n for n in ESTIMATORS if n not in MODEL_RELAXED)
     return (f"the {estimator!r} estimator does not apply to site {name!r}: it rewrites the model's distribution there "
             f"from its logits (a relaxed density), and the model's {dist_name} is not a Bernoulli or "
-            f"OneHotCategorical. Estimators that only need its log_prob: score-function, score-function-baseline, "
-            f"rloo, vimco, arm, disarm, gumbel, straight-through, gumbel-rao")
+            f"OneHotCategorical. Estimators that only need its log_prob: {others}")
 
 
 def latent_sites(trace: Any) -> Iterator[tuple[str, dict]]:

@@ -57,5 +57,10 @@ def exact_reconstructions(model: SymbolSequenceAutoencoder, vocab: Vocabulary, t
         same += out == words
         rows.append({"sentence": " ".join(vocab.decode(words)), "code": code, "reconstruction": " ".join(vocab.decode(out))})
         if model.compresses:
-            rows[-1]["code_words"] = " ".join(vocab.decode(code, strip=False))
+            rows[-1]["code_words"] = code_as_words(vocab, code)
     return same / max(len(rows), 1), rows
+
+
+def code_as_words(vocab: Vocabulary, code: list[int]) -> str:
+    """A compression-prior code (``L`` word indices) read as words, special tokens kept."""
+    return " ".join(vocab.decode(code, strip=False))
