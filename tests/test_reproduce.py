@@ -209,12 +209,18 @@ def test_pos_parts_on_the_toy_corpus():
         assert 0 < r["many_to_one"] <= 1 and r["cpu_seconds"] > 0
     with pytest.raises(ValueError, match="--dataset music21 is for --part jsb-family"):
         pos_masc.run(load("pos-masc").parser().parse_args(["--part", "pos", "--dataset", "music21"]))
-    # The neural emission's MASC configuration (Adam on the exact marginal likelihood), shrunk.
-    args = load("pos-masc").parser().parse_args(["--part", "pos-emissions", "--pos-emissions", "neural", "--dataset",
-                                                 "toy", "--quick", "--pos-seeds", "0", "--pos-sentences", "40"])
-    run = pos_masc.run(args)["runs"]["neural/seed0"]
-    assert run["emission"] == "neural" and run["trainer"] == "adam" and run["iterations"] == 2
-    assert run["data"]["sentences"] == 40 and 0 < run["many_to_one"] <= 1 and run["log_lik_per_token"] < 0
+    # The neural emission's MASC configurations (Adam on the exact marginal likelihood), shrunk:
+    # the first 8,000 sentences' and all of MASC's (lowercased, rare words as spelling classes).
+    args = load("pos-masc").parser().parse_args(["--part", "pos-emissions", "--pos-emissions", "neural",
+                                                 "neural_lower_shape5", "--dataset", "toy", "--quick", "--pos-seeds",
+                                                 "0", "--pos-sentences", "40"])
+    runs = pos_masc.run(args)["runs"]
+    for run in (runs["neural/seed0"], runs["neural_lower_shape5/seed0"]):
+        assert run["emission"] == "neural" and run["trainer"] == "adam" and run["iterations"] == 2
+        assert run["data"]["sentences"] == 40 and 0 < run["many_to_one"] <= 1 and run["log_lik_per_token"] < 0
+    lowered = runs["neural_lower_shape5/seed0"]
+    assert lowered["data"]["vocab"] < runs["neural/seed0"]["data"]["vocab"]
+    assert "--lowercase" in lowered["args"] and lowered["args"][-4:] == ["--lr", "0.003", "--chain-lr", "0.003"]
 
 
 def test_cli_prints_the_table(tmp_path, capsys):
