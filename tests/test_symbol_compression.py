@@ -15,6 +15,7 @@ from pyro.infer import Trace_ELBO
 from pyro_lvm import fit
 from pyro_lvm.data.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary, encode_sentences
 from pyro_lvm.infer.discrete.estimators import DiscreteELBO, GraphELBO
+from pyro_lvm.infer.discrete.registry import ESTIMATORS
 from pyro_lvm.models.text.compression_prior import LanguageModelPrior, WordLanguageModel, to_symbols
 from pyro_lvm.models.text.symbol_sequences import SymbolSequenceAutoencoder
 from pyro_lvm.validation import InvalidArgumentError
@@ -133,8 +134,12 @@ def test_refusals(data):
     pair = _pair(vocab)
     for name in ("gumbel-concrete", "rebar", "relax"):
         with pytest.raises(ValueError, match=f"the '{name}' estimator does not apply to site 'z'.*LanguageModelPrior "
-                                             "is not a Bernoulli or OneHotCategorical.*straight-through"):
+                                             "is not a Bernoulli or OneHotCategorical.*straight-through") as err:
             DiscreteELBO(name, max_plate_nesting=1).differentiable_loss(pair.model, pair.guide, tokens)
+        # the estimators it offers instead: every registered one that leaves the model's site alone
+        offered = str(err.value).split("only need its log_prob: ", 1)[1].splitlines()[0].split(", ")
+        assert set(offered) == {n for n, e in ESTIMATORS.items() if not e.rewrites_model}
+        assert not {"gumbel-concrete", "rebar", "relax"} & set(offered)
 
 
 def test_prior_pretrains_then_stays_fixed_and_training_lowers_the_loss(data):
