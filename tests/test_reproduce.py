@@ -210,17 +210,22 @@ def test_pos_parts_on_the_toy_corpus():
     with pytest.raises(ValueError, match="--dataset music21 is for --part jsb-family"):
         pos_masc.run(load("pos-masc").parser().parse_args(["--part", "pos", "--dataset", "music21"]))
     # The neural emission's MASC configurations (Adam on the exact marginal likelihood), shrunk:
-    # the first 8,000 sentences' and all of MASC's (lowercased, rare words as spelling classes).
+    # the first 8,000 sentences' and all of MASC's (lowercased, rare words as spelling classes),
+    # with the word embeddings from random and from word2vec.
     args = load("pos-masc").parser().parse_args(["--part", "pos-emissions", "--pos-emissions", "neural",
-                                                 "neural_lower_shape5", "--dataset", "toy", "--quick", "--pos-seeds",
-                                                 "0", "--pos-sentences", "40"])
+                                                 "neural_lower_shape5", "neural_lower_shape5_vectors", "--dataset",
+                                                 "toy", "--quick", "--pos-seeds", "0", "--pos-sentences", "40"])
     runs = pos_masc.run(args)["runs"]
-    for run in (runs["neural/seed0"], runs["neural_lower_shape5/seed0"]):
+    for run in (runs["neural/seed0"], runs["neural_lower_shape5/seed0"], runs["neural_lower_shape5_vectors/seed0"]):
         assert run["emission"] == "neural" and run["trainer"] == "adam" and run["iterations"] == 2
         assert run["data"]["sentences"] == 40 and 0 < run["many_to_one"] <= 1 and run["log_lik_per_token"] < 0
     lowered = runs["neural_lower_shape5/seed0"]
     assert lowered["data"]["vocab"] < runs["neural/seed0"]["data"]["vocab"]
-    assert "--lowercase" in lowered["args"] and lowered["args"][-4:] == ["--lr", "0.003", "--chain-lr", "0.003"]
+    assert "--lowercase" in lowered["args"] and lowered["args"].count("--lr") == 1
+    assert lowered["args"][lowered["args"].index("--chain-lr") + 1] == "0.003"
+    started = runs["neural_lower_shape5_vectors/seed0"]
+    assert "--neural-vectors" in started["args"] and started["word_vectors"]["vocabulary_lookup"]
+    assert "word_vectors" not in lowered or lowered["word_vectors"] is None
 
 
 def test_cli_prints_the_table(tmp_path, capsys):

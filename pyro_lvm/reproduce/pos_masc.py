@@ -123,17 +123,29 @@ POS_EMISSIONS = {
     "neural": ["--emission", "neural", "--trainer", "adam", "--iterations", "50", "--batch-tokens", "5000",
                "--lr", "0.01", "--chain-lr", "0.05", "--eval-every", "10"],
 }
+
+
+def _setting(argv: list[str], **values: str) -> list[str]:
+    """``argv`` with the values of the named flags (``chain_lr`` is ``--chain-lr``) replaced."""
+    argv = list(argv)
+    for name, value in values.items():
+        argv[argv.index("--" + name.replace("_", "-")) + 1] = value
+    return argv
+
+
 # All of MASC for the neural emission: lowercased, words seen fewer than 5 times as their spelling
 # class, which keeps the softmax over 8,781 types (all 40,325 word types would make each step's
 # table five times dearer), and both rates at 0.003: at the first 8,000 sentences' 0.01 / 0.05,
 # the first 16,000 or 20,000 sentences put every token in one state within an epoch and stay there.
-POS_EMISSIONS["neural_lower_shape5"] = [*POS_EMISSIONS["neural"], *POS_CONFIGS["lower_shape5"], "--lr", "0.003",
-                                        "--chain-lr", "0.003"]
+POS_EMISSIONS["neural_lower_shape5"] = _setting([*POS_EMISSIONS["neural"], *POS_CONFIGS["lower_shape5"]],
+                                                lr="0.003", chain_lr="0.003")
+# ... with its word embeddings started from the Gaussian HMM's word2vec vectors (the same cache).
+POS_EMISSIONS["neural_lower_shape5_vectors"] = [*POS_EMISSIONS["neural_lower_shape5"], "--neural-vectors",
+                                                "--vector-contexts", "positional", "--vector-epochs", "10"]
 # The variance scale of the Gaussian HMM, on the first 8,000 MASC sentences (EM, 30 iterations).
-POS_VARIANCE = {f"scale{scale}": [*_EMBEDDING[:_EMBEDDING.index("--iterations")], "--iterations", "30",
-                                  "--max-sentences", "8000"] for scale in ("1", "2", "4")}
-for _name, _argv in POS_VARIANCE.items():
-    _argv[_argv.index("--variance-scale") + 1] = _name[len("scale"):]
+POS_VARIANCE = {f"scale{scale}": _setting([*_EMBEDDING[:_EMBEDDING.index("--iterations")], "--iterations", "30",
+                                           "--max-sentences", "8000"], variance_scale=scale)
+                for scale in ("1", "2", "4")}
 
 
 def run_pos_emissions(data: Path | None, emissions: list[str], seeds: list[int], quick: bool = False,
