@@ -161,7 +161,9 @@ TINY = ["--subset", "120", "--eval-subset", "20", "--epochs", "2", "--embed-dim"
 REMEDIES = {"none": [], "anneal": ["--remedy", "anneal", "--anneal-steps", "4"], "word-dropout": ["--word-keep", "0.5"],
             "free-bits": ["--remedy", "free-bits", "--free-bits", "50"],
             "aggressive": ["--remedy", "aggressive", "--aggressive-steps", "2"],
-            "pretrain+free-bits": ["--remedy", "pretrain+free-bits", "--pretrain-epochs", "1", "--free-bits", "50"]}
+            "pretrain+free-bits": ["--remedy", "pretrain+free-bits", "--pretrain-epochs", "1", "--free-bits", "50"],
+            "pretrain+anneal+free-bits": ["--remedy", "pretrain+anneal+free-bits", "--pretrain-epochs", "1",
+                                          "--free-bits", "50", "--anneal-start", "0", "--anneal-steps", "4"]}
 
 
 @pytest.mark.parametrize("name", list(REMEDIES))
@@ -180,9 +182,12 @@ def test_every_remedy_trains_the_cnn_vae_through_the_task(tmp_path, name):
         assert all(e["train_loss"] > 150 for e in history)
     if name == "aggressive":
         assert history[0]["aggressive_inner_steps"] == 2.0
-    if name == "pretrain+free-bits":
+    if name.startswith("pretrain+"):
         pre = json.loads((tmp_path / "run" / "vae" / "pretrain" / "history.json").read_text())["epochs"]
         assert len(pre) == 1 and pre[0]["train_loss"] < history[0]["train_loss"]  # no KL term in pretraining
+        assert "kl_weight" not in pre[0]   # the annealing belongs to the training phase only
+    if name == "pretrain+anneal+free-bits":  # 3 batches per epoch: the weight starts at 0 and reaches 1 at step 4
+        assert [e["kl_weight_min"] for e in history] == [0.0, 0.75] and history[-1]["kl_weight"] == 1.0
 
 
 def test_cli_receptive_field_errors(tmp_path, capsys):

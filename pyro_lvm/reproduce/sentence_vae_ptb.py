@@ -47,6 +47,8 @@ ROWS = {  # name: (model kind, remedy, use word dropout)
     "vae+free-bits": ("vae", "free-bits", False),
     "vae+aggressive": ("vae", "anneal+aggressive", False),
     "vae+pretrain+free-bits": ("vae", "pretrain+free-bits", False),  # Li et al. 2019 (issue 18)
+    # ... with the KL weight annealed after the reset, as their released commands do
+    "vae+pretrain+anneal+free-bits": ("vae", "pretrain+anneal+free-bits", False),
 }
 DEFAULT_ROWS = list(ROWS)[:6]  # the table's rows (the reproduce budgets were measured with these)
 # Any row with Yang et al.'s dilated CNN decoder: "<row>@cnn<R>", R the receptive field in
