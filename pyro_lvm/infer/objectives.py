@@ -25,7 +25,8 @@ term ``log q - log p``, which can be kept but not hinged (it is not a term of on
 point mass with no auxiliary draw (a MAP guide) has no KL to hinge either.
 
 ``per_dimension=False`` applies the hinge to each site's total KL instead (Kingma et al.'s
-groups).
+groups). Li et al.'s released code hinges every datapoint's ``KL_id`` on its own instead of the
+batch mean; the two agree when the datapoints carry equal KL.
 
 :class:`FreeBitsELBO` is a ``pyro.infer.Trace_ELBO`` that overrides how one particle's loss is
 made from its traces (``_differentiable_loss_particle``, as Pyro's own ELBOs do), so
