@@ -4,12 +4,12 @@ discrete estimators train and compare on this structured latent (issue 18).
 Parts (each writes into one JSON, ``--out``; figures next to it in ``--figures``):
 
 1. **grid**: the autoencoder trained with ``--estimator`` for every (L, K) of ``--symbols`` x
-   ``--alphabets``; test NLL (exact sum over the codes where there are at most 4,096, else
-   importance sampling), -ELBO, KL, reconstruction accuracy (teacher forcing from the most
-   probable code), exact greedy reconstructions, and the mutual information between the symbol
-   at each code position and the POS tag at each word position (MASC's Penn tags) above its
-   chance level (codes shuffled across sentences). An LSTM language model of the same size
-   (no code) gives the accuracy a decoder reaches without one.
+   ``--alphabets``; test NLL (exact sum over the codes where there are at most
+   ``--exact-codes``, else importance sampling), -ELBO, KL, reconstruction accuracy (teacher
+   forcing from the most probable code), exact greedy reconstructions, and the mutual
+   information between the symbol at each code position and the POS tag at each word position
+   (MASC's Penn tags) above its chance level (codes shuffled across sentences). An LSTM
+   language model of the same size (no code) gives the accuracy a decoder reaches without one.
 2. **estimators**: the pair with a small code (``--compare-code``, enumerable) trained with
    every estimator of the registry (:data:`pyro_lvm.infer.discrete.estimators.ESTIMATORS`), same
    budget; validation loss against wall time; test NLL (exact).
@@ -104,7 +104,7 @@ def grid(args, data, tags, vocab, corpus) -> list[dict]:
     for L in args.symbols:
         for K in args.alphabets:
             model, history, seconds = train_pair(args, data, len(vocab), L, K, args.estimator)
-            test = task.evaluate_model(model, data["test"], args.samples)
+            test = task.evaluate_model(model, data["test"], args.samples, exact_codes=args.exact_codes)
             test["exact_reconstructions"], _ = task.exact_reconstructions(model, vocab, data["test"][:300])
             symbols = model.symbols(data["test"])
             info = symbol_tag_information(symbols, tags["test"], positions=args.positions)
@@ -295,6 +295,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--anneal-rate", type=float, default=1e-4)
     p.add_argument("--min-temperature", type=float, default=0.5)
     p.add_argument("--samples", type=int, default=100, help="importance samples where the codes are too many to sum")
+    p.add_argument("--exact-codes", type=int, default=256,
+                   help="sum the test NLL exactly up to this many codes (K**L decoder passes per sentence)")
     p.add_argument("--compare-batch", type=int, default=32)
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.5, 0.1])
     p.add_argument("--repeats", type=int, default=100)

@@ -205,8 +205,24 @@ def test_evaluation_samples_codes_when_they_are_too_many_to_sum(data):
     pair = _pair(vocab)
     exact = task.evaluate_model(pair, tokens, samples=200)
     assert exact["nll_method"] == "exact sum over 9 codes"
+    pyro.set_rng_seed(0)
+    asked = task.evaluate_model(pair, tokens, samples=200, batch_size=2, exact_codes=8)  # the caller's limit
     pair.max_codes = 4                     # 9 codes are now "too many"
     pyro.set_rng_seed(0)
     sampled = task.evaluate_model(pair, tokens, samples=200, batch_size=2)
-    assert sampled["nll_method"] == "importance sampling, 200 codes from q"
+    assert sampled["nll_method"] == asked["nll_method"] == "importance sampling, 200 codes from q"
+    assert sampled["nll"] == asked["nll"]
     assert sampled["nll"] == pytest.approx(exact["nll"], abs=0.1) and sampled["sentences"] == len(tokens)
+
+
+def test_exact_marginal_in_groups_of_codes_is_the_same_sum(data):
+    """log_marginal bounds its memory by decoding the codes a few at a time: any grouping gives the
+    one-pass sum (the smallest budget decodes one code at a time)."""
+    vocab, tokens = data
+    pair = _pair(vocab, L=2, K=4)
+    with torch.no_grad():
+        one_pass = pair.log_marginal(tokens, max_logits=10**9)
+        for budget in (1, tokens.numel() * len(vocab) * 3):  # one code per group; three codes per group
+            assert torch.allclose(pair.log_marginal(tokens, max_logits=budget), one_pass, atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match="max_logits must be a positive int"):
+        pair.log_marginal(tokens, max_logits=0)

@@ -20,22 +20,27 @@ from .symbol_sequences import SymbolSequenceAutoencoder
 
 
 def evaluate_model(model: SymbolSequenceAutoencoder, tokens: torch.Tensor, samples: int = 100,
-                   batch_size: int = 50) -> dict[str, Any]:
-    """Test metrics in nats per sentence, perplexity per predicted token (words + ``<eos>``)."""
+                   batch_size: int = 50, exact_codes: int | None = None) -> dict[str, Any]:
+    """Test metrics in nats per sentence, perplexity per predicted token (words + ``<eos>``).
+
+    The NLL is the exact sum over the ``K**L`` codes when there are at most ``exact_codes`` of
+    them (default ``model.max_codes``), else importance-sampled with ``samples`` codes from q
+    (the exact sum costs ``K**L`` decoder passes per sentence, the estimate ``samples``)."""
     model.eval()
     loader = list(bucket_loader(tokens, batch_size, shuffle=False))
     n_tokens = int((tokens[:, 1:] != 0).sum())
     neg_elbo = torch.cat([model.negative_elbo(b, num_samples=1) for b in loader])
     out: dict[str, Any] = {"sentences": len(tokens), "tokens": n_tokens, "neg_elbo": float(neg_elbo.mean()),
                            "bits_per_code": model.n_symbols * math.log2(model.alphabet)}
-    if model.alphabet ** model.n_symbols <= model.max_codes:
-        nll = -torch.cat([model.log_marginal(b) for b in loader])
-        out["nll_method"] = f"exact sum over {model.alphabet ** model.n_symbols} codes"
-    else:
-        with torch.no_grad():
+    limit = model.max_codes if exact_codes is None else min(exact_codes, model.max_codes)
+    with torch.no_grad():
+        if model.alphabet ** model.n_symbols <= limit:
+            nll = -torch.cat([model.log_marginal(b) for b in loader])
+            out["nll_method"] = f"exact sum over {model.alphabet ** model.n_symbols} codes"
+        else:
             # batch by batch: a list of batches would read as one tuple of model arguments
             nll = -torch.cat([log_likelihood(model, b, num_samples=samples) for b in loader])
-        out["nll_method"] = f"importance sampling, {samples} codes from q"
+            out["nll_method"] = f"importance sampling, {samples} codes from q"
     out.update(nll=float(nll.mean()), ppl=math.exp(float(nll.sum()) / n_tokens),
                reconstruction_accuracy=decoding.reconstruction_accuracy(model, loader))
     # exact for the uniform prior; for the language-model prior an estimate from 10 codes per sentence

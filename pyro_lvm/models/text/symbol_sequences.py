@@ -299,11 +299,18 @@ class SymbolSequenceAutoencoder(nn.Module):
         return F.one_hot(idx, self.alphabet).float()
 
     @torch.no_grad()
-    def log_marginal(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Exact ``log p(x) = logsumexp_z [log p(x | z) + log p(z)]`` over all ``K**L`` codes: ``(B,)``."""
+    def log_marginal(self, tokens: torch.Tensor, max_logits: int = 2**24) -> torch.Tensor:
+        """Exact ``log p(x) = logsumexp_z [log p(x | z) + log p(z)]`` over all ``K**L`` codes: ``(B,)``.
+
+        The codes go through the decoder in groups whose word logits ``(codes, B, T-1, vocab)``
+        hold at most ``max_logits`` numbers (default 64 MB of float32), so memory stays bounded
+        however many codes there are; the time grows with ``K**L``."""
         check_tokens(tokens, self.vocab_size, full=True)
+        validation.positive_int("max_logits", max_logits)
         codes = self.all_codes().unsqueeze(1)  # (C, 1, L, K): broadcast over the batch
-        log_lik = self.likelihood(tokens, codes).log_prob(tokens[:, 1:])  # (C, B)
+        group = max(1, max_logits // (tokens.numel() * self.vocab_size))
+        log_lik = torch.cat([self.likelihood(tokens, part).log_prob(tokens[:, 1:])    # (C, B)
+                             for part in codes.split(group)])
         return torch.logsumexp(log_lik + self.prior(1).log_prob(codes), 0)
 
     @torch.no_grad()
