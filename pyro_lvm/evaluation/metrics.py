@@ -198,9 +198,11 @@ def log_weight_terms(pair: Any, batch: Any, num_samples: int, data_plate: str | 
     return out
 
 
+CHUNK_ELEMENTS = 2 ** 24  # the largest tensor one chunk of an evaluation may make: 64 MB in float32
+
+
 def _chunk_size(num_samples: int, n: int, per_point: int) -> int:
-    # Keep the largest per-chunk tensor near 2**24 elements (64 MB in float32).
-    return int(max(1, min(num_samples, 2 ** 24 // max(1, n * per_point))))
+    return int(max(1, min(num_samples, CHUNK_ELEMENTS // max(1, n * per_point))))
 
 
 def _observed_size(batch: Any) -> int:

@@ -32,11 +32,12 @@ def evaluate_model(model: SymbolSequenceAutoencoder, tokens: torch.Tensor, sampl
     neg_elbo = torch.cat([model.negative_elbo(b, num_samples=1) for b in loader])
     out: dict[str, Any] = {"sentences": len(tokens), "tokens": n_tokens, "neg_elbo": float(neg_elbo.mean()),
                            "bits_per_code": model.n_symbols * math.log2(model.alphabet)}
+    codes = model.alphabet ** model.n_symbols
     limit = model.max_codes if exact_codes is None else min(exact_codes, model.max_codes)
     with torch.no_grad():
-        if model.alphabet ** model.n_symbols <= limit:
+        if codes <= limit:
             nll = -torch.cat([model.log_marginal(b) for b in loader])
-            out["nll_method"] = f"exact sum over {model.alphabet ** model.n_symbols} codes"
+            out["nll_method"] = f"exact sum over {codes} codes"
         else:
             # batch by batch: a list of batches would read as one tuple of model arguments
             nll = -torch.cat([log_likelihood(model, b, num_samples=samples) for b in loader])

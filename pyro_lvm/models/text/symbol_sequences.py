@@ -59,6 +59,7 @@ from torch import nn
 
 from ... import validation
 from ...data.text import EOS_ID, PAD_ID, UNK_ID
+from ...evaluation.metrics import CHUNK_ELEMENTS
 from ...infer.discrete.estimators import DiscreteELBO, check_num_classes
 from .compression_prior import MASKED, MIN_ALPHABET, LanguageModelPrior, WordLanguageModel, pretrain_language_model, to_symbols
 from .sentence_vae import SentenceVAE, WordCategorical, check_tokens
@@ -299,7 +300,7 @@ class SymbolSequenceAutoencoder(nn.Module):
         return F.one_hot(idx, self.alphabet).float()
 
     @torch.no_grad()
-    def log_marginal(self, tokens: torch.Tensor, max_logits: int = 2**24) -> torch.Tensor:
+    def log_marginal(self, tokens: torch.Tensor, max_logits: int = CHUNK_ELEMENTS) -> torch.Tensor:
         """Exact ``log p(x) = logsumexp_z [log p(x | z) + log p(z)]`` over all ``K**L`` codes: ``(B,)``.
 
         The codes go through the decoder in groups whose word logits ``(codes, B, T-1, vocab)``
