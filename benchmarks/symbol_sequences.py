@@ -186,9 +186,9 @@ def speed(args, data, vocab) -> dict:
                 "hand-written PyTorch": lambda b: handwritten_st_loss(model, b, 1.0)}
     # Same estimator: at equal random numbers the two losses agree (checked on one batch).
     pyro.set_rng_seed(0)
-    a = float(variants["pyro_lvm DiscreteELBO('straight-through')"](batches[0]))
+    a = float(variants["pyro_lvm DiscreteELBO('straight-through')"](batches[0]).detach())
     pyro.set_rng_seed(0)
-    b = float(variants["hand-written PyTorch"](batches[0]))
+    b = float(variants["hand-written PyTorch"](batches[0]).detach())
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.speed_rounds):
         for name, fn in variants.items():
