@@ -1,5 +1,6 @@
-"""Latent symbol sequences on MASC: what L symbols from an alphabet of K carry, and how the
-discrete estimators train and compare on this structured latent (issue 18).
+"""Latent symbol sequences on MASC (or PTB, or the embedded Wikipedia sentences): what L symbols
+from an alphabet of K carry, and how the discrete estimators train and compare on this
+structured latent (issue 18).
 
 Parts (each writes into one JSON, ``--out``; figures next to it in ``--figures``):
 
@@ -8,8 +9,9 @@ Parts (each writes into one JSON, ``--out``; figures next to it in ``--figures``
    ``--exact-codes``, else importance sampling), -ELBO, KL, reconstruction accuracy (teacher
    forcing from the most probable code), exact greedy reconstructions, and the mutual
    information between the symbol at each code position and the POS tag at each word position
-   (MASC's Penn tags) above its chance level (codes shuffled across sentences). An LSTM
-   language model of the same size (no code) gives the accuracy a decoder reaches without one.
+   (MASC's Penn tags) above its chance level (codes shuffled across sentences); on a corpus
+   without tags, the words most associated with each symbol of ``--figure-code`` instead. An
+   LSTM language model of the same size (no code) gives the accuracy a decoder reaches without one.
 2. **estimators**: the pair with a small code (``--compare-code``, enumerable) trained with
    every estimator of the registry (:data:`pyro_lvm.infer.discrete.estimators.ESTIMATORS`), same
    budget; validation loss against wall time; test NLL (exact).
@@ -20,6 +22,7 @@ Parts (each writes into one JSON, ``--out``; figures next to it in ``--figures``
    step written by hand in PyTorch (same modules), interleaved rounds; the ratio.
 
     python benchmarks/symbol_sequences.py --data DATA/masc_tagged.zip     # the docs' numbers
+    python benchmarks/symbol_sequences.py --data DATA/ptb.zip --parts grid   # or --data embedded (offline)
     python benchmarks/symbol_sequences.py --data DATA/masc_tagged.zip --subset 300 --eval-subset 50 \\
         --symbols 1 2 --alphabets 2 4 --epochs 1 --repeats 5 --out /tmp/sym_smoke.json --figures /tmp/sym_smoke
 """
@@ -107,19 +110,21 @@ def grid(args, data, tags, vocab, corpus) -> list[dict]:
             test = task.evaluate_model(model, data["test"], args.samples, exact_codes=args.exact_codes)
             test["exact_reconstructions"], _ = task.exact_reconstructions(model, vocab, data["test"][:300])
             symbols = model.symbols(data["test"])
-            info = symbol_tag_information(symbols, tags["test"], positions=args.positions)
-            above = (torch.tensor(info["mi"]) - torch.tensor(info["chance"]))
             row = {"L": L, "K": K, "bits": L * math.log2(K), "estimator": args.estimator, "kl_weight": args.kl_weight,
-                   "epochs": len(history), "train_seconds": round(seconds, 1), "test": test, "tag_information": info,
-                   "max_mi_above_chance": float(above.max()),
-                   "mean_diagonal_mi_above_chance": float(torch.stack([above[i, i] for i in range(min(above.shape))]).mean()),
+                   "epochs": len(history), "train_seconds": round(seconds, 1), "test": test,
                    "symbols_used": [len(set(symbols[:, p].tolist())) for p in range(L)]}
+            if tags is not None:  # the alignment with POS tags needs a tagged corpus (MASC)
+                info = symbol_tag_information(symbols, tags["test"], positions=args.positions)
+                above = (torch.tensor(info["mi"]) - torch.tensor(info["chance"]))
+                row.update(tag_information=info, max_mi_above_chance=float(above.max()),
+                           mean_diagonal_mi_above_chance=float(torch.stack([above[i, i] for i in range(min(above.shape))]).mean()))
             print(f"[grid L={L} K={K}] {json.dumps({k: v for k, v in row.items() if k != 'tag_information'})}",
                   flush=True)
             rows.append(row)
             if (L, K) == tuple(args.figure_code):
                 row["word_associations"] = symbol_word_associations(symbols, corpus.test, min_count=3)
-                _heatmap(above, Path(args.figures) / "symbol_tag_information.png", L, K, args.estimator)
+                if tags is not None:
+                    _heatmap(above, Path(args.figures) / "symbol_tag_information.png", L, K, args.estimator)
     return rows
 
 
@@ -232,13 +237,12 @@ def main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
-    data_args = argparse.Namespace(corpus=str(data_path(args, "your copy of masc_tagged.zip")), subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
+    source = args.data if args.data == "embedded" else str(data_path(args, "your copy of masc_tagged.zip or ptb.zip"))
+    data_args = argparse.Namespace(corpus=source, subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
                                    max_vocab=args.max_vocab, max_len=args.max_len)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         corpus, tags, vocab, data = task.prepare_data(data_args)
-    if tags is None:
-        raise ValueError(f"{args.data} is not MASC (masc_tagged.zip): the alignment needs its tags")
     result: dict = {"benchmark": "symbol_sequences", "command": "python " + " ".join(sys.argv),
                     "data": corpus.summary(), "vocab_size": len(vocab), "data_warnings": [str(w.message) for w in caught],
                     "setup": {k: v for k, v in vars(args).items() if k not in ("out", "figures")}}
@@ -269,7 +273,8 @@ def main(args: argparse.Namespace) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=None, help="your copy of NLTK's masc_tagged.zip (docs/data.md)")
+    p.add_argument("--data", default=None,
+                   help="your copy of NLTK's masc_tagged.zip or of ptb.zip (docs/data.md), or embedded (offline)")
     p.add_argument("--parts", nargs="+", default=["grid", "estimators", "harness", "speed"],
                    choices=["grid", "estimators", "harness", "speed"])
     p.add_argument("--subset", type=int, default=8000, help="first N training sentences")

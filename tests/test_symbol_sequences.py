@@ -5,7 +5,10 @@ import argparse
 import itertools
 import json
 import math
+import runpy
+import warnings
 import zipfile
+from pathlib import Path
 
 import pyro
 import pytest
@@ -196,6 +199,25 @@ def test_task_runs_offline_on_the_embedded_corpus(tmp_path):
     metrics = json.loads((tmp_path / "ex" / "metrics.json").read_text())
     assert metrics["estimator"] == "gumbel" and metrics["data"]["name"] == "wikipedia-gensim-sample"
     assert "tag_information" not in metrics and metrics["word_associations"]
+
+
+def test_benchmark_grid_runs_on_a_corpus_without_tags(tmp_path):
+    """benchmarks/symbol_sequences.py's grid on the embedded corpus: no POS alignment (it has no
+    tags), the word associations of --figure-code instead, and no heatmap."""
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "symbol_sequences.py"))
+    args = bench["parser"]().parse_args(
+        ["--data", "embedded", "--parts", "grid", "--subset", "80", "--eval-subset", "12", "--symbols", "1", "2",
+         "--alphabets", "3", "--figure-code", "2", "3", "--epochs", "1", "--embed-dim", "8", "--hidden-dim", "8",
+         "--symbol-dim", "4", "--out", str(tmp_path / "grid.json"), "--figures", str(tmp_path / "figures")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the corpus's long sentences are truncated (recorded in the JSON)
+        result = bench["main"](args)
+    assert result["data"]["name"] == "wikipedia-gensim-sample" and result["data_warnings"]
+    assert [(r["L"], r["K"]) for r in result["grid"]] == [(1, 3), (2, 3)]
+    assert all("tag_information" not in r and r["test"]["nll_method"].startswith("exact") for r in result["grid"])
+    assert result["grid"][1]["word_associations"] and "word_associations" not in result["grid"][0]
+    assert json.loads((tmp_path / "grid.json").read_text())["grid"] == json.loads(json.dumps(result["grid"]))
+    assert not (tmp_path / "figures" / "symbol_tag_information.png").exists()
 
 
 def test_evaluation_samples_codes_when_they_are_too_many_to_sum(data):
