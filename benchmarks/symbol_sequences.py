@@ -9,9 +9,10 @@ Parts (each writes into one JSON, ``--out``; figures next to it in ``--figures``
    ``--exact-codes``, else importance sampling), -ELBO, KL, reconstruction accuracy (teacher
    forcing from the most probable code), exact greedy reconstructions, and the mutual
    information between the symbol at each code position and the POS tag at each word position
-   (MASC's Penn tags) above its chance level (codes shuffled across sentences); on a corpus
-   without tags, the words most associated with each symbol of ``--figure-code`` instead. An
-   LSTM language model of the same size (no code) gives the accuracy a decoder reaches without one.
+   (MASC's Penn tags) above its chance level (codes shuffled across sentences), left out on a
+   corpus without tags; the words most associated with each symbol of ``--figure-code`` on every
+   corpus. An LSTM language model of the same size (no code) gives the accuracy a decoder
+   reaches without one.
 2. **estimators**: the pair with a small code (``--compare-code``, enumerable) trained with
    every estimator of the registry (:data:`pyro_lvm.infer.discrete.estimators.ESTIMATORS`), same
    budget; validation loss against wall time; test NLL (exact).
@@ -237,7 +238,7 @@ def main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
-    source = args.data if args.data == "embedded" else str(data_path(args, "your copy of masc_tagged.zip or ptb.zip"))
+    source = args.data if args.data == "embedded" else str(data_path(args, "your copy of masc_tagged.zip or ptb.zip, or --data embedded"))
     data_args = argparse.Namespace(corpus=source, subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
                                    max_vocab=args.max_vocab, max_len=args.max_len)
     with warnings.catch_warnings(record=True) as caught:
