@@ -119,13 +119,13 @@ def grid(args, data, tags, vocab, corpus) -> list[dict]:
                 above = (torch.tensor(info["mi"]) - torch.tensor(info["chance"]))
                 row.update(tag_information=info, max_mi_above_chance=float(above.max()),
                            mean_diagonal_mi_above_chance=float(torch.stack([above[i, i] for i in range(min(above.shape))]).mean()))
+                if (L, K) == tuple(args.figure_code):
+                    _heatmap(above, Path(args.figures) / "symbol_tag_information.png", L, K, args.estimator)
             print(f"[grid L={L} K={K}] {json.dumps({k: v for k, v in row.items() if k != 'tag_information'})}",
                   flush=True)
             rows.append(row)
             if (L, K) == tuple(args.figure_code):
                 row["word_associations"] = symbol_word_associations(symbols, corpus.test, min_count=3)
-                if tags is not None:
-                    _heatmap(above, Path(args.figures) / "symbol_tag_information.png", L, K, args.estimator)
     return rows
 
 
@@ -238,8 +238,8 @@ def main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     t0, c0 = time.perf_counter(), time.process_time()
-    source = args.data if args.data == "embedded" else str(data_path(args, "your copy of masc_tagged.zip or ptb.zip, or --data embedded"))
-    data_args = argparse.Namespace(corpus=source, subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
+    source = data_path(args, "your copy of masc_tagged.zip or ptb.zip, or --data embedded")
+    data_args = argparse.Namespace(corpus=str(source), subset=args.subset, eval_subset=args.eval_subset, seed=args.seed,
                                    max_vocab=args.max_vocab, max_len=args.max_len)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
