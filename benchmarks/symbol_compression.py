@@ -1,8 +1,9 @@
 """Miao & Blunsom's compression prior against the K-symbol code at the same L (issue 18).
 
 Runs the task ``symbol_sequences`` (``pyro_lvm.tasks.symbol_sequences.main``, as
-``pyro-lvm train symbol-sequences`` does) on the offline default corpus (the Wikipedia sample in
-gensim's wheel) once per row, same data, sizes, estimator and budget:
+``pyro-lvm train symbol-sequences`` does) once per row, same data, sizes, estimator and budget, on
+the offline default corpus (the Wikipedia sample in gensim's wheel) or on ``--data``, your copy of
+``ptb.zip`` or ``masc_tagged.zip``:
 
 * ``uniform-elbo``: K symbols, uniform prior, the ELBO (``--kl-weight 1``);
 * ``uniform-ae``: the same code as an autoencoder (``--kl-weight 0``, Havrylov & Titov's games);
@@ -18,6 +19,7 @@ test sentences with their codes and greedy reconstructions.
 
     python benchmarks/symbol_compression.py            # the docs' numbers (about 4 CPU minutes)
     python benchmarks/symbol_compression.py --subset 200 --eval-subset 20 --epochs 1 --out /tmp/c.json
+    python benchmarks/symbol_compression.py --data DATA/ptb.zip --out PTB.json
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ ROWS = {
 
 def task_args(args, row: str, out: Path) -> list[str]:
     alphabet = [] if row.startswith("compression") else ["--alphabet", str(args.alphabet)]
-    return ["--corpus", "embedded", "--subset", str(args.subset),
+    return ["--corpus", args.data, "--subset", str(args.subset),
             "--eval-subset", str(args.eval_subset), "--max-vocab", str(args.max_vocab), "--max-len", str(args.max_len),
             "--symbols", str(args.symbols), *alphabet, "--epochs", str(args.epochs), "--batch-size", "64",
             "--embed-dim", str(args.embed_dim), "--hidden-dim", str(args.hidden_dim), "--symbol-dim", "32",
@@ -92,6 +94,8 @@ def main(args) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="embedded",
+                   help="embedded (offline), or your copy of ptb.zip or masc_tagged.zip (docs/data.md)")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--subset", type=int, default=2000, help="first N training sentences")
     p.add_argument("--eval-subset", type=int, default=200, help="first N valid/test sentences")

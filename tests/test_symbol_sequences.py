@@ -220,6 +220,25 @@ def test_benchmark_grid_runs_on_a_corpus_without_tags(tmp_path):
     assert not (tmp_path / "figures" / "symbol_tag_information.png").exists()
 
 
+def test_compression_benchmark_reads_the_corpus_it_is_given(tmp_path):
+    """benchmarks/symbol_compression.py --data: every row trains on that corpus (here a text file of
+    SENTENCES, whose seven words are the whole vocabulary), not on the embedded default."""
+    corpus = tmp_path / "sentences.txt"
+    corpus.write_text("\n".join(" ".join(s) for s in SENTENCES * 10) + "\n")
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "symbol_compression.py"))
+    args = bench["parser"]().parse_args(
+        ["--data", str(corpus), "--rows", "uniform-ae", "compression-ae", "--symbols", "2", "--alphabet", "3",
+         "--epochs", "1", "--prior-epochs", "1", "--embed-dim", "8", "--hidden-dim", "8", "--samples", "2",
+         "--examples", "1", "--out", str(tmp_path / "compression.json")])
+    result = bench["main"](args)
+    words = {w for s in SENTENCES for w in s}
+    for row in result["rows"].values():
+        assert row["task_args"][row["task_args"].index("--corpus") + 1] == str(corpus)
+        assert row["vocab_size"] <= len(words) + 4          # the words and the special tokens, nothing more
+        assert all(math.isfinite(row["test"][k]) for k in ("nll", "neg_elbo"))
+    assert result["rows"]["compression-ae"]["alphabet"] == result["rows"]["compression-ae"]["vocab_size"]
+
+
 def test_evaluation_samples_codes_when_they_are_too_many_to_sum(data):
     """Past max_codes the NLL is importance-sampled, batch by batch; with 200 of 9 codes it is the exact value
     up to the estimator's noise."""
