@@ -39,3 +39,15 @@ def test_no_path_of_our_machines_in_what_we_ship():
         if "/work/" in path.read_text(encoding="utf-8", errors="replace"):
             offenders.append(name)
     assert not offenders, offenders
+
+
+def test_benchmarks_page_is_what_the_results_say():
+    """docs/benchmarks.md is generated from benchmarks/results/*.json; a result added or changed
+    without re-running the summary would leave the page behind."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("summarize", ROOT / "benchmarks" / "summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    assert (ROOT / "docs" / "benchmarks.md").read_text() == summarize.page(), \
+        "docs/benchmarks.md is out of date: run python benchmarks/summarize.py"
