@@ -286,11 +286,20 @@ def check(**arguments: Any) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- pairs and data
 
+def is_function_pair(value: Any) -> bool:
+    """Whether ``value`` is ``(model, guide)``: two callables, as Pyro's ``SVI(model, guide, ...)`` takes them."""
+    return isinstance(value, (tuple, list)) and len(value) == 2 and all(callable(v) for v in value)
+
+
 def pair(value: Any, name: str = "pair") -> Any:
     """``value`` if it is a model/guide pair *instance* (callable ``model`` and ``guide``)."""
     if isinstance(value, type):
         raise InvalidArgumentError(f"{name} must be a model/guide pair instance, got the class {value.__name__}; "
                                    f"construct it first, e.g. {value.__name__}(...)")
+    if is_function_pair(value):
+        raise InvalidArgumentError(
+            f"{name} must be a model/guide pair object, got a {type(value).__name__} of two functions; wrap them as "
+            "types.SimpleNamespace(model=model, guide=guide) (see docs/write_your_own.md)")
     missing = [m for m in ("model", "guide") if not callable(getattr(value, m, None))]
     if missing:
         raise InvalidArgumentError(

@@ -374,6 +374,45 @@ def test_your_own_pair_follows_the_seed(runs, tmp_path, capsys):
     assert finals[0] == finals[1] and finals[0] != finals[2]
 
 
+FUNCTION_PAIR = """
+import pyro, pyro.distributions as dist, torch
+from pyro.infer.autoguide import AutoNormal
+
+def model(x):
+    scale = pyro.param("scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+    mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", dist.Normal(mu, scale), obs=x)
+
+def make():
+    return (model, AutoNormal(model)), torch.linspace(-1.0, 3.0, 30)
+"""
+
+
+def test_your_own_pair_may_be_two_functions_as_svi_takes_them(tmp_path, capsys):
+    """``FUNCTION()`` may return ``((model, guide), batch)``, as ``SVI(model, guide, ...)`` takes a
+    pair: a model function with a bare ``pyro.param`` and an autoguide train, evaluate and inspect."""
+    import pyro
+
+    user = tmp_path / "functions.py"
+    user.write_text(FUNCTION_PAIR)
+    run = tmp_path / "run"
+    with _quiet():
+        assert cli_main(["train", f"{user}:make", "--epochs", "10", "--lr", "0.05", "--samples", "3",
+                         "--out", str(run)]) == 0
+    assert _result(capsys.readouterr().out)["epochs"] == 10
+    valid = [e["valid_loss"] for e in json.loads((run / "pair" / "history.json").read_text())["epochs"]]
+    assert valid[-1] < valid[0]
+    pyro.clear_param_store()
+    with _quiet():
+        assert cli_main(["evaluate", str(run), "--samples", "3"]) == 0
+    assert _result(capsys.readouterr().out)["checkpoint"] == "best.pt"
+    with _quiet():
+        assert cli_main(["inspect", "--pair", f"{user}:make"]) == 0
+    assert _result(capsys.readouterr().out)["sites"] == ["scale", "mu", "x", "AutoNormal.locs.mu",
+                                                          "AutoNormal.scales.mu", "mu_unconstrained"]
+
+
 @pytest.mark.parametrize("argv, words", [
     (["train", "missing.py:make"], "--pair file not found: missing.py"),
     (["train", "pair", "--pair", "no_function"], "--pair must look like FILE.py:FUNCTION"),

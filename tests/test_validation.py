@@ -185,6 +185,27 @@ def test_log_likelihood_names_a_non_pair_like_fit():
         log_likelihood(VAE, X)
 
 
+def test_two_functions_given_as_a_pair_are_told_how_to_be_one():
+    """``(model, guide)`` as ``SVI`` takes it: the message says how to pass it, and that way works."""
+    import types
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[-1]), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x / 2, 0.7).to_event(1))
+
+    for entry in (fit, log_likelihood):
+        with pytest.raises(TypeError, match=r"got a tuple of two functions; wrap them as "
+                                            r"types\.SimpleNamespace\(model=model, guide=guide\)"):
+            entry((model, guide), X)
+    ll = log_likelihood(types.SimpleNamespace(model=model, guide=guide), X, num_samples=3)
+    assert ll.shape == (X.shape[0],) and torch.isfinite(ll).all()
+
+
 def test_messages_show_argument_value_and_fix():
     with pytest.raises(InvalidArgumentError, match=r"^lr must be a positive finite number, got '0.01'$"):
         _fit(lr="0.01")

@@ -1,15 +1,19 @@
 """``FILE.py:FUNCTION``: how every CLI verb that takes a model takes one a user wrote.
 
 ``FUNCTION()`` in ``FILE.py`` returns ``(pair, batch)``: a model/guide pair and one example
-batch (see :mod:`pyro_lvm.base`). The file is the user's own code, run as it is given.
+batch (see :mod:`pyro_lvm.base`). The pair may also be ``(model, guide)``, two functions as
+Pyro's ``SVI`` takes them. The file is the user's own code, run as it is given.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+import types
 from pathlib import Path
 from typing import Any
+
+from .. import validation
 
 SPEC_HELP = "your own pair: FUNCTION() in FILE.py returns (pair, batch)"
 
@@ -45,6 +49,9 @@ def load_user_pair(spec: str, option: str = "--pair") -> tuple[Any, Any]:
     if not (isinstance(result, tuple) and len(result) == 2):
         raise ValueError(f"{spec}() must return (pair, batch), got {type(result).__name__}")
     pair = result[0]
+    if validation.is_function_pair(pair):   # Pyro's own way to hold a pair: SVI(model, guide, ...)
+        pair = types.SimpleNamespace(model=pair[0], guide=pair[1])
+        result = (pair, result[1])
     if not (callable(getattr(pair, "model", None)) and callable(getattr(pair, "guide", None))):
         raise ValueError(f"{spec}() returned {type(pair).__name__} as the pair, which has no model and guide methods")
     return result

@@ -97,6 +97,18 @@ def check_enumerable(pair: Any, batch: Any, max_enum_size: float = 1e5) -> float
 
 # ----------------------------------------------------------------------------- results
 
+def _grouped_refusals(skipped: dict[str, str]) -> dict[str, list[str]]:
+    """``{reason: [estimators]}``: the estimators refused for the same reason, named once.
+
+    A refusal names its estimator (``"the 'gumbel' estimator does not apply ..."``); that name
+    is taken out so that six relaxations refused at one Categorical site read as one line.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        groups.setdefault(why.replace(f"the {name!r} estimator", "the estimator"), []).append(name)
+    return groups
+
+
 @dataclass
 class EstimatorResult:
     """One row of a comparison; ``nan`` where a quantity does not apply."""
@@ -202,7 +214,8 @@ class Comparison:
         for i, note in enumerate(notes, 1):
             lines.append(f"({i}) {note}")
         if self.skipped:
-            lines.append("Not applicable here: " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items()))
+            lines.append("Not applicable here:")
+            lines.extend(f"* {', '.join(names)}: {why}" for why, names in _grouped_refusals(self.skipped).items())
         return "\n".join(lines)
 
     def to_csv(self, path: str | Path | None = None) -> str:
@@ -727,7 +740,7 @@ def _measure(bench: _Bench, name: str, tau: float, named: dict[str, torch.Tensor
         row.learned = objective.inner.learned()
     if name == "vimco" and ref.grad is not None:
         row.note = (f"vimco follows the gradient of its {objective.objective_name}, not the ELBO's: its bias "
-                    "here is measured against the ELBO's reference and is expected")
+                    "here is measured against the ELBO's reference and is expected not to be zero")
     steps, every, lr, particles = curve
     if steps > 0:
         pyro.set_rng_seed(bench.seed)
