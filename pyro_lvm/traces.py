@@ -344,3 +344,42 @@ def _broadcast(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """``t`` expanded to ``shape``, keeping any extra dims on the left (enumerated values, a
     prior that depends on an enumerated variable)."""
     return t.expand(torch.broadcast_shapes(t.shape, shape))
+
+
+# ----------------------------------------------------------------------------- autoguides
+
+def autoguides(pair: Any) -> list[Any]:
+    """The Pyro autoguides a pair holds: its guide, its submodules, its attributes."""
+    from pyro.infer.autoguide import AutoGuide
+
+    roots = [pair, getattr(pair, "guide", None), *getattr(pair, "__dict__", {}).values()]
+    found: dict[int, Any] = {}
+    for root in roots:
+        if isinstance(root, nn.Module):
+            found.update((id(m), m) for m in root.modules() if isinstance(m, AutoGuide))
+    return list(found.values())
+
+
+def per_position_sites(pair: Any, guide_trace: Any, model_trace: Any, batch_size: int,
+                       data_plate: str | None = None) -> list[tuple[str, str, str, int]]:
+    """``(site, autoguide, plate, size)`` for each latent an autoguide of ``pair`` draws inside the
+    plate over the batch's datapoints (the plate of the observed sites) without subsampling.
+
+    An autoguide is not amortised: there it holds one parameter per *position* of the plate
+    (``size`` of them), which stays tied to a datapoint only if every step sees the same
+    datapoints in the same order. Call after the autoguides have run once (their
+    ``prototype_trace`` exists then), with the traces of that run.
+    """
+    data_plates = {f.name for site in model_trace.nodes.values() if is_random(site) and site["is_observed"]
+                   for f in batch_plate_frames(site["cond_indep_stack"], batch_size, data_plate)}
+    found = []
+    for guide in autoguides(pair):
+        prototype = getattr(guide, "prototype_trace", None)
+        for name, proto in (prototype.nodes.items() if prototype is not None else ()):
+            site = guide_trace.nodes.get(name)
+            if not is_random(proto) or proto["is_observed"] or site is None:
+                continue
+            for frame in site["cond_indep_stack"]:
+                if frame.name in data_plates and (frame.full_size or frame.size) == frame.size:
+                    found.append((name, type(guide).__name__, frame.name, frame.size))
+    return found

@@ -667,3 +667,70 @@ def test_resume_restores_an_autoguide_created_lazily_inside_a_module_pair(tmp_pa
     assert h.epochs == h_full.epochs
     expected, got = full.state_dict(), resumed.state_dict()
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+# ----------------------------------------------------------------------------- autoguides on per-datapoint latents
+
+def local_means(x):
+    """z_i ~ N(0, 1), x_i ~ N(z_i, 0.5): the exact posterior mean of z_i is 0.8 x_i."""
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+
+@pytest.mark.parametrize("name", ["AutoNormal", "AutoDelta", "AutoDiagonalNormal"])
+def test_an_autoguide_on_a_per_datapoint_latent_is_refused_where_fit_would_mix_datapoints(name, tmp_path):
+    """Its parameters are per position of the batch's plate; fit shuffles datapoints, so they
+    would follow none. Refused with the site, the plate and the ways out; one fixed batch trains."""
+    import types
+
+    from pyro.infer import autoguide
+
+    from pyro_lvm import BatchList
+
+    x = torch.linspace(-2.0, 2.0, 24)
+    for data, valid, size in ((x, None, 8), (BatchList([x]), x[:6], 24)):   # shuffled batches of 8; valid data
+        pyro.clear_param_store()
+        pair = types.SimpleNamespace(model=local_means, guide=getattr(autoguide, name)(local_means))
+        with pytest.raises(ValueError, match=rf"site 'z' comes from {name} inside the plate 'data' .*"
+                                             rf"one parameter per position of that plate \({size} here\).*"
+                                             r"amortised guide.*BatchList\(\[data\]\)"):
+            fit(pair, data, valid, epochs=1, batch_size=8, progress=False, checkpoint_dir=tmp_path / "run")
+        assert not (tmp_path / "run" / "last.pt").exists()
+    if name == "AutoNormal":   # the way out it names: one fixed batch, each position one datapoint
+        pyro.clear_param_store()
+        pair = types.SimpleNamespace(model=local_means, guide=autoguide.AutoNormal(local_means))
+        fit(pair, BatchList([x]), epochs=300, lr=0.05, progress=False)
+        loc = pair.guide.locs.z.detach()   # one-particle SVI noise: the shuffled run's correlation was about 0
+        assert torch.corrcoef(torch.stack([loc, x]))[0, 1] > 0.97 and (loc - 0.8 * x).abs().max() < 0.4
+
+
+class AmortisedLocalsAutoGlobal(nn.Module):
+    """The mixed idiom the refusal points to: an autoguide for the global mean (the model's other
+    sites blocked), an encoder for the per-datapoint latent."""
+
+    def __init__(self):
+        super().__init__()
+        self.globals = pyro.infer.autoguide.AutoNormal(pyro.poutine.block(self.model, expose=["mu"]))
+        self.encoder = nn.Linear(1, 2)
+
+    def model(self, x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(mu, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(self, x):
+        self.globals(x)
+        loc, raw = self.encoder(x.unsqueeze(-1)).unbind(-1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw) + 1e-3))
+
+
+def test_an_autoguide_for_the_globals_next_to_an_encoder_trains_on_mini_batches():
+    pyro.clear_param_store()
+    x = torch.randn(64, generator=torch.Generator().manual_seed(1)) + 2.0
+    pair = AmortisedLocalsAutoGlobal()
+    h = fit(pair, x, x[:16], epochs=40, batch_size=16, lr=0.05, progress=False)
+    assert h["valid_loss"][-1] < h["valid_loss"][0]
+    assert abs(float(pair.globals.locs.mu.detach()) - float(x.mean())) < 0.5

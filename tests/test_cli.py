@@ -413,6 +413,27 @@ def test_your_own_pair_may_be_two_functions_as_svi_takes_them(tmp_path, capsys):
                                                           "AutoNormal.scales.mu", "mu_unconstrained"]
 
 
+def test_a_run_refused_at_its_first_step_leaves_the_folder_as_it_was(tmp_path, capsys):
+    """A refusal that only the first step can see (an autoguide on a per-datapoint latent) comes
+    after the folder was claimed: it is cleared again, so the same command runs again as it did."""
+    user = tmp_path / "local_autoguide.py"
+    user.write_text(
+        "import pyro, pyro.distributions as dist, torch\n"
+        "from pyro.infer.autoguide import AutoNormal\n"
+        "def model(x):\n"
+        "    with pyro.plate('data', x.shape[0]):\n"
+        "        mu = pyro.sample('mu', dist.Normal(0.0, 3.0))\n"
+        "        pyro.sample('x', dist.Normal(mu, 1.0), obs=x)\n"
+        "def make():\n"
+        "    return (model, AutoNormal(model)), torch.linspace(-1.0, 3.0, 30)\n")
+    run = tmp_path / "run"
+    for _ in range(2):
+        with _quiet():
+            assert cli_main(["train", f"{user}:make", "--epochs", "1", "--out", str(run)]) == 2
+        assert "site 'mu' comes from AutoNormal inside the plate 'data'" in _refusal(capsys)
+        assert [p.name for p in run.iterdir() if p.name != ".pyro_lvm.lock"] == []
+
+
 @pytest.mark.parametrize("argv, words", [
     (["train", "missing.py:make"], "--pair file not found: missing.py"),
     (["train", "pair", "--pair", "no_function"], "--pair must look like FILE.py:FUNCTION"),

@@ -36,7 +36,7 @@ from .batching import (BatchList, differentiable_loss, evaluate_loss, evaluation
 from .callbacks import (BestState, Callback, Checkpoints, History, Monitor, ProgressBar, StopOnNonFinite,  # noqa: F401
                         TimeLimit, TrainingDivergedError, TrainState)
 from ..traces import (discover_parameters, enumerated_sites, guide_and_model_traces, max_plate_nesting,
-                      preserved_rng, restore_param_store)
+                      per_position_sites, preserved_rng, restore_param_store)
 
 CHECKPOINT_FILES = ("last.pt", "best.pt", "history.json")
 
@@ -520,7 +520,8 @@ class _Steps:
         return value
 
     def _first_loss(self, state: TrainState, batch: Any) -> torch.Tensor:
-        _prepare(state.pair, batch, self.elbo, self.pending)
+        traces = _prepare(state.pair, batch, self.elbo, self.pending)
+        _check_autoguide_positions(state, batch, traces)
         # Parameters are found by name (some are created lazily by the first run).
         named, loss = discover_parameters(state.pair, lambda: state.loss(batch))
         if not named:
@@ -593,11 +594,11 @@ def load_trained(pair: Any, batch: Any, checkpoint_dir: str | Path) -> Path:
     return path
 
 
-def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> None:
+def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> list:
     """Look at the pair once before its first step (:func:`_look`), then restore a checkpoint
     (``pending``, :func:`_restore`) and settle the objective: the default chooses
     ``TraceEnum_ELBO`` for enumeration marks, a sampling ELBO given for such a pair is refused,
-    an objective that would guess its plate nesting gets it.
+    an objective that would guess its plate nesting gets it. Returns the look's traces.
     """
     traces = _look(pair, batch)
     if pending is not None:
@@ -608,6 +609,25 @@ def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> None:
     else:
         _check_enumeration(elbo, enumerated, nesting)
         _settle_plate_nesting(elbo, nesting)
+    return traces
+
+
+def _check_autoguide_positions(state: TrainState, batch: Any, traces: Sequence[Any]) -> None:
+    """Refuse an autoguide's per-datapoint latent unless every step sees the same datapoints in
+    the same places: ``fit`` shuffles datapoints and batches, so its parameters (one per position
+    of the batch's plate, :func:`~pyro_lvm.traces.per_position_sites`) would follow no datapoint."""
+    one_fixed_batch = isinstance(state.train_data, BatchList) and len(state.train_data) == 1
+    if one_fixed_batch and state.valid_data is None:
+        return
+    for name, guide, plate, size in per_position_sites(state.pair, *traces, _batch_size(batch)):
+        raise validation.InvalidArgumentError(
+            f"the guide's site {name!r} comes from {guide} inside the plate {plate!r} over the datapoints: an "
+            f"autoguide is not amortised, it holds one parameter per position of that plate ({size} here), "
+            "and fit() shuffles the datapoints (and scores valid_data with the same parameters), so each "
+            f"datapoint would get another's posterior. Give {name!r} an amortised guide (an encoder that "
+            "computes its parameters from the batch; docs/write_your_own.md), keep the autoguide for the "
+            "global latents (AutoGuideList, or the autoguide of poutine.block(model, hide=[...])), or train on "
+            "one fixed batch: fit(pair, BatchList([data])) without valid_data")
 
 
 def _settle_plate_nesting(elbo: Any, nesting: int) -> None:

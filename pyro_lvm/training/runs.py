@@ -7,7 +7,8 @@
 * **No debris.** Temporaries of atomic writes that a killed process left behind are removed
   when the next writer starts.
 * **Checked before written.** Callers check every option first; nothing here writes until
-  the folder is claimed, so a refused command leaves the folder as it was.
+  the folder is claimed, so a refused command leaves the folder as it was. A new run that
+  fails before its first checkpoint (a refusal at the first step) is cleared again.
 
 :func:`claim` applies the rules to any folder (``fit(checkpoint_dir=...)`` claims its
 checkpoint folder); :func:`start_run` is what a ``pyro-lvm train`` task calls around its work.
@@ -202,8 +203,16 @@ def start_run(out: str | os.PathLike, config: dict[str, Any], *, resume: bool | 
                                  + "; ".join(differences) + ". Drop those options to continue it, or use --overwrite")
     with claim(out, _run_contents, resume=resume, overwrite=overwrite, remove=_clear_run,
                resume_flag="--resume" if can_resume else None, overwrite_flag="--overwrite"):
+        fresh = not _run_contents(out)
         atomic_json_save(json.loads(json.dumps(config, default=str)), out / "config.json")
-        yield out
+        try:
+            yield out
+        except BaseException:
+            # Refused or killed before its first checkpoint: nothing to resume, so the folder goes
+            # back to empty and the same command can be run again without --overwrite.
+            if fresh and not any(out.rglob("*.pt")):
+                _clear_run(out)
+            raise
 
 
 def add_run_arguments(parser: Any, resume: bool) -> None:
