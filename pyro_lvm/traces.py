@@ -360,26 +360,32 @@ def autoguides(pair: Any) -> list[Any]:
     return list(found.values())
 
 
-def per_position_sites(pair: Any, guide_trace: Any, model_trace: Any, batch_size: int,
-                       data_plate: str | None = None) -> list[tuple[str, str, str, int]]:
+def per_position_sites(pair: Any, data_plate: str | None = None) -> list[tuple[str, str, str, int]]:
     """``(site, autoguide, plate, size)`` for each latent an autoguide of ``pair`` draws inside the
-    plate over the batch's datapoints (the plate of the observed sites) without subsampling.
+    plate over the datapoints (:func:`~pyro_lvm.base.batch_plate_frames` of the batch the
+    autoguide was set up on) without subsampling.
 
     An autoguide is not amortised: there it holds one parameter per *position* of the plate
-    (``size`` of them), which stays tied to a datapoint only if every step sees the same
-    datapoints in the same order. Call after the autoguides have run once (their
-    ``prototype_trace`` exists then), with the traces of that run.
+    (``size`` of them), which stays tied to a datapoint only if every call sees the same
+    datapoints in the same order. Autoguides that have not run yet (no ``prototype_trace``)
+    have no such parameters yet and are left out.
     """
-    data_plates = {f.name for site in model_trace.nodes.values() if is_random(site) and site["is_observed"]
-                   for f in batch_plate_frames(site["cond_indep_stack"], batch_size, data_plate)}
+    from .base import batch_size
+
     found = []
     for guide in autoguides(pair):
         prototype = getattr(guide, "prototype_trace", None)
-        for name, proto in (prototype.nodes.items() if prototype is not None else ()):
-            site = guide_trace.nodes.get(name)
-            if not is_random(proto) or proto["is_observed"] or site is None:
+        if prototype is None or "_INPUT" not in prototype.nodes:
+            continue
+        inputs = prototype.nodes["_INPUT"]
+        try:
+            n = batch_size((*inputs["args"], *inputs["kwargs"].values()))
+        except ValueError:   # no tensor with a datapoint dimension: no plate over datapoints either
+            continue
+        for name, site in prototype.nodes.items():
+            if not is_random(site) or site["is_observed"]:
                 continue
-            for frame in site["cond_indep_stack"]:
-                if frame.name in data_plates and (frame.full_size or frame.size) == frame.size:
+            for frame in batch_plate_frames(site["cond_indep_stack"], n, data_plate):
+                if (frame.full_size or frame.size) == frame.size:
                     found.append((name, type(guide).__name__, frame.name, frame.size))
     return found

@@ -686,7 +686,7 @@ def test_an_autoguide_on_a_per_datapoint_latent_is_refused_where_fit_would_mix_d
 
     from pyro.infer import autoguide
 
-    from pyro_lvm import BatchList
+    from pyro_lvm import BatchList, elbo_terms, log_likelihood
 
     x = torch.linspace(-2.0, 2.0, 24)
     for data, valid, size in ((x, None, 8), (BatchList([x]), x[:6], 24)):   # shuffled batches of 8; valid data
@@ -703,6 +703,13 @@ def test_an_autoguide_on_a_per_datapoint_latent_is_refused_where_fit_would_mix_d
         fit(pair, BatchList([x]), epochs=300, lr=0.05, progress=False)
         loc = pair.guide.locs.z.detach()   # one-particle SVI noise: the shuffled run's correlation was about 0
         assert torch.corrcoef(torch.stack([loc, x]))[0, 1] > 0.97 and (loc - 0.8 * x).abs().max() < 0.4
+        # it scores its own 24 datapoints, in one batch whatever batch_size says, against the exact marginal
+        exact = dist.Normal(0.0, 1.25 ** 0.5).log_prob(x)
+        gap = (log_likelihood(pair, x, num_samples=500, batch_size=5) - exact).abs()
+        assert float(gap.mean()) < 0.03 and float(gap.max()) < 0.15   # q is one noisy SVI fit per datapoint
+        with pytest.raises(ValueError, match=r"site 'z' comes from AutoNormal, which holds one parameter per "
+                                             r"position of the plate 'data' \(24 of them.*not 10 datapoints"):
+            elbo_terms(pair, x[:10])
 
 
 class AmortisedLocalsAutoGlobal(nn.Module):

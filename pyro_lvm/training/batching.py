@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from .. import validation
 from ..base import batch_args, batch_size as _batch_size, batch_to, pair_device
 from ..checkpoint import epoch_generator
+from ..traces import per_position_sites
 from ..validation import as_tensors
 
 
@@ -159,8 +160,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def evaluation_batches(pair: Any, data: Any, batch_size: int, device: str | torch.device | None = None) -> Iterator[Any]:
     """``data`` in order, in batches moved to ``device`` (default: where the pair's parameters
-    are), so evaluating a pair trained on a GPU needs no manual moves."""
+    are), so evaluating a pair trained on a GPU needs no manual moves.
+
+    A pair whose autoguide holds parameters per position of the datapoint plate
+    (:func:`~pyro_lvm.traces.per_position_sites`) can only score the datapoints it was fitted
+    to, in one batch of that size: such data come as one batch, other data are refused.
+    """
     device = device if device is not None else pair_device(pair)
+    for name, guide, plate, size in per_position_sites(pair):
+        n = num_datapoints(data)
+        if n != size:
+            raise validation.InvalidArgumentError(
+                f"the guide's site {name!r} comes from {guide}, which holds one parameter per position of the "
+                f"plate {plate!r} ({size} of them, the datapoints it was fitted to): it can score those {size} "
+                f"datapoints in their order, in one batch, not {n} datapoints. Give {name!r} an amortised guide "
+                "(an encoder) to evaluate other data")
+        batch_size = max(batch_size, size)
     for batch in iterate_batches(data, batch_size, shuffle=False, seed=0, epoch=0):
         yield batch if device is None else batch_to(batch, device)
 

@@ -520,8 +520,8 @@ class _Steps:
         return value
 
     def _first_loss(self, state: TrainState, batch: Any) -> torch.Tensor:
-        traces = _prepare(state.pair, batch, self.elbo, self.pending)
-        _check_autoguide_positions(state, batch, traces)
+        _prepare(state.pair, batch, self.elbo, self.pending)
+        _check_autoguide_positions(state)
         # Parameters are found by name (some are created lazily by the first run).
         named, loss = discover_parameters(state.pair, lambda: state.loss(batch))
         if not named:
@@ -594,11 +594,11 @@ def load_trained(pair: Any, batch: Any, checkpoint_dir: str | Path) -> Path:
     return path
 
 
-def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> list:
+def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> None:
     """Look at the pair once before its first step (:func:`_look`), then restore a checkpoint
     (``pending``, :func:`_restore`) and settle the objective: the default chooses
     ``TraceEnum_ELBO`` for enumeration marks, a sampling ELBO given for such a pair is refused,
-    an objective that would guess its plate nesting gets it. Returns the look's traces.
+    an objective that would guess its plate nesting gets it.
     """
     traces = _look(pair, batch)
     if pending is not None:
@@ -609,17 +609,16 @@ def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> list:
     else:
         _check_enumeration(elbo, enumerated, nesting)
         _settle_plate_nesting(elbo, nesting)
-    return traces
 
 
-def _check_autoguide_positions(state: TrainState, batch: Any, traces: Sequence[Any]) -> None:
+def _check_autoguide_positions(state: TrainState) -> None:
     """Refuse an autoguide's per-datapoint latent unless every step sees the same datapoints in
     the same places: ``fit`` shuffles datapoints and batches, so its parameters (one per position
     of the batch's plate, :func:`~pyro_lvm.traces.per_position_sites`) would follow no datapoint."""
     one_fixed_batch = isinstance(state.train_data, BatchList) and len(state.train_data) == 1
     if one_fixed_batch and state.valid_data is None:
         return
-    for name, guide, plate, size in per_position_sites(state.pair, *traces, _batch_size(batch)):
+    for name, guide, plate, size in per_position_sites(state.pair):
         raise validation.InvalidArgumentError(
             f"the guide's site {name!r} comes from {guide} inside the plate {plate!r} over the datapoints: an "
             f"autoguide is not amortised, it holds one parameter per position of that plate ({size} here), "
