@@ -171,6 +171,19 @@ class AutoDeltaPair(AutoNormalPair):
     exact_set_log_px = None
 
 
+class AutoNormalLocal:
+    """``guide = AutoNormal(model)`` on a per-datapoint latent: one parameter per position of the
+    datapoint plate, not amortised (what ``fit`` would shuffle away is refused)."""
+
+    def __init__(self):
+        self.guide = pyro.infer.autoguide.AutoNormal(self.model)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+
 class EnumeratedMixtureVAE(nn.Module):
     """A ``config_enumerate`` guide: an enumerated cluster y next to a continuous code z | y."""
 
@@ -458,6 +471,8 @@ CASES: dict[str, Case] = {
     "param-only": Case("`pyro.param` only, no `nn.Module`", ParamOnly, _real(3), exact=True),
     "autonormal": Case("`AutoNormal` guide, global latents", AutoNormalPair, _coin, exact_set=True),
     "autodelta": Case("`AutoDelta` guide (MAP), global latents", AutoDeltaPair, _coin),
+    "autonormal-local": Case("`AutoNormal` guide on a per-datapoint latent", AutoNormalLocal,
+                             lambda n, s: torch.randn(n, generator=_gen(s))),
     "config-enumerate": Case("`config_enumerate` guide: Categorical + continuous", EnumeratedMixtureVAE, _real(4),
                              exact=True),
     "categorical": Case("`Categorical` index latent, sampled", CategoricalMixture, _real(4), exact=True),
