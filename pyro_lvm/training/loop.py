@@ -616,9 +616,9 @@ def _check_autoguide_positions(state: TrainState) -> None:
     the same places: ``fit`` shuffles datapoints and batches, so its parameters (one per position
     of the batch's plate, :func:`~pyro_lvm.traces.per_position_sites`) would follow no datapoint."""
     one_fixed_batch = isinstance(state.train_data, BatchList) and len(state.train_data) == 1
-    if one_fixed_batch and state.valid_data is None:
-        return
-    for name, guide, plate, size in per_position_sites(state.pair):
+    found = [] if one_fixed_batch and state.valid_data is None else per_position_sites(state.pair)
+    if found:
+        name, guide, plate, size = found[0]
         raise validation.InvalidArgumentError(
             f"the guide's site {name!r} comes from {guide} inside the plate {plate!r} over the datapoints: an "
             f"autoguide is not amortised, it holds one parameter per position of that plate ({size} here), "
