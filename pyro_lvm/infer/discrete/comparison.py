@@ -52,7 +52,7 @@ import torch
 
 from ... import validation
 from ...base import batch_args, check_pair
-from ...traces import discover_parameters, pair_plate_nesting, restore, snapshot
+from ...traces import discover_parameters, guide_and_model_traces, pair_plate_nesting, restore, snapshot
 from .estimators import (CV_PREFIX, DiscreteELBO, guide_latents, check_temperature, estimator_applicability,
                          support_size)
 from .registry import ESTIMATORS, TEMPERATURE, check_estimator
@@ -575,6 +575,11 @@ def compare_estimators(
     estimators, skipped = _chosen_estimators(estimators, applicable)
     size, continuous = enumeration_size(pair, batch)
     kind, reason = _choose_reference(pair, batch, exact, size, continuous, max_enum_size, applicable)
+    with side_trace():
+        # Every pyro.param site exists before the snapshot, the model's too: one created after it
+        # would be dropped at each restore and drawn anew (pyro.param("w", torch.randn(...))),
+        # so each estimator would be measured at other parameter values.
+        guide_and_model_traces(pair.model, pair.guide, args, kwargs)
     start = snapshot(pair)
     if max_plate_nesting is None:
         with side_trace():
