@@ -44,7 +44,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 
-from .base import batch_args
+from .base import batch_args, check_pair
 from .traces import base_distribution, is_deterministic, is_random, is_point_mass, replay_model
 
 __all__ = ["InspectionError", "SiteRow", "InspectionReport", "inspect_model", "inspect_pair", "render"]
@@ -408,9 +408,7 @@ def inspect_model(model: Callable, args: tuple = (), kwargs: dict | None = None,
 
 def inspect_pair(pair: Any, batch: Any, **options: Any) -> InspectionReport:
     """:func:`inspect_model` for a model/guide pair and one batch (unpacked as in :mod:`pyro_lvm.base`)."""
-    for method in ("model", "guide"):
-        if not callable(getattr(pair, method, None)):
-            raise TypeError(f"{type(pair).__name__} has no callable {method!r}: not a model/guide pair")
+    check_pair(pair)
     args, kwargs = batch_args(batch)
     return inspect_model(pair.model, args, kwargs, guide=pair.guide, **options)
 

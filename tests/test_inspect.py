@@ -218,7 +218,7 @@ def test_bad_arguments_are_refused_clearly():
         inspect_model(model, torch.rand(2, 6))
     with pytest.raises(ValueError, match="enumerate_guide must be"):
         inspect_model(model, (torch.rand(2, 6),), guide=lambda x: None, enumerate_guide="yes")
-    with pytest.raises(TypeError, match="not a model/guide pair"):
+    with pytest.raises(TypeError, match="pair must be a model/guide pair, got a object with no callable 'model'"):
         inspect_pair(object(), torch.rand(2, 6))
 
 

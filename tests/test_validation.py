@@ -198,7 +198,10 @@ def test_two_functions_given_as_a_pair_are_told_how_to_be_one():
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(x / 2, 0.7).to_event(1))
 
-    for entry in (fit, log_likelihood):
+    from pyro_lvm.evaluation.arviz_io import to_inference_data
+    from pyro_lvm.inspection import inspect_pair
+
+    for entry in (fit, log_likelihood, inspect_pair, lambda pair, x: to_inference_data(pair, x, sites=["z"])):
         with pytest.raises(TypeError, match=r"got a tuple of two functions; wrap them as "
                                             r"types\.SimpleNamespace\(model=model, guide=guide\)"):
             entry((model, guide), X)

@@ -25,7 +25,7 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
-from ..base import batch_args
+from ..base import batch_args, check_pair
 from ..traces import is_deterministic, is_random
 from ..validation import check
 
@@ -87,6 +87,7 @@ def to_inference_data(pair: Any, batch: Any, sites: Sequence[str], num_samples: 
     """
     import arviz as az
 
+    check_pair(pair)
     if not sites:
         raise ValueError("name at least one latent site to convert")
     num_samples = check(num_samples=num_samples)["num_samples"]
