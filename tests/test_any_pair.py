@@ -741,3 +741,31 @@ def test_an_autoguide_for_the_globals_next_to_an_encoder_trains_on_mini_batches(
     h = fit(pair, x, x[:16], epochs=40, batch_size=16, lr=0.05, progress=False)
     assert h["valid_loss"][-1] < h["valid_loss"][0]
     assert abs(float(pair.globals.locs.mu.detach()) - float(x.mean())) < 0.5
+
+
+def test_a_plate_that_subsamples_the_batch_trains_and_is_refused_by_per_datapoint_evaluation():
+    """``pyro.plate("data", len(x), subsample_size=8)``, Pyro's idiom for large data: ``fit`` trains
+    it (Pyro scales the subsample); per-datapoint evaluation names the plate and what to change."""
+    import types
+
+    from pyro_lvm import log_likelihood
+
+    def model(x):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0], subsample_size=8) as idx:
+            z = pyro.sample("z", dist.Normal(loc, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x[idx])
+
+    def guide(x):
+        a = pyro.param("a", torch.tensor(0.5))
+        with pyro.plate("data", x.shape[0], subsample_size=8) as idx:
+            pyro.sample("z", dist.Normal(a * x[idx], 0.5))
+
+    pyro.clear_param_store()
+    x = torch.randn(64, generator=torch.Generator().manual_seed(0)) + 2.0
+    pair = types.SimpleNamespace(model=model, guide=guide)
+    fit(pair, x, epochs=150, batch_size=64, lr=0.05, progress=False)   # one subsampled step per epoch
+    assert abs(float(pyro.param("loc").detach()) - float(x.mean())) < 0.5
+    with pytest.raises(ValueError, match=r"plate 'data', which subsamples 8 of the batch's 64 datapoints.*"
+                                         r"subsample_size=None"):
+        log_likelihood(pair, x, num_samples=4, batch_size=64)

@@ -171,6 +171,14 @@ def log_weight_terms(pair: Any, batch: Any, num_samples: int, data_plate: str | 
                 is_local = _is_local(site, n, data_plate)
                 factor = isinstance(base_distribution(site["fn"]), dist.Unit)  # pyro.factor: a log-density term
                 if site["is_observed"] and not is_local and not factor:
+                    subsampled = [f for f in site["cond_indep_stack"] if f.vectorized and f.full_size == n != f.size]
+                    if subsampled:
+                        f = subsampled[0]
+                        raise ValueError(
+                            f"observed site {name!r} sits in the plate {f.name!r}, which subsamples {f.size} of the "
+                            f"batch's {n} datapoints: per-datapoint evaluation scores every datapoint of the batch. "
+                            "Let the plate take the whole batch when evaluating (subsample_size=None), and leave "
+                            "mini-batching to the data loader (fit and the evaluation functions batch for you)")
                     raise ValueError(
                         f"observed site {name!r} is not inside {'the plate ' + repr(data_plate) if data_plate else f'a plate of the batch size {n}'} "
                         f"(its plates: {[(f.name, f.size) for f in site['cond_indep_stack']]}); per-datapoint evaluation "
