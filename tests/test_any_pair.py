@@ -7,6 +7,7 @@ next to local ones. Every test failed before the fix it guards.
 """
 
 import math
+import types
 
 import pyro
 import pyro.distributions as dist
@@ -682,8 +683,6 @@ def local_means(x):
 def test_an_autoguide_on_a_per_datapoint_latent_is_refused_where_fit_would_mix_datapoints(name, tmp_path):
     """Its parameters are per position of the batch's plate; fit shuffles datapoints, so they
     would follow none. Refused with the site, the plate and the ways out; one fixed batch trains."""
-    import types
-
     from pyro.infer import autoguide
 
     from pyro_lvm import BatchList, elbo_terms, log_likelihood
@@ -746,8 +745,6 @@ def test_an_autoguide_for_the_globals_next_to_an_encoder_trains_on_mini_batches(
 def test_a_plate_that_subsamples_the_batch_trains_and_is_refused_by_per_datapoint_evaluation():
     """``pyro.plate("data", len(x), subsample_size=8)``, Pyro's idiom for large data: ``fit`` trains
     it (Pyro scales the subsample); per-datapoint evaluation names the plate and what to change."""
-    import types
-
     from pyro_lvm import log_likelihood
 
     def model(x):
