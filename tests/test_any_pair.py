@@ -766,3 +766,26 @@ def test_a_plate_that_subsamples_the_batch_trains_and_is_refused_by_per_datapoin
     with pytest.raises(ValueError, match=r"plate 'data', which subsamples 8 of the batch's 64 datapoints.*"
                                          r"subsample_size=None"):
         log_likelihood(pair, x, num_samples=4, batch_size=64)
+
+
+def test_an_autoguide_on_a_plate_that_only_has_the_batch_size_trains_when_data_plate_says_so():
+    """A global latent per feature, in a plate of 8 features, trained in batches of 8: by size alone
+    the feature plate looks like the datapoint plate; ``data_plate`` names the right one."""
+    from pyro.infer.autoguide import AutoNormal
+
+    def model(x):
+        with pyro.plate("features", 8, dim=-1):
+            mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+        with pyro.plate("data", x.shape[0], dim=-2):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(0)) + torch.arange(8.0)
+    for data_plate in (None, "data"):
+        pyro.clear_param_store()
+        pair = types.SimpleNamespace(model=model, guide=AutoNormal(model))
+        if data_plate is None:
+            with pytest.raises(ValueError, match="site 'mu' comes from AutoNormal inside the plate 'features'"):
+                fit(pair, x, epochs=1, batch_size=8, progress=False)
+        else:
+            fit(pair, x, epochs=60, batch_size=8, lr=0.05, progress=False, data_plate=data_plate)
+            assert float((pair.guide.locs.mu.detach() - torch.arange(8.0)).abs().max()) < 1.0

@@ -308,8 +308,9 @@ def fit(
             and gradients are summed across ranks, so the objective is the same as one
             process's (see :mod:`pyro_lvm.training.distributed`); ``batch_size`` is the global batch.
             Rank 0 writes checkpoints; the trained parameters come back into ``pair``.
-        data_plate: name of the plate over datapoints, for ``strategy="ddp"``, when another
-            plate could have the shard's size.
+        data_plate: name of the plate over datapoints, when another plate could have the
+            batch's (or with ``strategy="ddp"`` the shard's) size: the shards, and the check of
+            an autoguide's per-datapoint latents, go by it.
 
     Raises:
         pyro_lvm.validation.InvalidArgumentError: an argument is invalid (named, with its value).
@@ -356,7 +357,7 @@ def fit(
         if (sys.stderr.isatty() if progress is None else progress) and main_process:
             internal.append(ProgressBar(epochs, num_batches(train_data, batch_size)))
         everyone = [*callbacks, *internal]
-        step = _Steps(optimizer, lr, clip_norm, elbo, pending, everyone, validate)
+        step = _Steps(optimizer, lr, clip_norm, elbo, pending, everyone, validate, data_plate)
         _set_training(pair, True)
         _call(everyone, "on_train_begin", state)
         while state.epoch < epochs and not state.stop:
@@ -495,9 +496,9 @@ class _Steps:
     (``pending``), settles the objective and builds the optimiser over the parameters it found."""
 
     def __init__(self, optimizer: Any, lr: float, clip_norm: float | None, elbo: Any, pending: dict | None,
-                 callbacks: Sequence[Callback], validate: str):
+                 callbacks: Sequence[Callback], validate: str, data_plate: str | None):
         self.optimizer, self.lr, self.clip_norm, self.elbo = optimizer, lr, clip_norm, elbo
-        self.pending, self.callbacks, self.validate = pending, callbacks, validate
+        self.pending, self.callbacks, self.validate, self.data_plate = pending, callbacks, validate, data_plate
 
     def __call__(self, state: TrainState, batch: Any) -> float:
         """Returns the loss value (in a ``"ddp"`` run, summed over ranks: the whole batch's)."""
@@ -521,7 +522,7 @@ class _Steps:
 
     def _first_loss(self, state: TrainState, batch: Any) -> torch.Tensor:
         _prepare(state.pair, batch, self.elbo, self.pending)
-        _check_autoguide_positions(state)
+        _check_autoguide_positions(state, self.data_plate)
         # Parameters are found by name (some are created lazily by the first run).
         named, loss = discover_parameters(state.pair, lambda: state.loss(batch))
         if not named:
@@ -611,12 +612,12 @@ def _prepare(pair: Any, batch: Any, elbo: Any, pending: dict | None) -> None:
         _settle_plate_nesting(elbo, nesting)
 
 
-def _check_autoguide_positions(state: TrainState) -> None:
+def _check_autoguide_positions(state: TrainState, data_plate: str | None) -> None:
     """Refuse an autoguide's per-datapoint latent unless every step sees the same datapoints in
     the same places: ``fit`` shuffles datapoints and batches, so its parameters (one per position
     of the batch's plate, :func:`~pyro_lvm.traces.per_position_sites`) would follow no datapoint."""
     one_fixed_batch = isinstance(state.train_data, BatchList) and len(state.train_data) == 1
-    found = [] if one_fixed_batch and state.valid_data is None else per_position_sites(state.pair)
+    found = [] if one_fixed_batch and state.valid_data is None else per_position_sites(state.pair, data_plate)
     if found:
         name, guide, plate, size = found[0]
         raise validation.InvalidArgumentError(
