@@ -627,7 +627,8 @@ def _check_autoguide_positions(state: TrainState, data_plate: str | None) -> Non
             f"datapoint would get another's posterior. Give {name!r} an amortised guide (an encoder that "
             "computes its parameters from the batch; docs/write_your_own.md), keep the autoguide for the "
             "global latents (AutoGuideList, or the autoguide of poutine.block(model, hide=[...])), or train on "
-            "one fixed batch: fit(pair, BatchList([data])) without valid_data")
+            "one fixed batch: fit(pair, BatchList([data])) without valid_data. (If the plate over the datapoints "
+            f"is not {plate!r} but has the same size, name it: fit(..., data_plate='<name>').)")
 
 
 def _settle_plate_nesting(elbo: Any, nesting: int) -> None:
