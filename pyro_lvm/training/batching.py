@@ -167,8 +167,9 @@ def evaluation_batches(pair: Any, data: Any, batch_size: int, device: str | torc
     to, in one batch of that size: such data come as one batch, other data are refused.
     """
     device = device if device is not None else pair_device(pair)
-    for name, guide, plate, size in per_position_sites(pair):
-        n = num_datapoints(data)
+    positions = per_position_sites(pair)
+    n = num_datapoints(data) if positions else None
+    for name, guide, plate, size in positions:
         if n != size:
             raise validation.InvalidArgumentError(
                 f"the guide's site {name!r} comes from {guide}, which holds one parameter per position of the "

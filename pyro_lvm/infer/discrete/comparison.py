@@ -52,7 +52,8 @@ import torch
 
 from ... import validation
 from ...base import batch_args, check_pair
-from ...traces import discover_parameters, guide_and_model_traces, pair_plate_nesting, restore, snapshot
+from ...traces import discover_parameters, guide_and_model_traces, restore, snapshot
+from ...traces import max_plate_nesting as plate_nesting_of
 from .estimators import (CV_PREFIX, DiscreteELBO, guide_latents, check_temperature, estimator_applicability,
                          support_size)
 from .registry import ESTIMATORS, TEMPERATURE, check_estimator
@@ -576,14 +577,13 @@ def compare_estimators(
     size, continuous = enumeration_size(pair, batch)
     kind, reason = _choose_reference(pair, batch, exact, size, continuous, max_enum_size, applicable)
     with side_trace():
-        # Every pyro.param site exists before the snapshot, the model's too: one created after it
-        # would be dropped at each restore and drawn anew (pyro.param("w", torch.randn(...))),
-        # so each estimator would be measured at other parameter values.
-        guide_and_model_traces(pair.model, pair.guide, args, kwargs)
-    start = snapshot(pair)
+        # One look before the snapshot: every pyro.param site exists then, the model's too. One
+        # created after it would be dropped at each restore and drawn anew (pyro.param("w",
+        # torch.randn(...))), so each estimator would be measured at other parameter values.
+        traces = guide_and_model_traces(pair.model, pair.guide, args, kwargs)
     if max_plate_nesting is None:
-        with side_trace():
-            max_plate_nesting = pair_plate_nesting(pair.model, pair.guide, args, kwargs)
+        max_plate_nesting = plate_nesting_of(*traces)
+    start = snapshot(pair)
     bench = _Bench(pair, batch, args, kwargs, {"max_plate_nesting": max_plate_nesting, "max_enum_size": max_enum_size},
                    num_particles, seed, start, pyro.poutine.util.is_validation_enabled())
     named, groups, offsets = _measured_parameters(bench, groups)
